@@ -1,0 +1,48 @@
+"""dzsr's exceptions. Library code raises these; the CLI maps them to one-line messages and exit codes.
+
+Every message names the file (or folder) concerned and the problem, in one line.
+"""
+
+from __future__ import annotations
+
+
+class DzsrError(Exception):
+    """Base class of every error dzsr reports to a user. ``exit_code`` is the process exit status."""
+
+    exit_code = 1
+
+
+class ConfigError(DzsrError):
+    """Invalid options or config file."""
+
+    exit_code = 2
+
+
+class InputError(DzsrError):
+    """An input file is missing, unreadable, corrupt or of an unsupported kind."""
+
+    exit_code = 3
+
+
+class AlignmentError(DzsrError):
+    """Two photos cannot be registered: no overlap, tele wider than the wide, too few matches."""
+
+    exit_code = 4
+
+
+class DatasetError(DzsrError):
+    """A prepared dataset is missing, corrupt, of another version, or has no usable pair."""
+
+    exit_code = 5
+
+
+class ResourceError(DzsrError):
+    """The job does not fit: image too large for memory, out of (GPU) memory."""
+
+    exit_code = 6
+
+
+class WeightsError(DzsrError):
+    """Pretrained weights (ImageNet trunks or a dzsr checkpoint) are missing or unusable."""
+
+    exit_code = 7
