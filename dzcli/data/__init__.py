@@ -1,0 +1,1 @@
+"""Datasets: finding captures, the prepared dataset's manifest, and (for training) loading pairs."""

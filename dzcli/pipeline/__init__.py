@@ -1,0 +1,1 @@
+"""One stage function per command: ``prepare``, ``simulate`` (and later ``train``, ``zoom``, ``eval``)."""

@@ -1,0 +1,342 @@
+"""``dzsr prepare``: a folder of real captures → an aligned LR / Ref / HR dataset with a manifest.
+
+Per capture: read both photos (EXIF orientation applied once) → EXIF zoom ratio → SIFT + MAGSAC
+homography (no centred-tele assumption) → DIS residual flow both ways and a validity mask → colour
+matching of the tele to the wide → ``pairs/<id>/{lr,hr,ref,mask}.png`` and a preview image.
+
+Each pair is written to a hidden temporary folder and renamed into place when complete; the manifest
+is rewritten atomically after every pair. A re-run reuses pairs whose source files and options have
+not changed, so an interrupted run resumes where it stopped and a repeated run changes nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dzcli import __version__
+from dzcli.align.color import match_colors
+from dzcli.align.ratio import exif_ratio
+from dzcli.align.register import align_pair, register
+from dzcli.data.manifest import MANIFEST_VERSION, read_manifest, write_manifest
+from dzcli.data.pairs import Capture, discover_captures
+from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError, ResourceError
+from dzcli.io.images import Photo, load_photo, save_image
+from dzcli.viz import pair_preview, resize
+
+log = logging.getLogger(__name__)
+
+PAIRS_DIR = "pairs"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Options of ``dzsr prepare`` (defaults are the documented defaults)."""
+
+    src: Path
+    out: Path
+    scale: int = 2
+    test_fraction: float = 0.1
+    force: bool = False
+    pairs_csv: Path | None = None
+    max_gap: float = 2.0
+    ratio: float | None = None
+    max_megapixels: float = 100.0
+    min_valid: float = 0.2
+    min_size: int = 48
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 4):
+            raise ConfigError(f"--scale must be 2 or 4, not {self.scale}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ConfigError(f"--test-fraction must be in [0, 1), not {self.test_fraction}")
+        if self.ratio is not None and self.ratio <= 1.0:
+            raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
+
+    def key(self) -> dict[str, Any]:
+        """The options a prepared pair depends on (a pair is reused only when these are unchanged)."""
+        return {"scale": self.scale, "ratio": self.ratio, "min_valid": self.min_valid, "min_size": self.min_size}
+
+
+@dataclass
+class PrepareSummary:
+    """What ``prepare`` did: the manifest's pair records, files left unpaired, counts."""
+
+    out: Path
+    records: list[dict[str, Any]]
+    unpaired: list[str] = field(default_factory=list)
+    computed: int = 0
+    reused: int = 0
+
+    @property
+    def n_ok(self) -> int:
+        """Number of usable pairs."""
+        return sum(r["status"] == "ok" for r in self.records)
+
+
+ProgressFn = Callable[[int, int, dict[str, Any]], None]
+
+
+def _fingerprint(paths: dict[str, Path]) -> dict[str, list[int]]:
+    out = {}
+    for role, p in paths.items():
+        try:
+            st = p.stat()
+            out[role] = [st.st_size, st.st_mtime_ns]
+        except OSError:
+            out[role] = [-1, -1]
+    return out
+
+
+def _display(path: Path, src: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(src.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _split_value(pair_id: str) -> float:
+    """A stable number in [0, 1) from the pair id: the train/test split survives added captures."""
+    return int(hashlib.sha1(pair_id.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def assign_splits(records: list[dict[str, Any]], test_fraction: float) -> None:
+    """Set ``split`` on usable records: ``test`` where the id's hash falls under ``test_fraction``.
+
+    With at least two usable pairs and a non-zero fraction, at least one pair is ``test``.
+    """
+    ok = [r for r in records if r["status"] == "ok"]
+    for r in records:
+        r["split"] = None
+    for r in ok:
+        r["split"] = "test" if _split_value(r["id"]) < test_fraction else "train"
+    if test_fraction > 0 and len(ok) >= 2 and not any(r["split"] == "test" for r in ok):
+        min(ok, key=lambda r: _split_value(r["id"]))["split"] = "test"
+
+
+def _centre_crop(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    H, W = img.shape[-2:]
+    top, left = (H - h) // 2, (W - w) // 2
+    return img[..., top : top + h, left : left + w]
+
+
+def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """PSNR (dB) between the wide crop and the matched tele brought down to its size, on valid pixels."""
+    size = tuple(lr.shape[-2:])
+    hr_d = resize(hr, size, mode="area")
+    m = resize(mask, size, mode="area") > 0.99
+    if m.sum() < 16:
+        return None
+    mse = ((hr_d - lr) ** 2).mean(0, keepdim=True)[m].mean().item()
+    return round(10 * math.log10(1 / max(mse, 1e-10)), 2)
+
+
+def _load(path: Path, cfg: PrepareConfig) -> Photo:
+    return load_photo(path, max_megapixels=cfg.max_megapixels)
+
+
+def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any]) -> None:
+    """Align one capture and write its files into ``work``; fills ``record`` as it goes.
+
+    Raises:
+        InputError, AlignmentError, ResourceError: the capture cannot be used (reason in the message).
+    """
+    uw, tele = _load(cap.uw, cfg), _load(cap.tele, cfg)
+    record["camera"] = {"uw": uw.info.camera, "tele": tele.info.camera}
+    record["exif"] = {"uw": uw.info.to_dict(), "tele": tele.info.to_dict()}
+    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_ratio=cfg.ratio)
+    record["ratio_exif"] = None if est.value is None else round(est.value, 4)
+    record["ratio_source"] = est.source
+    reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name)
+    record.update(
+        ratio=round(reg.ratio, 4),
+        density=round(reg.density, 4),
+        inliers=reg.inliers,
+        registration=reg.to_dict(),
+    )
+    if est.value is not None and abs(reg.ratio / est.value - 1) > 0.05:
+        log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", cap.id, reg.ratio, est.value)
+    if reg.density < cfg.scale * 0.9:
+        log.warning(
+            "%s: the tele has only %.2fx the wide's pixel density, below the x%d scale: its detail is upsampled",
+            cap.id, reg.density, cfg.scale,
+        )
+    pair = align_pair(uw.pixels, tele.pixels, reg, scale=cfg.scale)
+    record["valid_fraction"] = round(pair.valid_fraction, 4)
+    record["box"] = list(pair.box)
+    if min(pair.lr.shape[-2:]) < cfg.min_size:
+        raise AlignmentError(
+            f"{cap.tele.name}: the tele covers only {pair.lr.shape[-1]}x{pair.lr.shape[-2]} wide pixels, "
+            f"too small (need {cfg.min_size})"
+        )
+    if pair.valid_fraction < cfg.min_valid:
+        raise AlignmentError(
+            f"{cap.tele.name}: only {pair.valid_fraction:.0%} of the registered tele is consistent with "
+            f"{cap.uw.name} (need {cfg.min_valid:.0%}): moving scene or strong parallax"
+        )
+    hr, colour = match_colors(pair.hr, pair.lr, pair.mask)
+    h, w = pair.lr.shape[-2:]
+    ref = _centre_crop(hr, h, w)
+    depth = max(uw.bit_depth, tele.bit_depth)
+    files = {"lr": "lr.png", "hr": "hr.png", "ref": "ref.png", "mask": "mask.png", "preview": "preview.jpg"}
+    save_image(work / files["lr"], pair.lr, bit_depth=depth)
+    save_image(work / files["hr"], hr, bit_depth=depth)
+    save_image(work / files["ref"], ref, bit_depth=depth)
+    save_image(work / files["mask"], pair.mask, bit_depth=8)
+    save_image(work / files["preview"], pair_preview(pair.lr, hr, pair.mask), quality=90)
+    record.update(
+        bit_depth=depth,
+        size={"lr": [w, h], "hr": [hr.shape[-1], hr.shape[-2]], "ref": [ref.shape[-1], ref.shape[-2]]},
+        ref_box=[(w - w // cfg.scale) / 2, (h - h // cfg.scale) / 2, w / cfg.scale, h / cfg.scale],
+        flow=pair.flow,
+        colour=colour.to_dict(),
+        alignment_psnr=_alignment_psnr(pair.lr, hr, pair.mask),
+    )
+    if cap.wide is not None:
+        record["mid"] = _process_mid(cap, cfg, uw, pair.box, pair.lr, work, files, depth)
+    record["files"] = {k: f"{PAIRS_DIR}/{cap.id}/{v}" for k, v in files.items()}
+
+
+def _process_mid(
+    cap: Capture, cfg: PrepareConfig, uw: Photo, box: tuple[int, int, int, int], lr: torch.Tensor,
+    work: Path, files: dict[str, str], depth: int,
+) -> dict[str, Any]:
+    """Register the middle camera of a triple capture onto the same LR grid (``mid.png``, ``mid_mask.png``)."""
+    assert cap.wide is not None
+    wide = _load(cap.wide, cfg)
+    est = exif_ratio(uw.info, wide.info, uw_size=uw.size, tele_size=wide.size)
+    reg = register(uw.pixels, wide.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name)
+    pair = align_pair(uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box)
+    mid, _ = match_colors(pair.hr, lr, pair.mask)
+    files["mid"], files["mid_mask"] = "mid.png", "mid_mask.png"
+    save_image(work / files["mid"], mid, bit_depth=max(depth, wide.bit_depth))
+    save_image(work / files["mid_mask"], pair.mask, bit_depth=8)
+    return {
+        "camera": wide.info.camera,
+        "ratio_exif": None if est.value is None else round(est.value, 4),
+        "ratio": round(reg.ratio, 4),
+        "inliers": reg.inliers,
+        "valid_fraction": round(pair.valid_fraction, 4),
+    }
+
+
+def _new_record(cap: Capture, cfg: PrepareConfig) -> dict[str, Any]:
+    return {
+        "id": cap.id,
+        "status": "pending",
+        "split": None,
+        "method": cap.method,
+        "sources": {k: _display(v, cfg.src) for k, v in cap.sources.items()},
+        "fingerprint": _fingerprint(cap.sources),
+        "options": cfg.key(),
+        "scale": cfg.scale,
+        "camera": None,
+        "ratio_exif": None,
+        "ratio": None,
+        "inliers": None,
+        "valid_fraction": None,
+        "files": {},
+    }
+
+
+def _reusable(old: dict[str, Any] | None, new: dict[str, Any], root: Path) -> bool:
+    if old is None or old.get("fingerprint") != new["fingerprint"] or old.get("options") != new["options"]:
+        return False
+    if old.get("sources") != new["sources"]:
+        return False
+    if old["status"] != "ok":
+        return True
+    return all((root / f).is_file() for f in old["files"].values())
+
+
+def _install(work: Path, final: Path) -> None:
+    """Move a finished pair folder into place, replacing an older one."""
+    if final.exists():
+        trash = final.with_name(f".{final.name}.old")
+        shutil.rmtree(trash, ignore_errors=True)
+        final.rename(trash)
+        work.rename(final)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        work.rename(final)
+
+
+def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> PrepareSummary:
+    """Build (or update) the dataset ``cfg.out`` from the captures in ``cfg.src``.
+
+    Args:
+        cfg: the options.
+        progress: called after each capture with (done, total, record).
+
+    Returns:
+        The summary; its records are the manifest's ``pairs``.
+
+    Raises:
+        InputError: ``src`` missing or without photos.
+        DatasetError: no capture could be used (every reason is in the records and the log).
+    """
+    captures, alone = discover_captures(cfg.src, pairs_csv=cfg.pairs_csv, max_gap=cfg.max_gap)
+    root = cfg.out
+    root.mkdir(parents=True, exist_ok=True)
+    (root / PAIRS_DIR).mkdir(exist_ok=True)
+    old_records: dict[str, dict[str, Any]] = {}
+    if (root / "manifest.json").exists() and not cfg.force:
+        old_records = {r["id"]: r for r in read_manifest(root)["pairs"]}
+
+    summary = PrepareSummary(out=root, records=[], unpaired=[_display(p, cfg.src) for p in alone])
+    manifest: dict[str, Any] = {
+        "version": MANIFEST_VERSION,
+        "dzsr_version": __version__,
+        "options": {"scale": cfg.scale, "test_fraction": cfg.test_fraction, "ratio": cfg.ratio,
+                    "max_gap": cfg.max_gap, "min_valid": cfg.min_valid, "min_size": cfg.min_size},
+        "pairs": summary.records,
+        "unpaired": summary.unpaired,
+    }
+    for i, cap in enumerate(captures):
+        record = _new_record(cap, cfg)
+        old = old_records.get(cap.id)
+        if _reusable(old, record, root):
+            assert old is not None
+            summary.records.append(old)
+            summary.reused += 1
+        else:
+            _compute(cap, cfg, record, root)
+            summary.records.append(record)
+            summary.computed += 1
+            assign_splits(summary.records, cfg.test_fraction)
+            write_manifest(root, manifest)
+        if progress:
+            progress(i + 1, len(captures), summary.records[-1])
+
+    assign_splits(summary.records, cfg.test_fraction)
+    write_manifest(root, manifest)
+    if summary.n_ok == 0:
+        reasons = "; ".join(f"{r['id']}: {r['status']}" for r in summary.records[:3])
+        raise DatasetError(f"{cfg.src}: no usable pair ({len(summary.records)} found; {reasons})")
+    return summary
+
+
+def _compute(cap: Capture, cfg: PrepareConfig, record: dict[str, Any], root: Path) -> None:
+    """Process one capture into a temporary folder, then install it; failures become the record's status."""
+    final = root / PAIRS_DIR / cap.id
+    work = final.with_name(f".{final.name}.tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        _process(cap, cfg, work, record)
+        record["status"] = "ok"
+        _install(work, final)
+    except (InputError, AlignmentError, ResourceError, MemoryError) as exc:
+        record["status"] = str(exc) if not isinstance(exc, MemoryError) else "out of memory"
+        record["files"] = {}
+        log.warning("%s: skipped: %s", cap.id, exc)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
