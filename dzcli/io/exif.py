@@ -1,10 +1,69 @@
-"""Capture metadata (EXIF) of a photo, normalised: padded strings stripped, 0 treated as missing."""
+"""Capture metadata (EXIF) of a photo, normalised: padded strings stripped, 0 treated as missing.
+
+EXIF blocks are passed around as ``bytes`` holding the TIFF structure itself (``II*\\0`` or ``MM\\0*``
+header, IFD0, the Exif/GPS sub-IFDs), without the ``Exif\\0\\0`` prefix JPEG files put in front of it.
+:func:`exif_payload` turns any of the usual wrappings into that form.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import contextlib
+import functools
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from dzcli.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+# Tag ids (EXIF 2.32 / TIFF 6.0).
+_MAKE, _MODEL, _ORIENTATION, _DATETIME = 0x010F, 0x0110, 0x0112, 0x0132
+_EXIF_IFD, _GPS_IFD = 0x8769, 0x8825
+_DATETIME_ORIGINAL, _SUBSEC, _SUBSEC_ORIGINAL = 0x9003, 0x9290, 0x9291
+_FOCAL_LENGTH, _FOCAL_35MM, _DIGITAL_ZOOM, _LENS_MODEL = 0x920A, 0xA405, 0xA404, 0xA434
+_FP_XRES, _FP_YRES, _FP_UNIT = 0xA20E, 0xA20F, 0xA210
+_EXIF_WIDTH, _EXIF_HEIGHT = 0xA002, 0xA003
+_MAKER_NOTE = 0x927C
+
+# IFD0 tags of a TIFF-structured file that describe the capture rather than the pixel layout: the only ones
+# carried over when the EXIF block is taken from a TIFF or TIFF-based RAW file (strip offsets, bit depth,
+# compression etc. belong to that file's pixels, not to ours).
+_IFD0_METADATA = frozenset({0x010E, _MAKE, _MODEL, _ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, _DATETIME,
+                            0x013B, 0x8298})
+# Exif sub-IFD tags that some writers (DNG tools) put in IFD0 instead; moved to the sub-IFD.
+_EXIF_SUBIFD_TAGS = frozenset({0x829A, 0x829D, 0x8822, 0x8827, 0x8830, 0x8832, 0x9000, _DATETIME_ORIGINAL,
+                               0x9004, 0x9010, 0x9011, 0x9012, 0x9201, 0x9202, 0x9203, 0x9204, 0x9205, 0x9206,
+                               0x9207, 0x9208, 0x9209, _FOCAL_LENGTH, _SUBSEC, _SUBSEC_ORIGINAL, 0x9292,
+                               _FP_XRES, _FP_YRES, _FP_UNIT, 0xA402, 0xA403, _DIGITAL_ZOOM, _FOCAL_35MM,
+                               0xA406, 0xA431, 0xA432, 0xA433, _LENS_MODEL})
+
+# (CaptureInfo source name, tag id, exifread keys in order of preference)
+_FIELDS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
+    ("make", _MAKE, ("Image Make",)),
+    ("model", _MODEL, ("Image Model",)),
+    ("orientation", _ORIENTATION, ("Image Orientation",)),
+    ("datetime", _DATETIME, ("Image DateTime",)),
+    ("lens", _LENS_MODEL, ("EXIF LensModel", "Image LensModel")),
+    ("focal_mm", _FOCAL_LENGTH, ("EXIF FocalLength", "Image FocalLength")),
+    ("focal_35mm", _FOCAL_35MM, ("EXIF FocalLengthIn35mmFilm", "Image FocalLengthIn35mmFilm")),
+    ("digital_zoom", _DIGITAL_ZOOM, ("EXIF DigitalZoomRatio", "Image DigitalZoomRatio")),
+    ("datetime_original", _DATETIME_ORIGINAL, ("EXIF DateTimeOriginal", "Image DateTimeOriginal")),
+    ("subsec_original", _SUBSEC_ORIGINAL, ("EXIF SubSecTimeOriginal", "Image SubSecTimeOriginal")),
+    ("subsec", _SUBSEC, ("EXIF SubSecTime", "Image SubSecTime")),
+    ("focal_plane_x_res", _FP_XRES, ("EXIF FocalPlaneXResolution", "Image FocalPlaneXResolution")),
+    ("focal_plane_y_res", _FP_YRES, ("EXIF FocalPlaneYResolution", "Image FocalPlaneYResolution")),
+    ("focal_plane_unit", _FP_UNIT, ("EXIF FocalPlaneResolutionUnit", "Image FocalPlaneResolutionUnit")),
+    ("exif_width", _EXIF_WIDTH, ("EXIF ExifImageWidth",)),
+    ("exif_height", _EXIF_HEIGHT, ("EXIF ExifImageLength",)),
+)
 
 
 @dataclass(frozen=True)
@@ -42,3 +101,447 @@ class CaptureInfo:
         d = asdict(self)
         d["time"] = self.time.isoformat() if self.time else None
         return d
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def read_capture_info(path: Path) -> CaptureInfo:
+    """Read the capture metadata of an image file (JPEG, PNG, TIFF, WebP, HEIC/HEIF or RAW).
+
+    exifread reads JPEG/PNG/TIFF/RAW (IFD0 and the Exif sub-IFD); HEIC/HEIF, and any file exifread
+    cannot parse, go through Pillow (with the pillow-heif opener). For RAW formats exifread cannot
+    parse (RAF, CR3), missing focal length, lens and time are taken from LibRaw.
+
+    Args:
+        path: the image file.
+
+    Returns:
+        The normalised metadata; an empty ``CaptureInfo()`` when the file has no (readable) EXIF.
+
+    Raises:
+        InputError: the file does not exist or is not a regular file. Bad EXIF never raises.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    from dzcli.io.images import RAW_SUFFIXES  # here: images imports this module
+
+    values: dict[str, Any] = {}
+    if not _is_heif(path):
+        try:
+            values = _values_from_exifread(path)
+        except Exception as exc:  # exifread raises assorted errors (AssertionError on HEIC) on odd files
+            logger.debug("%s: exifread failed (%s: %s); trying Pillow", path, type(exc).__name__, exc)
+    if not values:
+        try:
+            values = _values_from_pillow_file(path)
+        except Exception as exc:  # Pillow: UnidentifiedImageError, OSError, struct errors on garbled EXIF
+            logger.debug("%s: Pillow found no EXIF (%s: %s)", path, type(exc).__name__, exc)
+    info = _info_from_values(values)
+    if path.suffix.lower() in RAW_SUFFIXES and (info.focal_mm is None or info.lens is None or info.time is None):
+        info = _complete_from_libraw(path, info)
+    return info
+
+
+def capture_info_from_exif(exif: bytes) -> CaptureInfo:
+    """Parse an EXIF block (TIFF structure, with or without the ``Exif\\0\\0`` prefix) into a CaptureInfo.
+
+    Garbled or empty blocks give an empty ``CaptureInfo()``.
+    """
+    payload = exif_payload(exif)
+    if payload is None:
+        return CaptureInfo()
+    try:
+        from PIL import Image
+
+        with _quiet_pillow():
+            ex = Image.Exif()
+            ex.load(payload)
+            return _info_from_values(_values_from_pillow_exif(ex))
+    except Exception as exc:  # garbled EXIF: documented as "no information"
+        logger.debug("garbled EXIF block (%s: %s)", type(exc).__name__, exc)
+        return CaptureInfo()
+
+
+def read_exif(path: Path) -> bytes | None:
+    """The EXIF block of an image file, TIFF-structured without the ``Exif\\0\\0`` prefix.
+
+    JPEG and WebP: the APP1/EXIF chunk as stored. PNG: the ``eXIf`` chunk. HEIC/HEIF: the EXIF item as
+    stored (pillow-heif's raw block; its Orientation still says how the stored pixels are turned).
+    TIFF and TIFF-based RAW: a block rebuilt from the file's IFD0 keeping only capture metadata
+    (make, model, orientation, dates, ...), its Exif and GPS sub-IFDs, and the Exif tags some DNG
+    writers put in IFD0. The embedded thumbnail (IFD1) is not kept for TIFF-based files.
+
+    Returns:
+        The block, or ``None`` when the file has none or it cannot be parsed.
+
+    Raises:
+        InputError: the file does not exist or is not a regular file.
+    """
+    path = Path(path)
+    _check_is_file(path)
+    try:
+        with open(path, "rb") as fh, _quiet_pillow():
+            head = fh.read(16)
+            fh.seek(0)
+            if head.startswith((b"II*\x00", b"MM\x00*")):
+                return _exif_from_tiff_ifd0(fh)
+            if head.startswith(b"\x89PNG\r\n\x1a\n"):
+                return _png_exif(fh)
+            if head[4:8] == b"ftyp":
+                return _heif_exif(fh)
+            from PIL import Image
+
+            with Image.open(fh) as im:
+                raw = im.info.get("exif")
+            return exif_payload(raw) if isinstance(raw, bytes) else None
+    except Exception as exc:  # unreadable or garbled metadata means "no EXIF", never an error
+        logger.debug("%s: no readable EXIF block (%s: %s)", path, type(exc).__name__, exc)
+        return None
+
+
+def exif_payload(data: bytes | None) -> bytes | None:
+    """Normalise an EXIF block to the bare TIFF structure.
+
+    Accepts the bare structure, the JPEG form (``Exif\\0\\0`` prefix) and the HEIF item form (a 4-byte
+    offset then ``Exif\\0\\0``). Returns ``None`` for empty data or data with no TIFF header.
+    """
+    if not data:
+        return None
+    data = bytes(data)
+    if data[4:10] == b"Exif\x00\x00":
+        data = data[10:]
+    while data.startswith(b"Exif\x00\x00"):
+        data = data[6:]
+    if data.startswith((b"II*\x00", b"MM\x00*")) and len(data) >= 8:
+        return data
+    return None
+
+
+# --------------------------------------------------------------------------------------------- writing
+
+
+def make_exif(info: CaptureInfo, *, width: int | None = None, height: int | None = None) -> bytes:
+    """Build an EXIF block holding the fields of ``info`` (``None`` fields omitted).
+
+    Make, Model and Orientation go to IFD0; FocalLength, FocalLengthIn35mmFilm, LensModel,
+    DigitalZoomRatio, DateTimeOriginal, SubSecTimeOriginal, the focal-plane resolution and
+    ExifImageWidth/Height (``width``/``height``, else ``info.exif_width``/``exif_height``) go to the
+    Exif sub-IFD. Reading the block back with :func:`capture_info_from_exif` gives ``info`` again
+    (rationals are stored with denominators up to 10000).
+
+    Returns:
+        The block, TIFF-structured, without the ``Exif\\0\\0`` prefix.
+    """
+    from PIL import Image
+
+    ex = Image.Exif()
+    if info.make:
+        ex[_MAKE] = info.make
+    if info.model:
+        ex[_MODEL] = info.model
+    ex[_ORIENTATION] = info.orientation if 1 <= info.orientation <= 8 else 1
+    sub: dict[int, Any] = {}
+    if info.focal_mm:
+        sub[_FOCAL_LENGTH] = _rational(info.focal_mm)
+    if info.focal_35mm:
+        sub[_FOCAL_35MM] = round(info.focal_35mm)
+    if info.lens:
+        sub[_LENS_MODEL] = info.lens
+    if info.digital_zoom:
+        sub[_DIGITAL_ZOOM] = _rational(info.digital_zoom)
+    if info.time is not None:
+        sub[_DATETIME_ORIGINAL] = info.time.strftime("%Y:%m:%d %H:%M:%S")
+        if info.time.microsecond:
+            sub[_SUBSEC_ORIGINAL] = f"{info.time.microsecond:06d}".rstrip("0")
+    if info.focal_plane_x_res:
+        sub[_FP_XRES] = _rational(info.focal_plane_x_res)
+    if info.focal_plane_y_res:
+        sub[_FP_YRES] = _rational(info.focal_plane_y_res)
+    if info.focal_plane_unit:
+        sub[_FP_UNIT] = int(info.focal_plane_unit)
+    w = width if width is not None else info.exif_width
+    h = height if height is not None else info.exif_height
+    if w:
+        sub[_EXIF_WIDTH] = int(w)
+    if h:
+        sub[_EXIF_HEIGHT] = int(h)
+    if sub:
+        ex.get_ifd(_EXIF_IFD).update(sub)
+    return ex.tobytes()[6:]
+
+
+def update_exif(exif: bytes, *, width: int, height: int) -> bytes:
+    """The same EXIF block for an output whose pixels are upright and ``width`` x ``height``.
+
+    Sets Orientation to 1 and ExifImageWidth/Height, and drops the embedded thumbnail (IFD1). Every
+    other tag, the Exif, Interop and GPS sub-IFDs included, is kept. If the block cannot be
+    re-serialised, a warning is logged and a block rebuilt from its capture fields is returned.
+
+    Args:
+        exif: EXIF block (bare TIFF structure or with the ``Exif\\0\\0`` prefix).
+        width: output width in pixels.
+        height: output height in pixels.
+
+    Returns:
+        The block, TIFF-structured, without the ``Exif\\0\\0`` prefix.
+    """
+    from PIL import Image
+
+    payload = exif_payload(exif)
+    try:
+        if payload is None:
+            raise ValueError("no TIFF header")
+        with _quiet_pillow():
+            ex = Image.Exif()
+            ex.load(payload)
+            ex[_ORIENTATION] = 1
+            sub = ex.get_ifd(_EXIF_IFD)
+            sub[_EXIF_WIDTH] = int(width)
+            sub[_EXIF_HEIGHT] = int(height)
+            if _GPS_IFD in ex:
+                ex.get_ifd(_GPS_IFD)
+            return ex.tobytes()[6:]
+    except Exception as exc:  # Pillow raises assorted errors on odd tags; fall back to the essentials
+        logger.warning("EXIF block could not be rewritten (%s: %s); keeping only the capture fields",
+                       type(exc).__name__, exc)
+        info = replace(capture_info_from_exif(exif), orientation=1)
+        return make_exif(info, width=width, height=height)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+@contextlib.contextmanager
+def _quiet_pillow() -> Iterator[None]:
+    """Silence Pillow's "Corrupt EXIF data" UserWarnings: garbled EXIF is expected input, handled here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+        yield
+
+
+def _check_is_file(path: Path) -> None:
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a directory, not an image file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a regular file")
+
+
+def _is_heif(path: Path) -> bool:
+    """HEIC/HEIF/AVIF content (an ISO-BMFF ``ftyp`` box first), whatever the suffix."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(12)[4:8] == b"ftyp"
+    except OSError:
+        return False
+
+
+@functools.cache
+def _register_heif() -> None:
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+
+
+def _rational(x: float) -> Any:
+    from PIL.TiffImagePlugin import IFDRational
+
+    max_den = max(1, min(10000, int((2**32 - 1) // max(abs(x), 1.0))))
+    f = Fraction(x).limit_denominator(max_den)
+    return IFDRational(f.numerator, f.denominator)
+
+
+def _values_from_exifread(path: Path) -> dict[str, Any]:
+    import exifread
+
+    with open(path, "rb") as fh:
+        tags = exifread.process_file(fh, details=False, extract_thumbnail=False)
+    values: dict[str, Any] = {}
+    for name, _tag_id, keys in _FIELDS:
+        for key in keys:
+            tag = tags.get(key)
+            if tag is None:
+                continue
+            v = tag.values
+            if isinstance(v, (list, tuple)):
+                v = v[0] if v else None
+            if v is not None:
+                values[name] = v
+                break
+    return values
+
+
+def _values_from_pillow_file(path: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    _register_heif()
+    with _quiet_pillow(), Image.open(path) as im:
+        ex = im.getexif()
+        values = _values_from_pillow_exif(ex)
+        # pillow-heif resets the EXIF Orientation to 1 (libheif applies the container's rotation) and keeps
+        # the stored value here.
+        original = im.info.get("original_orientation")
+        if isinstance(original, int):
+            values["orientation"] = original
+    return values
+
+
+def _values_from_pillow_exif(ex: Any) -> dict[str, Any]:
+    ifd0: Mapping[int, Any] = ex
+    sub: Mapping[int, Any] = ex.get_ifd(_EXIF_IFD) if _EXIF_IFD in ex else {}
+    values: dict[str, Any] = {}
+    for name, tag_id, _keys in _FIELDS:
+        v = sub.get(tag_id) if tag_id in sub else ifd0.get(tag_id)
+        if isinstance(v, tuple):
+            v = v[0] if v else None
+        if v is not None:
+            values[name] = v
+    return values
+
+
+def _info_from_values(values: Mapping[str, Any]) -> CaptureInfo:
+    """Normalise raw tag values (exifread or Pillow types) into a CaptureInfo; bad values become None."""
+    orientation = _positive_int(values.get("orientation"))
+    unit = _positive_int(values.get("focal_plane_unit"))
+    time = _parse_time(values.get("datetime_original"), values.get("subsec_original"))
+    if time is None:
+        time = _parse_time(values.get("datetime"), values.get("subsec"))
+    return CaptureInfo(
+        make=_text(values.get("make")),
+        model=_text(values.get("model")),
+        lens=_text(values.get("lens")),
+        focal_mm=_positive(values.get("focal_mm")),
+        focal_35mm=_positive(values.get("focal_35mm")),
+        digital_zoom=_positive(values.get("digital_zoom")),
+        time=time,
+        orientation=orientation if orientation is not None and 1 <= orientation <= 8 else 1,
+        focal_plane_x_res=_positive(values.get("focal_plane_x_res")),
+        focal_plane_y_res=_positive(values.get("focal_plane_y_res")),
+        focal_plane_unit=unit,
+        exif_width=_positive_int(values.get("exif_width")),
+        exif_height=_positive_int(values.get("exif_height")),
+    )
+
+
+def _text(v: Any) -> str | None:
+    if v is None:
+        return None
+    if isinstance(v, (bytes, bytearray)):
+        v = bytes(v).decode("utf-8", errors="replace")
+    if not isinstance(v, str):
+        return None
+    s = v.strip(" \x00\t\r\n").split("\x00", 1)[0].strip()
+    return s or None
+
+
+def _positive(v: Any) -> float | None:
+    if v is None or isinstance(v, (str, bytes, bool)):
+        return None
+    try:
+        x = float(v)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError):
+        return None
+    return x if math.isfinite(x) and x > 0 else None
+
+
+def _positive_int(v: Any) -> int | None:
+    x = _positive(v)
+    return round(x) if x is not None and x >= 0.5 else None
+
+
+_TIME_RE = re.compile(r"(\d{4})[:\-](\d{2})[:\-](\d{2})[ T](\d{2}):(\d{2}):(\d{2})")
+
+
+def _parse_time(v: Any, subsec: Any) -> datetime | None:
+    text = _text(v)
+    if text is None:
+        return None
+    m = _TIME_RE.match(text)
+    if m is None:
+        return None
+    try:
+        t = datetime(*(int(g) for g in m.groups()))
+    except ValueError:  # "0000:00:00 00:00:00" and other impossible dates
+        return None
+    sub = _text(subsec) if not isinstance(subsec, int) else str(subsec)
+    if sub:
+        digits = re.match(r"\d+", sub.strip())
+        if digits:
+            t = t.replace(microsecond=int((digits.group(0) + "000000")[:6]))
+    return t
+
+
+def _complete_from_libraw(path: Path, info: CaptureInfo) -> CaptureInfo:
+    """Fill focal length, lens and time from LibRaw (for RAW formats exifread cannot parse)."""
+    try:
+        import rawpy
+
+        with rawpy.imread(str(path)) as raw:
+            other, lens = raw.other, raw.lens
+    except Exception as exc:  # unreadable RAW: keep what EXIF gave; load_photo reports the decode error
+        logger.debug("%s: LibRaw metadata unavailable (%s: %s)", path, type(exc).__name__, exc)
+        return info
+    ts = getattr(other, "timestamp", None)
+    if isinstance(ts, (int, float)):
+        ts = datetime.fromtimestamp(ts) if ts > 0 else None
+    if isinstance(ts, datetime) and ts.year <= 1970:
+        ts = None
+    return replace(
+        info,
+        focal_mm=info.focal_mm or _positive(getattr(other, "focal_length", None)),
+        lens=info.lens or _text(getattr(lens, "model", None)),
+        time=info.time or (ts if isinstance(ts, datetime) else None),
+    )
+
+
+def _exif_from_tiff_ifd0(fh: BinaryIO) -> bytes | None:
+    """Rebuild an EXIF block from a TIFF-structured file's IFD0: capture metadata and sub-IFDs only."""
+    from PIL import Image
+
+    src = Image.Exif()
+    src.load_from_fp(fh)
+    out = Image.Exif()
+    for tag in _IFD0_METADATA:
+        if tag in src:
+            out[tag] = src[tag]
+    sub: dict[int, Any] = {k: v for k, v in src.items() if k in _EXIF_SUBIFD_TAGS}
+    if _EXIF_IFD in src:
+        sub.update(src.get_ifd(_EXIF_IFD))
+        sub.pop(0xA005, None)  # the Interop pointer: re-added below as a real sub-IFD when it has content
+        interop = src.get_ifd(0xA005)
+        if interop:
+            sub[0xA005] = dict(interop)
+    if sub:
+        out.get_ifd(_EXIF_IFD).update(sub)
+    gps = src.get_ifd(_GPS_IFD) if _GPS_IFD in src else {}
+    if gps:
+        out.get_ifd(_GPS_IFD).update(gps)
+    if len(out) == 0 and not sub and not gps:
+        return None
+    return out.tobytes()[6:]
+
+
+def _png_exif(fh: BinaryIO) -> bytes | None:
+    """The ``eXIf`` chunk of a PNG stream (anywhere in the file), walking chunk headers only."""
+    fh.seek(8)
+    while True:
+        header = fh.read(8)
+        if len(header) < 8:
+            return None
+        length = int.from_bytes(header[:4], "big")
+        ctype = header[4:]
+        if ctype == b"eXIf":
+            return exif_payload(fh.read(length))
+        if ctype == b"IEND":
+            return None
+        fh.seek(length + 4, 1)
+
+
+def _heif_exif(fh: BinaryIO) -> bytes | None:
+    import pillow_heif
+
+    heif = pillow_heif.open_heif(fh, convert_hdr_to_8bit=False)
+    raw = heif[heif.primary_index].info.get("exif")
+    return exif_payload(raw) if raw else None
