@@ -36,13 +36,24 @@ def _pixels(h: int = 8, w: int = 12) -> np.ndarray:
 
 def _jpeg_with_piexif(path: Path, zeroth: dict[int, Any], exif: dict[int, Any], **extra: Any) -> Path:
     """A JPEG whose EXIF is written by piexif (independent of the code under test)."""
-    block = piexif.dump({"0th": zeroth, "Exif": exif, "GPS": extra.get("gps", {}), "1st": extra.get("first", {}),
-                         "thumbnail": extra.get("thumbnail")})
+    block = piexif.dump(
+        {
+            "0th": zeroth,
+            "Exif": exif,
+            "GPS": extra.get("gps", {}),
+            "1st": extra.get("first", {}),
+            "thumbnail": extra.get("thumbnail"),
+        }
+    )
     Image.fromarray(_pixels()).save(path, format="JPEG", exif=block, quality=90)
     return path
 
 
-PHONE_0TH = {piexif.ImageIFD.Make: b"Apple", piexif.ImageIFD.Model: b"iPhone 11 Pro", piexif.ImageIFD.Orientation: 3}
+PHONE_0TH = {
+    piexif.ImageIFD.Make: b"Apple",
+    piexif.ImageIFD.Model: b"iPhone 11 Pro",
+    piexif.ImageIFD.Orientation: 3,
+}
 PHONE_EXIF = {
     piexif.ExifIFD.LensModel: b"iPhone 11 Pro back triple camera 6mm f/2",
     piexif.ExifIFD.FocalLength: (6, 1),
@@ -57,9 +68,19 @@ PHONE_EXIF = {
     piexif.ExifIFD.PixelYDimension: 3024,
 }
 PHONE_INFO = CaptureInfo(
-    make="Apple", model="iPhone 11 Pro", lens="iPhone 11 Pro back triple camera 6mm f/2", focal_mm=6.0,
-    focal_35mm=52.0, digital_zoom=1.5, time=datetime(2021, 6, 5, 14, 3, 27, 45000), orientation=3,
-    focal_plane_x_res=3954.7, focal_plane_y_res=3958.1, focal_plane_unit=2, exif_width=4032, exif_height=3024,
+    make="Apple",
+    model="iPhone 11 Pro",
+    lens="iPhone 11 Pro back triple camera 6mm f/2",
+    focal_mm=6.0,
+    focal_35mm=52.0,
+    digital_zoom=1.5,
+    time=datetime(2021, 6, 5, 14, 3, 27, 45000),
+    orientation=3,
+    focal_plane_x_res=3954.7,
+    focal_plane_y_res=3958.1,
+    focal_plane_unit=2,
+    exif_width=4032,
+    exif_height=3024,
 )
 
 
@@ -85,7 +106,10 @@ def test_missing_35mm_and_zero_focal_are_none(tmp_path: Path) -> None:
 
 
 def test_padded_strings_are_stripped(tmp_path: Path) -> None:
-    zeroth = {piexif.ImageIFD.Make: b"OLYMPUS IMAGING CORP.  ", piexif.ImageIFD.Model: b"E-M1            \x00\x00"}
+    zeroth = {
+        piexif.ImageIFD.Make: b"OLYMPUS IMAGING CORP.  ",
+        piexif.ImageIFD.Model: b"E-M1            \x00\x00",
+    }
     exif = {piexif.ExifIFD.LensModel: b"   ", piexif.ExifIFD.FocalLength: (14, 1)}
     info = read_capture_info(_jpeg_with_piexif(tmp_path / "olympus.jpg", zeroth, exif))
     assert info.make == "OLYMPUS IMAGING CORP."
@@ -95,8 +119,11 @@ def test_padded_strings_are_stripped(tmp_path: Path) -> None:
 
 
 def test_orientation_and_time_fallbacks(tmp_path: Path) -> None:
-    zeroth = {piexif.ImageIFD.Make: b"X", piexif.ImageIFD.Orientation: 9,
-              piexif.ImageIFD.DateTime: b"2020:02:03 04:05:06"}
+    zeroth = {
+        piexif.ImageIFD.Make: b"X",
+        piexif.ImageIFD.Orientation: 9,
+        piexif.ImageIFD.DateTime: b"2020:02:03 04:05:06",
+    }
     info = read_capture_info(_jpeg_with_piexif(tmp_path / "a.jpg", zeroth, {}))
     assert info.orientation == 1  # 9 is not an EXIF orientation
     assert info.time == datetime(2020, 2, 3, 4, 5, 6)  # no DateTimeOriginal: DateTime
@@ -143,12 +170,24 @@ def test_exifread_failure_falls_back_to_pillow(tmp_path: Path, monkeypatch: pyte
 
 
 def test_make_exif_save_image_round_trip(tmp_path: Path) -> None:
-    info = CaptureInfo(make="dzsr", model="TestPhone", lens="TestPhone back camera 4.25mm f/1.8", focal_mm=4.25,
-                       focal_35mm=26.0, digital_zoom=2.0, time=datetime(2026, 3, 1, 9, 0, 0, 300000),
-                       orientation=1, focal_plane_x_res=6014.3, focal_plane_y_res=6014.3, focal_plane_unit=3)
+    info = CaptureInfo(
+        make="dzsr",
+        model="TestPhone",
+        lens="TestPhone back camera 4.25mm f/1.8",
+        focal_mm=4.25,
+        focal_35mm=26.0,
+        digital_zoom=2.0,
+        time=datetime(2026, 3, 1, 9, 0, 0, 300000),
+        orientation=1,
+        focal_plane_x_res=6014.3,
+        focal_plane_y_res=6014.3,
+        focal_plane_unit=3,
+    )
     block = make_exif(info, width=12, height=8)
     assert block.startswith((b"II*\x00", b"MM\x00*"))
-    assert capture_info_from_exif(block) == CaptureInfo(**{**info.__dict__, "exif_width": 12, "exif_height": 8})
+    assert capture_info_from_exif(block) == CaptureInfo(
+        **{**info.__dict__, "exif_width": 12, "exif_height": 8}
+    )
     for name in ("out.jpg", "out.png", "out.tif"):
         path = tmp_path / name
         save_image(path, torch.rand(3, 8, 12), exif=block)
@@ -181,10 +220,15 @@ def test_update_exif_sets_orientation_size_and_drops_thumbnail(tmp_path: Path) -
     gps = {piexif.GPSIFD.GPSLatitudeRef: b"N", piexif.GPSIFD.GPSLatitude: ((45, 1), (30, 1), (0, 1))}
     exif = dict(PHONE_EXIF)
     exif[piexif.ExifIFD.MakerNote] = b"Apple iOS\x00" + bytes(40)
-    block = piexif.dump({"0th": {**PHONE_0TH, piexif.ImageIFD.Orientation: 6}, "Exif": exif, "GPS": gps,
-                         "1st": {piexif.ImageIFD.JPEGInterchangeFormat: 0,
-                                 piexif.ImageIFD.JPEGInterchangeFormatLength: 0},
-                         "thumbnail": thumb.read_bytes()})
+    block = piexif.dump(
+        {
+            "0th": {**PHONE_0TH, piexif.ImageIFD.Orientation: 6},
+            "Exif": exif,
+            "GPS": gps,
+            "1st": {piexif.ImageIFD.JPEGInterchangeFormat: 0, piexif.ImageIFD.JPEGInterchangeFormatLength: 0},
+            "thumbnail": thumb.read_bytes(),
+        }
+    )
     src = Image.Exif()
     src.load(block)
     assert src.get_ifd(IFD1), "fixture must carry a thumbnail IFD"
@@ -262,9 +306,19 @@ def test_tiff_ifd0_block_keeps_only_metadata(tmp_path: Path) -> None:
     import tifffile
 
     path = tmp_path / "a.tif"
-    tifffile.imwrite(path, np.zeros((6, 5, 3), np.uint16), photometric="rgb", metadata=None, extratags=[
-        (271, "s", 0, "Nikon", True), (272, "s", 0, "D800", True), (274, "H", 1, 8, True),
-        (37386, "2I", 1, (14, 1), True), (41989, "H", 1, 14, True)])
+    tifffile.imwrite(
+        path,
+        np.zeros((6, 5, 3), np.uint16),
+        photometric="rgb",
+        metadata=None,
+        extratags=[
+            (271, "s", 0, "Nikon", True),
+            (272, "s", 0, "D800", True),
+            (274, "H", 1, 8, True),
+            (37386, "2I", 1, (14, 1), True),
+            (41989, "H", 1, 14, True),
+        ],
+    )
     block = read_exif(path)
     assert block is not None
     ex = Image.Exif()
@@ -272,5 +326,6 @@ def test_tiff_ifd0_block_keeps_only_metadata(tmp_path: Path) -> None:
     assert 256 not in ex and 273 not in ex and 258 not in ex  # no width, strip offsets, bits per sample
     assert ex[0x0112] == 8
     assert float(ex.get_ifd(0x8769)[37386]) == 14.0
-    assert read_capture_info(path) == CaptureInfo(make="Nikon", model="D800", focal_mm=14.0, focal_35mm=14.0,
-                                                  orientation=8)
+    assert read_capture_info(path) == CaptureInfo(
+        make="Nikon", model="D800", focal_mm=14.0, focal_35mm=14.0, orientation=8
+    )

@@ -1,7 +1,7 @@
-"""Capture metadata (EXIF) of a photo, normalised: padded strings stripped, 0 treated as missing.
+r"""Capture metadata (EXIF) of a photo, normalised: padded strings stripped, 0 treated as missing.
 
-EXIF blocks are passed around as ``bytes`` holding the TIFF structure itself (``II*\\0`` or ``MM\\0*``
-header, IFD0, the Exif/GPS sub-IFDs), without the ``Exif\\0\\0`` prefix JPEG files put in front of it.
+EXIF blocks are passed around as ``bytes`` holding the TIFF structure itself (``II*\0`` or ``MM\0*``
+header, IFD0, the Exif/GPS sub-IFDs), without the ``Exif\0\0`` prefix JPEG files put in front of it.
 :func:`exif_payload` turns any of the usual wrappings into that form.
 """
 
@@ -36,14 +36,51 @@ _MAKER_NOTE = 0x927C
 # IFD0 tags of a TIFF-structured file that describe the capture rather than the pixel layout: the only ones
 # carried over when the EXIF block is taken from a TIFF or TIFF-based RAW file (strip offsets, bit depth,
 # compression etc. belong to that file's pixels, not to ours).
-_IFD0_METADATA = frozenset({0x010E, _MAKE, _MODEL, _ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, _DATETIME,
-                            0x013B, 0x8298})
+_IFD0_METADATA = frozenset(
+    {0x010E, _MAKE, _MODEL, _ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, _DATETIME, 0x013B, 0x8298}
+)
 # Exif sub-IFD tags that some writers (DNG tools) put in IFD0 instead; moved to the sub-IFD.
-_EXIF_SUBIFD_TAGS = frozenset({0x829A, 0x829D, 0x8822, 0x8827, 0x8830, 0x8832, 0x9000, _DATETIME_ORIGINAL,
-                               0x9004, 0x9010, 0x9011, 0x9012, 0x9201, 0x9202, 0x9203, 0x9204, 0x9205, 0x9206,
-                               0x9207, 0x9208, 0x9209, _FOCAL_LENGTH, _SUBSEC, _SUBSEC_ORIGINAL, 0x9292,
-                               _FP_XRES, _FP_YRES, _FP_UNIT, 0xA402, 0xA403, _DIGITAL_ZOOM, _FOCAL_35MM,
-                               0xA406, 0xA431, 0xA432, 0xA433, _LENS_MODEL})
+_EXIF_SUBIFD_TAGS = frozenset(
+    {
+        0x829A,
+        0x829D,
+        0x8822,
+        0x8827,
+        0x8830,
+        0x8832,
+        0x9000,
+        _DATETIME_ORIGINAL,
+        0x9004,
+        0x9010,
+        0x9011,
+        0x9012,
+        0x9201,
+        0x9202,
+        0x9203,
+        0x9204,
+        0x9205,
+        0x9206,
+        0x9207,
+        0x9208,
+        0x9209,
+        _FOCAL_LENGTH,
+        _SUBSEC,
+        _SUBSEC_ORIGINAL,
+        0x9292,
+        _FP_XRES,
+        _FP_YRES,
+        _FP_UNIT,
+        0xA402,
+        0xA403,
+        _DIGITAL_ZOOM,
+        _FOCAL_35MM,
+        0xA406,
+        0xA431,
+        0xA432,
+        0xA433,
+        _LENS_MODEL,
+    }
+)
 
 # (CaptureInfo source name, tag id, exifread keys in order of preference)
 _FIELDS: tuple[tuple[str, int, tuple[str, ...]], ...] = (
@@ -138,13 +175,15 @@ def read_capture_info(path: Path) -> CaptureInfo:
         except Exception as exc:  # Pillow: UnidentifiedImageError, OSError, struct errors on garbled EXIF
             logger.debug("%s: Pillow found no EXIF (%s: %s)", path, type(exc).__name__, exc)
     info = _info_from_values(values)
-    if path.suffix.lower() in RAW_SUFFIXES and (info.focal_mm is None or info.lens is None or info.time is None):
+    if path.suffix.lower() in RAW_SUFFIXES and (
+        info.focal_mm is None or info.lens is None or info.time is None
+    ):
         info = _complete_from_libraw(path, info)
     return info
 
 
 def capture_info_from_exif(exif: bytes) -> CaptureInfo:
-    """Parse an EXIF block (TIFF structure, with or without the ``Exif\\0\\0`` prefix) into a CaptureInfo.
+    r"""Parse an EXIF block (TIFF structure, with or without the ``Exif\0\0`` prefix) into a CaptureInfo.
 
     Garbled or empty blocks give an empty ``CaptureInfo()``.
     """
@@ -164,7 +203,7 @@ def capture_info_from_exif(exif: bytes) -> CaptureInfo:
 
 
 def read_exif(path: Path) -> bytes | None:
-    """The EXIF block of an image file, TIFF-structured without the ``Exif\\0\\0`` prefix.
+    r"""The EXIF block of an image file, TIFF-structured without the ``Exif\0\0`` prefix.
 
     JPEG and WebP: the APP1/EXIF chunk as stored. PNG: the ``eXIf`` chunk. HEIC/HEIF: the EXIF item as
     stored (pillow-heif's raw block; its Orientation still says how the stored pixels are turned).
@@ -201,10 +240,10 @@ def read_exif(path: Path) -> bytes | None:
 
 
 def exif_payload(data: bytes | None) -> bytes | None:
-    """Normalise an EXIF block to the bare TIFF structure.
+    r"""Normalise an EXIF block to the bare TIFF structure.
 
-    Accepts the bare structure, the JPEG form (``Exif\\0\\0`` prefix) and the HEIF item form (a 4-byte
-    offset then ``Exif\\0\\0``). Returns ``None`` for empty data or data with no TIFF header.
+    Accepts the bare structure, the JPEG form (``Exif\0\0`` prefix) and the HEIF item form (a 4-byte
+    offset then ``Exif\0\0``). Returns ``None`` for empty data or data with no TIFF header.
     """
     if not data:
         return None
@@ -222,7 +261,7 @@ def exif_payload(data: bytes | None) -> bytes | None:
 
 
 def make_exif(info: CaptureInfo, *, width: int | None = None, height: int | None = None) -> bytes:
-    """Build an EXIF block holding the fields of ``info`` (``None`` fields omitted).
+    r"""Build an EXIF block holding the fields of ``info`` (``None`` fields omitted).
 
     Make, Model and Orientation go to IFD0; FocalLength, FocalLengthIn35mmFilm, LensModel,
     DigitalZoomRatio, DateTimeOriginal, SubSecTimeOriginal, the focal-plane resolution and
@@ -231,7 +270,7 @@ def make_exif(info: CaptureInfo, *, width: int | None = None, height: int | None
     (rationals are stored with denominators up to 10000).
 
     Returns:
-        The block, TIFF-structured, without the ``Exif\\0\\0`` prefix.
+        The block, TIFF-structured, without the ``Exif\0\0`` prefix.
     """
     from PIL import Image
 
@@ -272,19 +311,19 @@ def make_exif(info: CaptureInfo, *, width: int | None = None, height: int | None
 
 
 def update_exif(exif: bytes, *, width: int, height: int) -> bytes:
-    """The same EXIF block for an output whose pixels are upright and ``width`` x ``height``.
+    r"""The same EXIF block for an output whose pixels are upright and ``width`` x ``height``.
 
     Sets Orientation to 1 and ExifImageWidth/Height, and drops the embedded thumbnail (IFD1). Every
     other tag, the Exif, Interop and GPS sub-IFDs included, is kept. If the block cannot be
     re-serialised, a warning is logged and a block rebuilt from its capture fields is returned.
 
     Args:
-        exif: EXIF block (bare TIFF structure or with the ``Exif\\0\\0`` prefix).
+        exif: EXIF block (bare TIFF structure or with the ``Exif\0\0`` prefix).
         width: output width in pixels.
         height: output height in pixels.
 
     Returns:
-        The block, TIFF-structured, without the ``Exif\\0\\0`` prefix.
+        The block, TIFF-structured, without the ``Exif\0\0`` prefix.
     """
     from PIL import Image
 
@@ -303,8 +342,11 @@ def update_exif(exif: bytes, *, width: int, height: int) -> bytes:
                 ex.get_ifd(_GPS_IFD)
             return ex.tobytes()[6:]
     except Exception as exc:  # Pillow raises assorted errors on odd tags; fall back to the essentials
-        logger.warning("EXIF block could not be rewritten (%s: %s); keeping only the capture fields",
-                       type(exc).__name__, exc)
+        logger.warning(
+            "EXIF block could not be rewritten (%s: %s); keeping only the capture fields",
+            type(exc).__name__,
+            exc,
+        )
         info = replace(capture_info_from_exif(exif), orientation=1)
         return make_exif(info, width=width, height=height)
 
@@ -462,7 +504,8 @@ def _parse_time(v: Any, subsec: Any) -> datetime | None:
     if m is None:
         return None
     try:
-        t = datetime(*(int(g) for g in m.groups()))
+        year, month, day, hour, minute, second = (int(g) for g in m.groups())
+        t = datetime(year, month, day, hour, minute, second)
     except ValueError:  # "0000:00:00 00:00:00" and other impossible dates
         return None
     sub = _text(subsec) if not isinstance(subsec, int) else str(subsec)
@@ -544,4 +587,4 @@ def _heif_exif(fh: BinaryIO) -> bytes | None:
 
     heif = pillow_heif.open_heif(fh, convert_hdr_to_8bit=False)
     raw = heif[heif.primary_index].info.get("exif")
-    return exif_payload(raw) if raw else None
+    return exif_payload(raw) if isinstance(raw, bytes) else None
