@@ -1,0 +1,627 @@
+"""Registration of a tele photo inside its wide photo, and resampling of the tele onto the wide's grid.
+
+Pixel coordinates are ``(x, y)`` with pixel centres at integers; an image ``W`` pixels wide covers
+``[-0.5, W - 0.5]``. Resizing an image by ``s`` maps ``x`` to ``s·(x + 0.5) - 0.5`` (OpenCV's convention).
+
+:func:`register` finds the homography from tele to uw pixels: SIFT + USAC_MAGSAC at reduced resolution,
+then a dense refinement that fits the homography to DIS optical-flow correspondences. :func:`align_pair`
+cuts the uw crop ``lr`` inside the tele's footprint and resamples the tele onto ``lr``'s grid at ``scale``×
+density (homography + residual flow in one remap), with a forward/backward validity mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+from dzcli.errors import AlignmentError
+
+log = logging.getLogger(__name__)
+
+MATCH_SIDE = 1024
+"""Longest side (px) of the uw region used for feature matching."""
+REFINE_SIDE = 1536
+"""Longest side (px) of the tele grid used for the dense refinement."""
+REFINE_DENSITY = 2.0
+"""Largest density (grid px per uw px) of the refinement grid."""
+MIN_DENSITY = 1.05
+"""Below this many tele pixels per uw pixel the tele is not a zoomed view."""
+MAX_ANISOTROPY = 1.5
+"""Largest ratio of the homography's local scales along two directions (stretch)."""
+MAX_SCALE_CHANGE = 2.0
+"""Largest ratio of the homography's local area scale between two points of the tele (perspective)."""
+MIN_INSIDE = 0.5
+"""Smallest fraction of the tele's footprint that must lie inside the uw."""
+MIN_BOX = 32
+"""Smallest side (uw px) of the ``lr`` box."""
+REFINE_ROUNDS = 2
+"""Dense refinement passes (the second one starts from an almost exact homography)."""
+WINDOW_PAD = 32
+"""Extra uw pixels on each side of a matching window."""
+ROUGH_MIN_INLIERS = 8
+"""Fewest inliers of a whole-image match to look again around the footprint it found."""
+BOX_MARGIN = 2.0
+"""Safety margin (uw px) between the ``lr`` box and the edge of the tele's footprint."""
+
+
+@contextmanager
+def _cv_threads() -> Iterator[None]:
+    """Run OpenCV with as many threads as torch (so data-loader workers do not oversubscribe)."""
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(max(1, torch.get_num_threads()))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
+def _hwc(img: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32)
+
+
+def _gray(img: Tensor) -> np.ndarray:
+    """``(3, H, W)`` RGB in [0, 1] → ``(H, W)`` float32 luma (Rec. 601 weights)."""
+    weights = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float32)
+    return torch.einsum("c,chw->hw", weights, img.detach().cpu().float()).numpy()
+
+
+def _u8(a: np.ndarray) -> np.ndarray:
+    return np.clip(a * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _scaling(sx: float, sy: float) -> np.ndarray:
+    """Homography taking pixel coordinates of an image to those of the image resized by ``(sx, sy)``."""
+    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5], [0.0, 0.0, 1.0]])
+
+
+def _resize(a: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Area-resize ``a`` by about ``scale``; returns the image and the exact coordinate map (3×3)."""
+    h, w = a.shape[:2]
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    if (nw, nh) == (w, h):
+        return a, np.eye(3)
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(a, (nw, nh), interpolation=interp), _scaling(nw / w, nh / h)
+
+
+def _apply(h: np.ndarray, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Apply homography ``h`` to coordinate arrays ``x``, ``y`` (any shape)."""
+    w = h[2, 0] * x + h[2, 1] * y + h[2, 2]
+    return (h[0, 0] * x + h[0, 1] * y + h[0, 2]) / w, (h[1, 0] * x + h[1, 1] * y + h[1, 2]) / w
+
+
+def _jacobian(h: np.ndarray, x: float, y: float) -> np.ndarray:
+    """2×2 Jacobian of homography ``h`` at ``(x, y)``."""
+    w = float(h[2, 0] * x + h[2, 1] * y + h[2, 2])
+    u, v = _point(h, x, y)
+    jac: np.ndarray = np.array(
+        [
+            [h[0, 0] - u * h[2, 0], h[0, 1] - u * h[2, 1]],
+            [h[1, 0] - v * h[2, 0], h[1, 1] - v * h[2, 1]],
+        ]
+    )
+    return jac / w
+
+
+def _point(h: np.ndarray, x: float, y: float) -> tuple[float, float]:
+    """Apply homography ``h`` to one point."""
+    u, v = _apply(h, np.array(x, dtype=np.float64), np.array(y, dtype=np.float64))
+    return float(u), float(v)
+
+
+def _corners(w: int, h: int) -> np.ndarray:
+    """The four outer corners (4, 2) of a ``w``×``h`` image, clockwise on screen from top-left."""
+    return np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
+
+
+def _footprint(h: np.ndarray, tele_wh: tuple[int, int]) -> np.ndarray:
+    """The tele's outline in uw coordinates, (4, 2) float64."""
+    c = _corners(*tele_wh)
+    x, y = _apply(h, c[:, 0], c[:, 1])
+    return np.stack([x, y], axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class Registration:
+    """Where the tele lies in the uw.
+
+    Attributes:
+        homography: ``(3, 3)`` float64, maps tele pixel coordinates to uw pixel coordinates.
+        inliers: feature matches consistent with the homography.
+        matches: feature matches that passed the ratio test.
+        density: tele pixels per uw pixel at the tele's centre.
+        ratio: field-of-view ratio per side, ``density · W_uw / W_tele``.
+        center: tele centre in uw pixels ``(x, y)``.
+        rotation_deg: rotation of the tele's axes in the uw frame (y down: positive is clockwise on screen).
+    """
+
+    homography: np.ndarray
+    inliers: int
+    matches: int
+    density: float
+    ratio: float
+    center: tuple[float, float]
+    rotation_deg: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "homography": [[float(v) for v in row] for row in self.homography],
+            "inliers": self.inliers,
+            "matches": self.matches,
+            "density": self.density,
+            "ratio": self.ratio,
+            "center": [self.center[0], self.center[1]],
+            "rotation_deg": self.rotation_deg,
+        }
+
+
+def _describe(
+    h: np.ndarray, uw_wh: tuple[int, int], tele_wh: tuple[int, int], inliers: int, matches: int
+) -> Registration:
+    cx, cy = (tele_wh[0] - 1) / 2.0, (tele_wh[1] - 1) / 2.0
+    jac = _jacobian(h, cx, cy)
+    density = 1.0 / math.sqrt(abs(float(np.linalg.det(jac))))
+    center = _point(h, cx, cy)
+    rotation = math.degrees(math.atan2(jac[1, 0] - jac[0, 1], jac[0, 0] + jac[1, 1]))
+    return Registration(
+        homography=h,
+        inliers=inliers,
+        matches=matches,
+        density=density,
+        ratio=density * uw_wh[0] / tele_wh[0],
+        center=center,
+        rotation_deg=rotation,
+    )
+
+
+def _plausible(h: np.ndarray | None, tele_wh: tuple[int, int]) -> bool:
+    """A homography dual cameras can produce: finite, orientation-preserving, convex, near-similar."""
+    if h is None or not np.all(np.isfinite(h)) or abs(h[2, 2]) < 1e-12:
+        return False
+    c = _corners(*tele_wh)
+    if np.any(h[2, 0] * c[:, 0] + h[2, 1] * c[:, 1] + h[2, 2] <= 0):
+        return False
+    quad = _footprint(h, tele_wh)
+    edges = np.roll(quad, -1, axis=0) - quad
+    turns = edges[:, 0] * np.roll(edges, -1, axis=0)[:, 1] - edges[:, 1] * np.roll(edges, -1, axis=0)[:, 0]
+    if np.any(turns <= 0):  # mirrored or not convex
+        return False
+    dets, anis = [], []
+    for x, y in np.vstack([c, [[(tele_wh[0] - 1) / 2.0, (tele_wh[1] - 1) / 2.0]]]):
+        sv = np.linalg.svd(_jacobian(h, x, y), compute_uv=False)
+        dets.append(sv[0] * sv[1])
+        anis.append(sv[0] / max(sv[1], 1e-12))
+    return bool(max(anis) < MAX_ANISOTROPY and max(dets) / min(dets) < MAX_SCALE_CHANGE)
+
+
+def _sift(gray8: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+    sift = cv2.SIFT.create(nfeatures=n, enable_precise_upscale=True)
+    kps, desc = sift.detectAndCompute(gray8, None)
+    pts = np.array([k.pt for k in kps], dtype=np.float64).reshape(-1, 2)
+    return pts, desc
+
+
+@dataclass(frozen=True)
+class _Match:
+    homography: np.ndarray | None
+    inliers: int
+    matches: int
+
+
+def _match(
+    uw_gray: np.ndarray,
+    tele_gray: np.ndarray,
+    window: tuple[int, int, int, int],
+    tele_scale: float,
+) -> _Match:
+    """SIFT + ratio test + USAC_MAGSAC between a uw window and the whole tele, at reduced resolution.
+
+    Args:
+        uw_gray: full uw luma (H, W) float32.
+        tele_gray: full tele luma float32.
+        window: uw region ``(x0, y0, x1, y1)`` (exclusive end) to match in.
+        tele_scale: resize factor of the tele relative to that of the uw window.
+
+    Returns:
+        The homography (full-resolution tele → uw coordinates, or None) and match counts.
+    """
+    x0, y0, x1, y1 = window
+    crop = uw_gray[y0:y1, x0:x1]
+    su = min(1.0, MATCH_SIDE / max(crop.shape))
+    st = min(1.0, su * tele_scale, MATCH_SIDE / max(tele_gray.shape))
+    uw_small, to_uw = _resize(crop, su)
+    tele_small, to_tele = _resize(tele_gray, st)
+    pu, du = _sift(_u8(uw_small), 8000)
+    pt, dt = _sift(_u8(tele_small), 4000)
+    if du is None or dt is None or len(pu) < 4 or len(pt) < 4:
+        return _Match(None, 0, 0)
+    pairs = cv2.BFMatcher(cv2.NORM_L2).knnMatch(dt, du, k=2)
+    good = [p[0] for p in pairs if len(p) == 2 and p[0].distance < 0.8 * p[1].distance]
+    if len(good) < 4:
+        return _Match(None, 0, len(good))
+    src = pt[[m.queryIdx for m in good]]
+    dst = pu[[m.trainIdx for m in good]]
+    h_small, inl = cv2.findHomography(
+        src, dst, cv2.USAC_MAGSAC, ransacReprojThreshold=2.0, maxIters=10000, confidence=0.9999
+    )
+    if h_small is None:
+        return _Match(None, 0, len(good))
+    shift = np.array([[1.0, 0.0, x0], [0.0, 1.0, y0], [0.0, 0.0, 1.0]])
+    h = shift @ np.linalg.inv(to_uw) @ h_small @ to_tele
+    return _Match(h / h[2, 2], int(inl.sum()), len(good))
+
+
+def _flows(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DIS-medium flows between same-size 8-bit grayscale images, both ways.
+
+    Returns:
+        ``F`` and ``B``, ``(H, W, 2)`` float32 pixels: ``a(x) ≈ b(x + F(x))`` and ``b(y) ≈ a(y + B(y))``.
+    """
+    dis = cv2.DISOpticalFlow.create(cv2.DISOpticalFlow_PRESET_MEDIUM)
+    fwd = np.zeros((*a.shape, 2), dtype=np.float32)
+    bwd = np.zeros_like(fwd)
+    dis.calc(a, b, fwd)
+    dis.calc(b, a, bwd)
+    return fwd, bwd
+
+
+def _fb_error(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
+    """``|F(x) + B(x + F(x))|`` per pixel, for flows ``(H, W, 2)``."""
+    hh, ww = fwd.shape[:2]
+    gx, gy = np.meshgrid(np.arange(ww, dtype=np.float32), np.arange(hh, dtype=np.float32))
+    back = cv2.remap(
+        bwd, gx + fwd[..., 0], gy + fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    err: np.ndarray = np.linalg.norm(fwd + back, axis=2)
+    return err
+
+
+def _refine(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, int]:
+    """Fit the homography to dense DIS correspondences between the tele and the uw resampled onto it.
+
+    Returns:
+        The refined homography (tele → uw) and the number of correspondences it was fitted on
+        (0 when too few: then ``h`` is returned unchanged).
+    """
+    th, tw = tele_gray.shape
+    cx, cy = (tw - 1) / 2.0, (th - 1) / 2.0
+    density = 1.0 / math.sqrt(abs(float(np.linalg.det(_jacobian(h, cx, cy)))))
+    st = min(1.0, REFINE_DENSITY / density, REFINE_SIDE / max(tw, th))
+    grid, to_grid = _resize(tele_gray, st)
+    su = min(1.0, density * st)
+    uw_small, to_uw = _resize(uw_gray, su)
+    gh, gw = grid.shape
+    px, py = np.meshgrid(np.arange(gw, dtype=np.float64), np.arange(gh, dtype=np.float64))
+    grid_to_uw = to_uw @ h @ np.linalg.inv(to_grid)
+    mx, my = _apply(grid_to_uw, px, py)
+    mx, my = mx.astype(np.float32), my.astype(np.float32)
+    warped = cv2.remap(uw_small, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    fwd, bwd = _flows(_u8(grid), _u8(warped))
+    uh, uw_w = uw_small.shape
+    inside = (mx >= 2) & (my >= 2) & (mx <= uw_w - 3) & (my <= uh - 3)
+    texture = cv2.cornerMinEigenVal(grid, 5)
+    textured = texture > max(1e-6, float(np.percentile(texture[inside], 60))) if inside.any() else inside
+    ok = inside & textured & (_fb_error(fwd, bwd) < 0.5)
+    step = max(1, int(math.sqrt(gh * gw / 40000)))
+    sel = np.zeros_like(ok)
+    sel[::step, ::step] = True
+    ok &= sel
+    n = int(ok.sum())
+    if n < 100:
+        return h, 0
+    grid_to_tele = np.linalg.inv(to_grid)
+    tx, ty = _apply(grid_to_tele, px[ok], py[ok])
+    qx, qy = _apply(grid_to_tele, px[ok] + fwd[ok][:, 0], py[ok] + fwd[ok][:, 1])
+    ux, uy = _apply(h, qx, qy)
+    src = np.stack([tx, ty], axis=1)
+    dst = np.stack([ux, uy], axis=1)
+    refined, inl = cv2.findHomography(
+        src, dst, cv2.USAC_MAGSAC, ransacReprojThreshold=0.5 / su, maxIters=2000, confidence=0.999
+    )
+    if refined is None:
+        return h, 0
+    return refined / refined[2, 2], int(inl.sum())
+
+
+def _window_around(
+    uw_wh: tuple[int, int], tele_wh: tuple[int, int], center: tuple[float, float], density: float
+) -> tuple[int, int, int, int]:
+    """The uw region ``(x0, y0, x1, y1)``: twice the tele's expected footprint plus a margin at ``center``."""
+    half_w = tele_wh[0] / density + WINDOW_PAD
+    half_h = tele_wh[1] / density + WINDOW_PAD
+    x0, y0 = max(0, math.floor(center[0] - half_w)), max(0, math.floor(center[1] - half_h))
+    x1, y1 = min(uw_wh[0], math.ceil(center[0] + half_w)), min(uw_wh[1], math.ceil(center[1] + half_h))
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _feature_attempts(
+    uw_gray: np.ndarray, tele_gray: np.ndarray, ratio_hint: float | None, min_inliers: int
+) -> list[_Match]:
+    """Feature matching, from the cheapest attempt to the most thorough, until one is good enough.
+
+    1. With a ratio hint: the tele at the uw's density against a window twice its size around the uw centre.
+    2. Otherwise, or if that failed: the whole tele against the whole uw (SIFT is scale invariant).
+    3. If that found the tele with few matches (at a coarse scale): (1) again, around where it was found.
+    """
+    uw_wh = (uw_gray.shape[1], uw_gray.shape[0])
+    tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
+    attempts: list[_Match] = []
+    if ratio_hint is not None and ratio_hint > 0:
+        density = ratio_hint * tele_wh[0] / uw_wh[0]
+        centre = ((uw_wh[0] - 1) / 2.0, (uw_wh[1] - 1) / 2.0)
+        attempts.append(
+            _match(uw_gray, tele_gray, _window_around(uw_wh, tele_wh, centre, density), 1 / density)
+        )
+        if attempts[-1].inliers >= min_inliers and _plausible(attempts[-1].homography, tele_wh):
+            return attempts
+    rough = _match(uw_gray, tele_gray, (0, 0, uw_wh[0], uw_wh[1]), 1.0)
+    attempts.append(rough)
+    if (
+        rough.homography is None
+        or rough.inliers < ROUGH_MIN_INLIERS
+        or not _plausible(rough.homography, tele_wh)
+    ):
+        return attempts
+    est = _describe(rough.homography, uw_wh, tele_wh, rough.inliers, rough.matches)
+    if est.density >= MIN_DENSITY and rough.inliers < 4 * min_inliers:
+        window = _window_around(uw_wh, tele_wh, est.center, est.density)
+        attempts.append(_match(uw_gray, tele_gray, window, 1 / est.density))
+    return attempts
+
+
+def register(
+    uw: Tensor,
+    tele: Tensor,
+    *,
+    ratio_hint: float | None = None,
+    uw_name: str = "uw",
+    tele_name: str = "tele",
+    min_inliers: int = 30,
+) -> Registration:
+    """Find where the tele lies in the uw (no assumption that it is centred).
+
+    Args:
+        uw: ``(3, Hu, Wu)`` float32 RGB in [0, 1], the short-focus photo.
+        tele: ``(3, Ht, Wt)`` float32 RGB in [0, 1], the long-focus photo.
+        ratio_hint: expected field-of-view ratio (e.g. from EXIF); speeds matching up, never required.
+        uw_name: how to call the uw in error messages (its file name).
+        tele_name: how to call the tele in error messages.
+        min_inliers: fewest feature matches consistent with the homography to accept it.
+
+    Returns:
+        The registration, accurate to a fraction of a uw pixel.
+
+    Raises:
+        AlignmentError: no overlap, tele not narrower than the uw, tele outside the uw, implausible geometry.
+    """
+    t_start = time.perf_counter()
+    uw_wh = (int(uw.shape[2]), int(uw.shape[1]))
+    tele_wh = (int(tele.shape[2]), int(tele.shape[1]))
+    uw_gray, tele_gray = _gray(uw), _gray(tele)
+    with _cv_threads():
+        attempts = _feature_attempts(uw_gray, tele_gray, ratio_hint, min_inliers)
+        usable = [a for a in attempts if _plausible(a.homography, tele_wh)]
+        best = max(usable, key=lambda a: a.inliers, default=None)
+        if best is None or best.inliers < min_inliers:
+            n = best.inliers if best is not None else max((a.inliers for a in attempts), default=0)
+            if best is None and n >= min_inliers:
+                raise AlignmentError(
+                    f"implausible geometry between {uw_name} and {tele_name} (mirrored or strongly "
+                    "distorted footprint); check that both photos show the same scene"
+                )
+            raise AlignmentError(
+                f"no overlap found between {uw_name} and {tele_name} ({n} inlier matches, need {min_inliers})"
+            )
+        assert best.homography is not None
+        reg = _describe(best.homography, uw_wh, tele_wh, best.inliers, best.matches)
+        if reg.density < MIN_DENSITY:
+            raise AlignmentError(
+                f"{tele_name} is not narrower than {uw_name} (zoom ratio {reg.ratio:.2f}); "
+                "pass the wide photo first"
+            )
+        if _inside_fraction(reg.homography, uw_wh, tele_wh) < MIN_INSIDE:
+            raise AlignmentError(f"{tele_name} does not lie inside {uw_name}")
+        h = reg.homography
+        for _ in range(REFINE_ROUNDS):
+            h_new, n_dense = _refine(uw_gray, tele_gray, h)
+            if n_dense == 0 or not _plausible(h_new, tele_wh):
+                break
+            h = h_new
+    reg = _describe(h, uw_wh, tele_wh, best.inliers, best.matches)
+    log.info(
+        "registered %s in %s: ratio %.4f, centre (%.1f, %.1f), rotation %.2f°, %d/%d inliers, %.2f s",
+        tele_name,
+        uw_name,
+        reg.ratio,
+        reg.center[0],
+        reg.center[1],
+        reg.rotation_deg,
+        reg.inliers,
+        reg.matches,
+        time.perf_counter() - t_start,
+    )
+    return reg
+
+
+def _inside_fraction(h: np.ndarray, uw_wh: tuple[int, int], tele_wh: tuple[int, int]) -> float:
+    quad = _footprint(h, tele_wh).astype(np.float32)
+    frame = _corners(*uw_wh).astype(np.float32)
+    area, _ = cv2.intersectConvexConvex(quad, frame)
+    return float(area) / max(float(cv2.contourArea(quad)), 1e-9)
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedPair:
+    """A training pair: a uw crop and the tele resampled onto its grid at ``scale``× density.
+
+    Attributes:
+        lr: ``(3, h, w)`` float32 in [0, 1], the uw inside ``box``.
+        hr: ``(3, s·h, s·w)`` float32 in [0, 1], the tele on ``lr``'s grid: pixel ``(i, j)`` shows uw point
+            ``(x0 + (j + 0.5)/s - 0.5, y0 + (i + 0.5)/s - 0.5)``. In the tele's colours (not colour-matched).
+        mask: ``(1, s·h, s·w)`` float32 in {0, 1}: forward/backward-consistent flow inside the tele, eroded.
+        box: ``(x0, y0, w, h)`` of ``lr`` in uw pixels.
+        valid_fraction: mean of ``mask``.
+        flow: residual flow after the homography, in hr pixels: ``{"mean": ..., "p95": ...}`` over ``mask``.
+    """
+
+    lr: Tensor
+    hr: Tensor
+    mask: Tensor
+    box: tuple[int, int, int, int]
+    valid_fraction: float
+    flow: dict[str, float]
+
+
+def footprint_box(
+    reg: Registration, uw_size: tuple[int, int], tele_size: tuple[int, int], *, margin: float = BOX_MARGIN
+) -> tuple[int, int, int, int]:
+    """The ``lr`` box: an axis-aligned integer box inside both the uw and the tele's footprint.
+
+    Args:
+        reg: the registration.
+        uw_size: uw ``(width, height)`` in pixels.
+        tele_size: tele ``(width, height)`` in pixels.
+        margin: least distance (uw px) between the box's outer edges and the footprint's edges.
+
+    Returns:
+        ``(x0, y0, w, h)`` in uw pixels, covering ``[x0 - 0.5, x0 + w - 0.5]`` × ``[y0 - 0.5, y0 + h - 0.5]``;
+        width or height is 0 when nothing fits.
+    """
+    quad = _footprint(reg.homography, tele_size).astype(np.float32)
+    _, poly = cv2.intersectConvexConvex(quad, _corners(*uw_size).astype(np.float32))
+    if poly is None or len(poly) < 3:
+        return 0, 0, 0, 0
+    poly = poly.reshape(-1, 1, 2).astype(np.float32)
+    mom = cv2.moments(poly)
+    if mom["m00"] <= 0:
+        return 0, 0, 0, 0
+    cx, cy = mom["m10"] / mom["m00"], mom["m01"] / mom["m00"]
+    pts = poly.reshape(-1, 2)
+    ax = min(cx - pts[:, 0].min(), pts[:, 0].max() - cx)
+    ay = min(cy - pts[:, 1].min(), pts[:, 1].max() - cy)
+
+    def fits(lam: float) -> bool:
+        corners = [(cx + sx * lam * ax, cy + sy * lam * ay) for sx in (-1, 1) for sy in (-1, 1)]
+        return all(cv2.pointPolygonTest(poly, (float(x), float(y)), True) >= margin for x, y in corners)
+
+    lo, hi = 0.0, 1.0
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    hx, hy = lo * ax, lo * ay
+    x0, y0 = math.ceil(cx - hx + 0.5), math.ceil(cy - hy + 0.5)
+    x1, y1 = math.floor(cx + hx + 0.5), math.floor(cy + hy + 0.5)
+    return int(x0), int(y0), max(0, int(x1 - x0)), max(0, int(y1 - y0))
+
+
+def align_pair(
+    uw: Tensor,
+    tele: Tensor,
+    reg: Registration,
+    *,
+    scale: int,
+    box: tuple[int, int, int, int] | None = None,
+    uw_name: str = "uw",
+    tele_name: str = "tele",
+) -> AlignedPair:
+    """Cut ``lr`` from the uw and resample the tele onto its grid at ``scale``× density.
+
+    The tele is area-prefiltered when it is denser than ``scale``, warped by the homography, then DIS
+    (medium) flow is computed both ways between the bicubic-upscaled ``lr`` and the warped tele; the
+    homography and the forward flow are composed into one cubic remap of the tele.
+
+    Args:
+        uw: ``(3, Hu, Wu)`` float32 RGB in [0, 1].
+        tele: ``(3, Ht, Wt)`` float32 RGB in [0, 1].
+        reg: ``register(uw, tele)``.
+        scale: ``s``, hr pixels per uw pixel (2 or 4).
+        box: ``(x0, y0, w, h)`` in uw pixels to reuse (e.g. to put a third camera on the same grid);
+            default: :func:`footprint_box`.
+        uw_name: how to call the uw in error messages.
+        tele_name: how to call the tele in error messages.
+
+    Returns:
+        The aligned pair.
+
+    Raises:
+        AlignmentError: the box is smaller than 32 uw pixels a side or does not lie inside the uw.
+    """
+    t_start = time.perf_counter()
+    s = int(scale)
+    uh, uww = int(uw.shape[1]), int(uw.shape[2])
+    th, tw = int(tele.shape[1]), int(tele.shape[2])
+    if box is None:
+        box = footprint_box(reg, (uww, uh), (tw, th))
+    x0, y0, w, h = (int(v) for v in box)
+    if w < MIN_BOX or h < MIN_BOX:
+        raise AlignmentError(
+            f"the part of {uw_name} covered by {tele_name} is too small "
+            f"({w}x{h} px, need {MIN_BOX}x{MIN_BOX})"
+        )
+    if x0 < 0 or y0 < 0 or x0 + w > uww or y0 + h > uh:
+        raise AlignmentError(f"box {(x0, y0, w, h)} does not lie inside {uw_name} ({uww}x{uh} px)")
+    lr = uw[:, y0 : y0 + h, x0 : x0 + w].float().contiguous()
+
+    with _cv_threads():
+        tele_np = _hwc(tele)
+        prefilter = reg.density / s
+        if prefilter > 1.0 + 1e-3:
+            tele_np, to_tele = _resize(tele_np, 1.0 / prefilter)
+        else:
+            to_tele = np.eye(3)
+        hr_to_uw = np.array(
+            [[1.0 / s, 0.0, x0 + 0.5 / s - 0.5], [0.0, 1.0 / s, y0 + 0.5 / s - 0.5], [0, 0, 1.0]]
+        )
+        hr_to_tele = to_tele @ np.linalg.inv(reg.homography) @ hr_to_uw
+        gx, gy = np.meshgrid(np.arange(s * w, dtype=np.float64), np.arange(s * h, dtype=np.float64))
+        mx, my = _apply(hr_to_tele, gx, gy)
+        tele_gray = cv2.cvtColor(tele_np, cv2.COLOR_RGB2GRAY)
+        warped = cv2.remap(
+            tele_gray,
+            mx.astype(np.float32),
+            my.astype(np.float32),
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
+        lr_up = cv2.resize(_gray(lr), (s * w, s * h), interpolation=cv2.INTER_CUBIC)
+        fwd, bwd = _flows(_u8(lr_up), _u8(warped))
+        consistent = _fb_error(fwd, bwd) < 1.0
+        mx, my = _apply(hr_to_tele, gx + fwd[..., 0], gy + fwd[..., 1])
+        mx, my = mx.astype(np.float32), my.astype(np.float32)
+        hr_np = cv2.remap(tele_np, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        tth, ttw = tele_np.shape[:2]
+        inside = (mx >= 0) & (my >= 0) & (mx <= ttw - 1) & (my <= tth - 1)
+        kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (2 * s + 1, 2 * s + 1))
+        mask_np = cv2.erode((consistent & inside).astype(np.uint8), kernel, borderType=cv2.BORDER_REPLICATE)
+    valid = mask_np.astype(bool)
+    magnitude = np.linalg.norm(fwd, axis=2)[valid]
+    flow = {
+        "mean": float(magnitude.mean()) if magnitude.size else 0.0,
+        "p95": float(np.percentile(magnitude, 95)) if magnitude.size else 0.0,
+    }
+    hr = torch.from_numpy(np.clip(hr_np, 0.0, 1.0).transpose(2, 0, 1).copy())
+    mask = torch.from_numpy(mask_np.astype(np.float32))[None]
+    valid_fraction = float(valid.mean())
+    log.info(
+        "aligned %s onto %s box %s at x%d: %.1f%% valid, residual flow mean %.2f / p95 %.2f hr px, %.2f s",
+        tele_name,
+        uw_name,
+        (x0, y0, w, h),
+        s,
+        100 * valid_fraction,
+        flow["mean"],
+        flow["p95"],
+        time.perf_counter() - t_start,
+    )
+    return AlignedPair(lr=lr, hr=hr, mask=mask, box=(x0, y0, w, h), valid_fraction=valid_fraction, flow=flow)

@@ -1,0 +1,240 @@
+"""Registration of a tele inside its wide photo and resampling onto the wide's grid, on simulated pairs."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dzcli.align import register as register_module
+from dzcli.align.register import Registration, align_pair, footprint_box, register
+from dzcli.errors import AlignmentError
+from dzcli.simulate import simulate_pair
+
+DATA = Path(__file__).parent / "data"
+
+
+def _photo(name: str) -> torch.Tensor:
+    bgr = cv2.imread(str(DATA / f"{name}.jpg"), cv2.IMREAD_COLOR)
+    return torch.from_numpy(np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1))).float() / 255.0
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> float:
+    err = (a - b) ** 2
+    if mask is not None:
+        err = err[mask.expand_as(err) > 0.5]
+    return float(10 * torch.log10(1.0 / err.mean()))
+
+
+@pytest.mark.parametrize(
+    ("scene", "ratio", "offset", "rotation", "hint", "parallax"),
+    [
+        ("life", 2.0, (23.0, -17.0), 1.5, 2.0, 0.0),
+        ("picos", 2.7, (23.0, -17.0), -2.0, 2.7, 0.0),
+        ("seeding", 2.0, (-19.0, 12.0), 0.8, None, 0.0),
+        ("life", 2.7, (23.0, -17.0), 1.0, None, 0.0),
+        ("picos", 2.0, (23.0, -17.0), 1.5, 2.1, 2.0),
+    ],
+)
+def test_register_recovers_ratio_centre_and_rotation(
+    scene: str,
+    ratio: float,
+    offset: tuple[float, float],
+    rotation: float,
+    hint: float | None,
+    parallax: float,
+) -> None:
+    p = simulate_pair(
+        _photo(scene), ratio=ratio, offset=offset, rotation_deg=rotation, parallax=parallax, seed=1
+    )
+    reg = register(p.uw, p.tele, ratio_hint=hint)
+    assert reg.ratio == pytest.approx(p.ratio, rel=0.01)
+    assert math.dist(reg.center, p.center) < (1.0 if parallax else 0.15)  # catches half-pixel slips too
+    assert reg.rotation_deg == pytest.approx(p.rotation_deg, abs=0.2)
+    assert reg.inliers >= 30 and reg.matches >= reg.inliers
+    assert reg.density == pytest.approx(ratio, rel=0.01)  # equal pixel counts: density = ratio
+
+
+def test_dense_refinement_corrects_a_rough_homography() -> None:
+    p = simulate_pair(_photo("seeding"), ratio=2.0, offset=(23.0, -17.0), rotation_deg=1.0, seed=4)
+    nudge = np.array(
+        [[1.006, 0.004, 1.2], [-0.003, 0.997, -0.9], [0.0, 0.0, 1.0]]
+    )  # ~1.5 uw px off at the edges
+    rough = nudge @ p.tele_to_uw
+    gray = register_module._gray
+    refined, n = register_module._refine(gray(p.uw), gray(p.tele), rough)
+    assert n > 500
+    ht, wt = p.tele.shape[1:]
+    pts = np.array(
+        [[0, 0, 1], [wt - 1, 0, 1], [0, ht - 1, 1], [wt - 1, ht - 1, 1], [wt / 2, ht / 2, 1]], float
+    ).T
+
+    def err(h: np.ndarray) -> float:
+        a, b = h @ pts, p.tele_to_uw @ pts
+        return float(np.abs(a[:2] / a[2] - b[:2] / b[2]).max())
+
+    assert err(rough) > 1.0 and err(refined) < 0.15
+
+
+def test_registration_is_json_ready() -> None:
+    p = simulate_pair(_photo("life"), ratio=2.0, offset=(10.0, 5.0), seed=2)
+    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    d = json.loads(json.dumps(reg.to_dict()))
+    assert set(d) == {"homography", "inliers", "matches", "density", "ratio", "center", "rotation_deg"}
+    np.testing.assert_allclose(np.array(d["homography"]), reg.homography)
+
+
+def test_unrelated_photos_have_no_overlap() -> None:
+    a = simulate_pair(_photo("life"), ratio=2.0, seed=1)
+    b = simulate_pair(_photo("picos"), ratio=2.0, seed=1)
+    with pytest.raises(
+        AlignmentError, match=r"^no overlap found between a\.jpg and b\.jpg \(\d+ inlier matches, need 30\)$"
+    ):
+        register(a.uw, b.tele, ratio_hint=2.0, uw_name="a.jpg", tele_name="b.jpg")
+
+
+@pytest.mark.parametrize("hint", [2.0, None])
+def test_swapped_roles_are_reported(hint: float | None) -> None:
+    p = simulate_pair(_photo("life"), ratio=2.0, offset=(23.0, -17.0), seed=1)
+    with pytest.raises(
+        AlignmentError, match=r"^wide\.jpg is not narrower than tele\.jpg \(zoom ratio 0\.50\); pass"
+    ):
+        register(p.tele, p.uw, ratio_hint=hint, uw_name="tele.jpg", tele_name="wide.jpg")
+
+
+def test_tele_mostly_outside_the_uw_is_reported() -> None:
+    p = simulate_pair(_photo("picos"), ratio=2.0, seed=1)  # footprint spans uw x in [80, 240]
+    with pytest.raises(AlignmentError, match=r"^t\.jpg does not lie inside u\.jpg$"):
+        register(p.uw[:, :, :150], p.tele, uw_name="u.jpg", tele_name="t.jpg")
+
+
+def test_strong_perspective_is_implausible() -> None:
+    p = simulate_pair(_photo("life"), ratio=2.0, seed=1, noise=0.0, isp=False)
+    tele = np.ascontiguousarray(p.tele.permute(1, 2, 0).numpy())
+    h, w = tele.shape[:2]
+    keystone = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6 / w, 0.0, 1.0]])
+    warped = cv2.warpPerspective(tele, keystone, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    with pytest.raises(AlignmentError, match="implausible geometry between uw and tele"):
+        register(p.uw, torch.from_numpy(warped.transpose(2, 0, 1).copy()), ratio_hint=2.0)
+
+
+def _inside_tele(reg: Registration, box: tuple[int, int, int, int], tele_wh: tuple[int, int]) -> bool:
+    x0, y0, w, h = box
+    corners = np.array(
+        [
+            [x0 - 0.5, y0 - 0.5, 1],
+            [x0 + w - 0.5, y0 - 0.5, 1],
+            [x0 - 0.5, y0 + h - 0.5, 1],
+            [x0 + w - 0.5, y0 + h - 0.5, 1],
+        ]
+    ).T
+    t = np.linalg.inv(reg.homography) @ corners
+    tx, ty = t[0] / t[2], t[1] / t[2]
+    return bool(np.all((tx >= -0.5) & (ty >= -0.5) & (tx <= tele_wh[0] - 0.5) & (ty <= tele_wh[1] - 0.5)))
+
+
+@pytest.mark.parametrize("scene", ["picos", "life"])
+def test_align_pair_matches_the_truth(scene: str) -> None:
+    p = simulate_pair(_photo(scene), ratio=2.0, offset=(23.0, -17.0), rotation_deg=1.5, isp=False, noise=0.0)
+    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    pair = align_pair(p.uw, p.tele, reg, scale=2)
+    x0, y0, w, h = pair.box
+    assert pair.lr.shape == (3, h, w) and w >= 100 and h >= 60
+    assert pair.hr.shape == (3, 2 * h, 2 * w) and pair.mask.shape == (1, 2 * h, 2 * w)
+    assert torch.equal(pair.lr, p.uw[:, y0 : y0 + h, x0 : x0 + w])
+    assert set(torch.unique(pair.mask).tolist()) <= {0.0, 1.0}
+    assert pair.valid_fraction > 0.9
+    assert pair.flow["p95"] < 0.5 and pair.flow["mean"] <= pair.flow["p95"]
+    assert _inside_tele(reg, pair.box, (p.tele.shape[2], p.tele.shape[1]))
+    # At ratio 2 and scale 2, hr pixel (i, j) is truth pixel (2·y0 + i, 2·x0 + j).
+    truth = p.truth[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
+    assert _psnr(pair.hr, truth, pair.mask) > 30
+
+
+def test_align_pair_prefilters_a_denser_tele() -> None:
+    ratio, s = 2.7, 2
+    p = simulate_pair(
+        _photo("life"), ratio=ratio, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0
+    )
+    reg = register(p.uw, p.tele, ratio_hint=ratio)
+    pair = align_pair(p.uw, p.tele, reg, scale=s)
+    x0, y0, w, h = pair.box
+    hu, wu = p.uw.shape[1:]
+    # The truth on the uw grid at s× density (area resampling), cropped to the box.
+    truth = cv2.resize(
+        np.ascontiguousarray(p.truth.permute(1, 2, 0).numpy()), (s * wu, s * hu), interpolation=cv2.INTER_AREA
+    )
+    truth_t = torch.from_numpy(truth[s * y0 : s * (y0 + h), s * x0 : s * (x0 + w)].transpose(2, 0, 1).copy())
+    assert pair.hr.shape == truth_t.shape
+    assert pair.valid_fraction > 0.9
+    assert _psnr(pair.hr, truth_t, pair.mask) > 30
+
+
+def test_align_pair_follows_parallax_with_the_residual_flow() -> None:
+    p = simulate_pair(
+        _photo("picos"),
+        ratio=2.0,
+        offset=(23.0, -17.0),
+        rotation_deg=1.0,
+        parallax=4.0,
+        isp=False,
+        noise=0.0,
+        seed=2,
+    )
+    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    pair = align_pair(p.uw, p.tele, reg, scale=2)
+    x0, y0, w, h = pair.box
+    truth = p.truth[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
+    assert pair.flow["p95"] > 1.5  # the homography alone leaves pixels of parallax ...
+    assert pair.valid_fraction > 0.9
+    assert _psnr(pair.hr, truth, pair.mask) > 32  # ... which the composed remap removes
+
+
+def test_align_pair_does_not_alias_a_denser_tele() -> None:
+    p = simulate_pair(
+        _photo("picos"), ratio=2.7, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0
+    )
+    reg = register(p.uw, p.tele, ratio_hint=2.7)
+    ht, wt = p.tele.shape[1:]
+    # Stripes at 0.45 cycles per tele pixel: above hr's Nyquist frequency (0.37 at 1.35 tele px per hr px).
+    stripes = (
+        (0.5 + 0.4 * torch.sin(2 * math.pi * 0.45 * torch.arange(wt).float())).expand(3, ht, wt).contiguous()
+    )
+    pair = align_pair(p.uw, stripes, reg, scale=2)
+    assert float(pair.hr[:, 8:-8, 8:-8].std()) < 0.5 * float(stripes.std())
+
+
+def test_align_pair_masks_what_the_homography_does_not_explain() -> None:
+    p = simulate_pair(_photo("picos"), ratio=2.0, offset=(23.0, -17.0), isp=False, noise=0.0, seed=3)
+    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    tele = p.tele.clone()
+    tele[:, 60:120, 100:200] = torch.flip(tele[:, 60:120, 100:200], dims=[2])  # content that matches nothing
+    pair = align_pair(p.uw, tele, reg, scale=2)
+    # That region lands around uw rows 50..80 (hr rows 2·(50 - y0)...): most of it must be masked out.
+    ux0, uy0 = reg.homography[:2] @ np.array([110.0, 70.0, 1.0])
+    ux1, uy1 = reg.homography[:2] @ np.array([190.0, 110.0, 1.0])
+    x0, y0 = pair.box[:2]
+    region = pair.mask[
+        0, int(2 * (uy0 - y0)) : int(2 * (uy1 - y0)), int(2 * (ux0 - x0)) : int(2 * (ux1 - x0))
+    ]
+    assert region.numel() > 1000 and float(region.mean()) < 0.5
+    assert pair.valid_fraction > 0.6
+
+
+def test_align_pair_reuses_a_box_and_rejects_bad_ones() -> None:
+    p = simulate_pair(_photo("seeding"), ratio=2.0, offset=(-10.0, 6.0), seed=5)
+    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    box = footprint_box(reg, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1]))
+    inner = (box[0] + 10, box[1] + 5, box[2] - 20, box[3] - 10)
+    pair = align_pair(p.uw, p.tele, reg, scale=4, box=inner)
+    assert pair.box == inner
+    assert pair.hr.shape == (3, 4 * inner[3], 4 * inner[2])
+    with pytest.raises(AlignmentError, match=r"too small \(20x40 px, need 32x32\)"):
+        align_pair(p.uw, p.tele, reg, scale=2, box=(box[0], box[1], 20, 40))
+    with pytest.raises(AlignmentError, match="does not lie inside u.png"):
+        align_pair(p.uw, p.tele, reg, scale=2, box=(-4, 0, 64, 64), uw_name="u.png")
