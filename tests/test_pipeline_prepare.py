@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import torch
 
 from dzcli.errors import DatasetError
 from dzcli.io.images import load_photo
@@ -49,6 +50,9 @@ def test_prepare_writes_a_consistent_dataset(captures_dir: Path, tmp_path: Path,
         assert hr.shape[-2:] == (2 * lr.shape[-2], 2 * lr.shape[-1])
         assert ref.shape == lr.shape and mask.shape[-2:] == hr.shape[-2:]
         assert (out / rec["files"]["preview"]).is_file()
+        rx, ry, rw, rh = (round(2 * v) for v in rec["ref_box"])  # the ref is hr under ref_box
+        assert (rw, rh) == (lr.shape[-1], lr.shape[-2])
+        assert torch.equal(ref, hr[:, ry : ry + rh, rx : rx + rw])
         # the lr crop lies around the tele's true position in the wide
         x0, y0, w, h = rec["box"]
         cx, cy = sim.center

@@ -104,28 +104,29 @@ def _display(path: Path, src: Path) -> str:
 
 
 def _split_value(pair_id: str) -> float:
-    """A stable number in [0, 1) from the pair id: the train/test split survives added captures."""
+    """A stable number in [0, 1) from the pair id."""
     return int(hashlib.sha1(pair_id.encode()).hexdigest()[:8], 16) / 2**32
 
 
 def assign_splits(records: list[dict[str, Any]], test_fraction: float) -> None:
-    """Set ``split`` on usable records: ``test`` where the id's hash falls under ``test_fraction``.
+    """Set ``split`` on usable records: the ``round(n * test_fraction)`` pairs with the lowest id hash are ``test``.
 
-    With at least two usable pairs and a non-zero fraction, at least one pair is ``test``.
+    Ranking by a hash of the id keeps the split stable as captures are added. With at least two usable
+    pairs and a non-zero fraction there is at least one ``test`` and one ``train`` pair.
     """
-    ok = [r for r in records if r["status"] == "ok"]
+    ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: _split_value(r["id"]))
+    n_test = 0
+    if test_fraction > 0 and len(ok) >= 2:
+        n_test = min(len(ok) - 1, max(1, round(len(ok) * test_fraction)))
     for r in records:
         r["split"] = None
-    for r in ok:
-        r["split"] = "test" if _split_value(r["id"]) < test_fraction else "train"
-    if test_fraction > 0 and len(ok) >= 2 and not any(r["split"] == "test" for r in ok):
-        min(ok, key=lambda r: _split_value(r["id"]))["split"] = "test"
+    for i, r in enumerate(ok):
+        r["split"] = "test" if i < n_test else "train"
 
 
-def _centre_crop(img: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    H, W = img.shape[-2:]
-    top, left = (H - h) // 2, (W - w) // 2
-    return img[..., top : top + h, left : left + w]
+def _centre_box(outer: tuple[int, int], h: int, w: int) -> tuple[int, int]:
+    """Top-left (top, left) of an h×w box centred in an ``outer`` = (H, W) image."""
+    return (outer[0] - h) // 2, (outer[1] - w) // 2
 
 
 def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
@@ -184,7 +185,8 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
         )
     hr, colour = match_colors(pair.hr, pair.lr, pair.mask)
     h, w = pair.lr.shape[-2:]
-    ref = _centre_crop(hr, h, w)
+    top, left = _centre_box(tuple(hr.shape[-2:]), h, w)
+    ref = hr[:, top : top + h, left : left + w]
     depth = max(uw.bit_depth, tele.bit_depth)
     files = {"lr": "lr.png", "hr": "hr.png", "ref": "ref.png", "mask": "mask.png", "preview": "preview.jpg"}
     save_image(work / files["lr"], pair.lr, bit_depth=depth)
@@ -195,7 +197,7 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     record.update(
         bit_depth=depth,
         size={"lr": [w, h], "hr": [hr.shape[-1], hr.shape[-2]], "ref": [ref.shape[-1], ref.shape[-2]]},
-        ref_box=[(w - w // cfg.scale) / 2, (h - h // cfg.scale) / 2, w / cfg.scale, h / cfg.scale],
+        ref_box=[left / cfg.scale, top / cfg.scale, w / cfg.scale, h / cfg.scale],
         flow=pair.flow,
         colour=colour.to_dict(),
         alignment_psnr=_alignment_psnr(pair.lr, hr, pair.mask),
