@@ -7,6 +7,7 @@ This is the only module that prints. Library errors (:class:`dzcli.errors.DzsrEr
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,7 +29,8 @@ app = typer.Typer(
     rich_markup_mode="rich",
     help="dzsr: super-resolve the whole wide photo of a dual-camera capture, with the telephoto as reference.",
 )
-console = Console()
+# Tables stay readable when piped (rich would otherwise assume 80 columns).
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -121,10 +123,12 @@ def prepare(
             finally:
                 bar.refresh()
         table = Table(title=f"dataset {out}  (x{scale})", title_justify="left")
-        for col, just in [("pair", "left"), ("camera", "left"), ("EXIF ratio", "right"),
-                          ("registered", "right"), ("inliers", "right"), ("valid %", "right"),
-                          ("split", "left"), ("status", "left")]:
-            table.add_column(col, justify=just)  # type: ignore[arg-type]
+        table.add_column("pair", overflow="fold")
+        table.add_column("camera", overflow="fold")
+        for col in ("EXIF ratio", "registered", "inliers", "valid %"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("split", no_wrap=True)
+        table.add_column("status", overflow="fold")
         for r in summary.records:
             ok = r["status"] == "ok"
             cam = r.get("camera") or {}
