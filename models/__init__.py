@@ -1,1 +1,214 @@
-"""dzsr's networks (installed as ``dzsr_models``): one file per architecture, an explicit registry."""
+"""dzsr's networks (installed as ``dzsr_models``): one file per architecture, an explicit registry.
+
+- :func:`create_model` builds a registered preset (``dzsr-base``, ``dzsr-small``, ``dzsr-tiny``, their
+  triple-camera ``tzsr-*`` twins, and the training-only ``auxlr`` generators); :func:`list_models` lists them.
+- :func:`save_checkpoint` / :func:`load_checkpoint`: safetensors weights with JSON metadata in the header
+  (architecture, hyper-parameters, scale, dzsr version, format version, and any training summary), so a
+  checkpoint alone rebuilds its model. Frozen ImageNet trunks are never stored; they come from
+  :mod:`dzsr_models.pretrained`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from dzcli import __version__
+from dzcli.errors import ConfigError, WeightsError
+
+from .auxlr import AuxLRGenerator
+from .dzsr import DZSR
+
+__all__ = [
+    "ARCHS",
+    "CHECKPOINT_FORMAT_VERSION",
+    "PRESETS",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "save_checkpoint",
+]
+
+#: Architecture name (stored in checkpoints) → class.
+ARCHS: dict[str, type[nn.Module]] = {"dzsr": DZSR, "auxlr": AuxLRGenerator}
+
+_BASE = {"channels": 64, "blocks": 16, "adastn": 3, "ref_layers": 4}
+_SMALL = {"channels": 32, "blocks": 6, "adastn": 3, "ref_layers": 2}
+_TINY = {"channels": 8, "blocks": 2, "adastn": 3, "ref_layers": 1}
+
+#: Preset name → (architecture, default hyper-parameters). Explicit: nothing registers itself.
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "dzsr-base": ("dzsr", _BASE),
+    "dzsr-small": ("dzsr", _SMALL),
+    "dzsr-tiny": ("dzsr", _TINY),
+    "tzsr-base": ("dzsr", {**_BASE, "triple": True}),
+    "tzsr-small": ("dzsr", {**_SMALL, "triple": True}),
+    "tzsr-tiny": ("dzsr", {**_TINY, "triple": True}),
+    "auxlr": ("auxlr", {"channels": 64}),
+    "auxlr-tiny": ("auxlr", {"channels": 8}),
+}
+
+#: Version of the checkpoint layout written by :func:`save_checkpoint`.
+CHECKPOINT_FORMAT_VERSION = 1
+_META_KEY = "dzsr"
+_RESERVED = ("format_version", "arch", "hparams", "scale", "dzsr_version", "dtype")
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`create_model`, sorted."""
+    return sorted(PRESETS)
+
+
+def create_model(name: str, **hparams: Any) -> nn.Module:
+    """Build a registered preset, with overrides.
+
+    Args:
+        name: One of :func:`list_models`.
+        **hparams: Keyword hyper-parameters overriding the preset's (``scale=2``, ``matcher_weights=…``);
+            None values are dropped so unset CLI options keep the preset's defaults.
+
+    Returns:
+        The model, in training mode, on the CPU; ``model.hparams`` holds every resolved hyper-parameter.
+
+    Raises:
+        ConfigError: Unknown name (the message lists the available ones) or invalid hyper-parameters.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"unknown model {name!r}: available models are {', '.join(list_models())}")
+    arch, defaults = PRESETS[name]
+    return _build(arch, {**defaults, **{k: v for k, v in hparams.items() if v is not None}})
+
+
+def _build(arch: str, hparams: dict[str, Any]) -> nn.Module:
+    cls = ARCHS[arch]
+    known = [p.name for p in inspect.signature(cls).parameters.values() if p.kind is p.KEYWORD_ONLY]
+    unknown = sorted(set(hparams) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown hyper-parameters {unknown} for {arch}: known are {', '.join(known)}")
+    return cls(**hparams)
+
+
+def save_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    metadata: dict[str, Any],
+    dtype: Literal["float32", "float16"] = "float32",
+) -> Path:
+    """Write a model's weights and metadata to a safetensors file, atomically.
+
+    Stored: the model's ``state_dict()`` (its trainable weights; frozen trunks are non-persistent and
+    left out), floating tensors cast to ``dtype``. The header's metadata key ``"dzsr"`` holds JSON with
+    ``format_version``, ``arch``, ``hparams``, ``scale``, ``dzsr_version``, ``dtype`` and every entry of
+    ``metadata`` (e.g. a training summary).
+
+    Args:
+        model: A model from :func:`create_model` (any registered architecture).
+        path: Destination (``.safetensors``); its folder must exist. Written to a temporary file in the
+            same folder, then renamed over ``path``.
+        metadata: JSON-serialisable extra information; may not use the reserved keys above.
+        dtype: ``"float32"`` or ``"float16"`` (half the size; loaded back as float32).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ConfigError: Unregistered architecture, reserved or non-JSON metadata, or unknown ``dtype``.
+    """
+    arch = getattr(model, "arch", None)
+    if arch not in ARCHS or not isinstance(model, ARCHS[arch]):
+        raise ConfigError(f"cannot save a {type(model).__name__}: not a registered dzsr architecture")
+    if dtype not in ("float32", "float16"):
+        raise ConfigError(f"checkpoint dtype must be 'float32' or 'float16', got {dtype!r}")
+    clash = sorted(set(metadata) & set(_RESERVED))
+    if clash:
+        raise ConfigError(f"checkpoint metadata keys {clash} are reserved")
+    header = {
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "arch": arch,
+        "hparams": dict(model.hparams),
+        "scale": model.hparams["scale"],
+        "dzsr_version": __version__,
+        "dtype": dtype,
+        **metadata,
+    }
+    try:
+        text = json.dumps(header, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"checkpoint metadata is not JSON-serialisable: {exc}") from exc
+    target = torch.float16 if dtype == "float16" else torch.float32
+    tensors = {
+        k: (v.detach().to("cpu", target) if v.is_floating_point() else v.detach().cpu()).contiguous()
+        for k, v in model.state_dict().items()
+    }
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={_META_KEY: text})
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(
+    path: str | Path, *, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild a model from a checkpoint written by :func:`save_checkpoint`.
+
+    Args:
+        path: The ``.safetensors`` file.
+        device: Where to put the model.
+
+    Returns:
+        ``(model, metadata)``: the model in ``eval()`` mode with float32 weights on ``device``, and the
+        header's metadata dict (as written, including the caller's entries).
+
+    Raises:
+        WeightsError: Missing or unreadable file, not a dzsr checkpoint, a newer format, an unknown
+            architecture, or weights that do not fit the architecture.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: checkpoint not found")
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            raw = (fh.metadata() or {}).get(_META_KEY)
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}  # noqa: SIM118 (safe_open is not a mapping)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from exc
+    if raw is None:
+        raise WeightsError(f"{path}: not a dzsr checkpoint (no dzsr metadata in the header)")
+    try:
+        metadata = json.loads(raw)
+    except ValueError as exc:
+        raise WeightsError(f"{path}: corrupt dzsr metadata ({exc})") from exc
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
+        raise WeightsError(
+            f"{path}: checkpoint format {version!r} is newer than this dzsr ({__version__}); upgrade dzsr"
+        )
+    arch = metadata.get("arch")
+    if arch not in ARCHS:
+        raise WeightsError(f"{path}: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
+    try:
+        model = _build(arch, metadata["hparams"])
+    except ConfigError as exc:
+        raise WeightsError(f"{path}: {exc}") from exc
+    state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"{path}: weights do not fit {arch} {metadata['hparams']} ({exc})") from exc
+    return model.to(device).eval(), metadata

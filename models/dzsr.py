@@ -1,0 +1,676 @@
+"""DZSR: reference-based ×s super-resolution of the wide photo with the telephoto as reference (DESIGN §4).
+
+SelfDZSR++ recipe, re-implemented from the method description, with TZSR's progressive fusion of a
+second (middle-camera) reference as an option.
+
+Geometry convention (all images ``(B, 3, ·, ·)`` float RGB in ``[0, 1]``):
+
+- ``lr``: ``(B, 3, H, W)``, any size.
+- ``ref``: ``(B, 3, s·h, s·w)``, the telephoto resampled to exactly ``s×`` the LR's pixel density, so
+  one LR pixel covers ``s×s`` Ref pixels.
+- ``box``: where the Ref lies in the LR, ``(x0, y0, w, h)`` in integer LR pixels (``w, h`` = Ref size / s).
+  One 4-tuple for the whole batch, one per sample, or an int tensor ``(4,)`` / ``(B, 4)``. A box may
+  stick out of the LR (tiles at the edge of the tele's field of view); the part inside is used.
+  ``box=None`` means "the Ref's position is unknown" (a tile that got a tele window from elsewhere):
+  the Ref is only matched, never pasted. In training the Ref is the centre ``1/s`` of the HR patch:
+  :func:`centre_box` and :func:`crop_ref` give the box and the Ref.
+- ``ref=None`` disables the reference: Ref features are zero, nothing is pasted, and the global vector
+  sees zeros for the Ref (the "model with its reference disabled" baseline).
+
+Matching happens at the LR's density: the Ref is area-downsampled by ``s`` and both images go through the
+frozen ImageNet VGG16 up to conv3_1 (pools removed), features are average-pooled by ``match_stride``
+(4) and 3×3 feature patches are compared by cosine similarity. Each 4×4 LR cell is matched to a Ref cell,
+giving integer offsets in LR pixels. Ref features are made at LR density by space-to-depth (the Ref's
+``s²`` sub-pixels become channels), and the matched offsets drive a depthwise deformable 3×3 conv whose
+9 taps all share the matched offset; because the offsets are integers, it is evaluated exactly as a
+depthwise conv on the Ref features followed by a gather (:func:`shifted_depthwise_conv`, equal to
+``torchvision.ops.deform_conv2d`` with those offsets).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import deform_conv2d
+
+from dzcli.errors import ConfigError, InputError
+
+from .pretrained import VGG16Features
+
+Box = tuple[int, int, int, int]
+BoxLike = Box | Sequence[Box] | Tensor
+
+#: DIV2K RGB mean, subtracted at the input and added back at the output.
+RGB_MEAN = (0.4488, 0.4371, 0.4040)
+
+SCALES = (2, 4)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Geometry helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def centre_box(height: int, width: int, scale: int) -> Box:
+    """The centred ``1/scale`` box of an LR image, as used in training (Ref = centre of the HR).
+
+    Args:
+        height: LR height ``H``.
+        width: LR width ``W``.
+        scale: Network scale ``s``.
+
+    Returns:
+        ``(x0, y0, w, h)`` with ``w = W // s``, ``h = H // s``, centred (rounded towards the top-left).
+    """
+    w, h = width // scale, height // scale
+    if w < 1 or h < 1:
+        raise InputError(f"LR {height}x{width} is too small for a centred 1/{scale} reference box")
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def crop_ref(hr: Tensor, box: Box, scale: int) -> Tensor:
+    """Cut the Ref that corresponds to an LR box out of the HR (training data).
+
+    Args:
+        hr: ``(..., s·H, s·W)`` the HR aligned with the LR.
+        box: ``(x0, y0, w, h)`` in LR pixels, inside the LR.
+        scale: ``s``.
+
+    Returns:
+        ``(..., s·h, s·w)`` view of ``hr``.
+    """
+    x0, y0, w, h = box
+    return hr[..., scale * y0 : scale * (y0 + h), scale * x0 : scale * (x0 + w)]
+
+
+def _boxes(box: BoxLike, batch: int) -> list[Box]:
+    """Normalise a box argument to one python ``(x0, y0, w, h)`` per sample."""
+    rows = box.detach().to("cpu", torch.int64).tolist() if isinstance(box, Tensor) else box
+    if len(rows) == 4 and all(isinstance(v, numbers.Integral) for v in rows):
+        rows = [rows] * batch
+    if len(rows) != batch or any(len(r) != 4 for r in rows):
+        raise InputError(
+            f"box must be (x0, y0, w, h) or one such box per sample (batch {batch}), got {box!r}"
+        )
+    return [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in rows]
+
+
+def _paste(base: Tensor, patch: Tensor, boxes: list[Box], keep: Tensor) -> Tensor:
+    """Overwrite ``base`` with ``patch`` at each sample's box where ``keep`` (clipped to the frame).
+
+    Args:
+        base: ``(B, C, H, W)``.
+        patch: ``(B, C, h, w)``, ``(w, h)`` equal to every box's size.
+        boxes: ``(x0, y0, w, h)`` per sample, LR pixels.
+        keep: ``(B,)`` bool, which samples get the paste.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    B, _, H, W = base.shape
+    canvases = []
+    mask = torch.zeros(B, 1, H, W, dtype=torch.bool, device=base.device)
+    for b, (x0, y0, w, h) in enumerate(boxes):
+        ix0, iy0, ix1, iy1 = max(x0, 0), max(y0, 0), min(x0 + w, W), min(y0 + h, H)
+        if ix1 <= ix0 or iy1 <= iy0:
+            canvases.append(torch.zeros_like(base[b]))
+            continue
+        piece = patch[b, :, iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0]
+        canvases.append(F.pad(piece, (ix0, W - ix1, iy0, H - iy1)))
+        mask[b, :, iy0:iy1, ix0:ix1] = keep[b]
+    return torch.where(mask, torch.stack(canvases), base)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Matching
+# --------------------------------------------------------------------------------------------------------
+
+
+def match_features(query: Tensor, ref: Tensor, *, chunk_elements: int = 1 << 24) -> tuple[Tensor, Tensor]:
+    """Best Ref 3×3 feature patch for every query position, by cosine similarity, in bounded memory.
+
+    Both maps are zero-padded by one pixel, so every position has a 3×3 patch. The correlation volume
+    is never held whole: Ref patches are processed in chunks (and query rows in bands) so that no
+    intermediate exceeds about ``chunk_elements`` values, keeping a running max/argmax. The batch is
+    vectorised with a grouped convolution.
+
+    Args:
+        query: ``(B, C, hq, wq)`` features, L2-normalised over channels per pixel.
+        ref: ``(B, C, hr, wr)`` features, L2-normalised over channels per pixel.
+        chunk_elements: Memory budget in tensor elements for one correlation slab.
+
+    Returns:
+        ``index``: ``(B, hq, wq)`` int64, row-major index ``y·wr + x`` of the best Ref patch centre
+        (the first one on ties); ``score``: ``(B, hq, wq)`` its cosine similarity in ``[-1, 1]``.
+    """
+    B, C, hq, wq = query.shape
+    _, _, hr, wr = ref.shape
+    total = hr * wr
+    n = max(1, min(total, chunk_elements // max(1, B * hq * wq), chunk_elements // (B * C * 9)))
+    band = max(1, min(hq, chunk_elements // (B * n * wq)))
+    rp = F.pad(ref, (1, 1, 1, 1))
+    qp = F.pad(query, (1, 1, 1, 1)).reshape(1, B * C, hq + 2, wq + 2)
+    taps = torch.arange(3, device=ref.device)
+    tap_y = taps.repeat_interleave(3)
+    tap_x = taps.repeat(3)
+    best = query.new_full((B, hq, wq), -math.inf)
+    arg = torch.zeros(B, hq, wq, dtype=torch.int64, device=query.device)
+    for j0 in range(0, total, n):
+        j = torch.arange(j0, min(j0 + n, total), device=ref.device)
+        ys, xs = j // wr, j % wr
+        patches = rp[:, :, ys[:, None] + tap_y, xs[:, None] + tap_x]  # (B, C, nj, 9)
+        patches = patches.permute(0, 2, 1, 3).reshape(B, len(j), C * 9)
+        kernel = F.normalize(patches, dim=2, eps=1e-8).reshape(B * len(j), C, 3, 3)
+        for r0 in range(0, hq, band):
+            r1 = min(r0 + band, hq)
+            corr = F.conv2d(qp[:, :, r0 : r1 + 2], kernel, groups=B).view(B, len(j), r1 - r0, wq)
+            val, idx = corr.max(dim=1)
+            better = val > best[:, r0:r1]
+            best[:, r0:r1] = torch.where(better, val, best[:, r0:r1])
+            arg[:, r0:r1] = torch.where(better, idx + j0, arg[:, r0:r1])
+    qnorm = F.conv2d(query.pow(2).sum(1, keepdim=True), query.new_ones(1, 1, 3, 3), padding=1).sqrt()
+    return arg, best / qnorm.squeeze(1).clamp_min(1e-8)
+
+
+class PatchMatcher(nn.Module):
+    """Frozen correspondence between an LR image and a Ref at the same pixel density.
+
+    Features: ImageNet VGG16 up to conv3_1 at full resolution (pools removed), average-pooled by
+    ``stride`` (images are edge-padded to a multiple of ``stride`` first), L2-normalised per pixel.
+    Matching: :func:`match_features`. Weights are non-persistent buffers (never in a checkpoint).
+
+    Args:
+        weights: ``"imagenet"`` (offline, :mod:`.pretrained`) or ``"random"`` (seeded, for tests).
+        stride: Feature cell size in image pixels (4).
+        chunk_elements: Memory budget of one correlation slab, in elements (may be changed at run time).
+    """
+
+    def __init__(
+        self,
+        *,
+        weights: Literal["imagenet", "random"] = "imagenet",
+        stride: int = 4,
+        chunk_elements: int = 1 << 24,
+    ) -> None:
+        super().__init__()
+        if stride < 1:
+            raise ConfigError(f"match stride must be >= 1, got {stride}")
+        self.hparams = {"weights": weights, "stride": stride, "chunk_elements": chunk_elements}
+        self.stride = stride
+        self.chunk_elements = chunk_elements
+        self.trunk = VGG16Features("conv3_1", pool=False, weights=weights)
+
+    def features(self, image: Tensor) -> Tensor:
+        """Matching features.
+
+        Args:
+            image: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
+
+        Returns:
+            ``(B, 256, ceil(H/stride), ceil(W/stride))``, unit L2 norm per pixel.
+        """
+        s = self.stride
+        H, W = image.shape[-2:]
+        image = F.pad(image, (0, -W % s, 0, -H % s), mode="replicate")
+        return F.normalize(F.avg_pool2d(self.trunk(image), s), dim=1, eps=1e-8)
+
+    @torch.no_grad()
+    def forward(self, image: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+        """Match every ``stride×stride`` cell of ``image`` to a cell of ``ref``.
+
+        Args:
+            image: ``(B, 3, H, W)`` RGB in ``[0, 1]`` (the LR, or the aux-LR in training).
+            ref: ``(B, 3, h, w)`` RGB in ``[0, 1]`` at the same density as ``image``.
+
+        Returns:
+            ``flow``: ``(B, 2, H, W)`` float, integer-valued ``(dy, dx)`` in pixels such that LR pixel
+            ``p`` corresponds to Ref pixel ``p + flow(p)`` (constant over each cell); ``score``:
+            ``(B, H, W)`` the cell's cosine similarity.
+        """
+        s = self.stride
+        H, W = image.shape[-2:]
+        fq, fr = self.features(image), self.features(ref)
+        index, score = match_features(fq, fr, chunk_elements=self.chunk_elements)
+        hq, wq = fq.shape[-2:]
+        wr = fr.shape[-1]
+        qy = torch.arange(hq, device=index.device).view(1, hq, 1)
+        qx = torch.arange(wq, device=index.device).view(1, 1, wq)
+        flow = torch.stack((index // wr - qy, index % wr - qx), dim=1).to(image.dtype) * s
+        flow = flow.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)[..., :H, :W]
+        score = score.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)[..., :H, :W]
+        return flow, score
+
+
+def shifted_depthwise_conv(feats: Tensor, flow: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Depthwise deformable 3×3 conv whose 9 taps share one integer offset per output pixel.
+
+    Output pixel ``p`` is the depthwise 3×3 conv of ``feats`` (zero outside) centred at ``p + flow(p)``.
+    Identical to ``torchvision.ops.deform_conv2d`` on ``feats`` placed at the top-left of a zero canvas
+    of the output's size, with offsets ``flow`` repeated for all 9 taps, but one conv + gather instead of
+    a sampled im2col.
+
+    Args:
+        feats: ``(B, C, h, w)`` features (any size).
+        flow: ``(B, 2, H, W)`` integer-valued ``(dy, dx)``; ``(H, W)`` is the output size.
+        weight: ``(C, 1, 3, 3)`` depthwise kernel.
+        bias: ``(C,)`` or None.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    B, C, h, w = feats.shape
+    H, W = flow.shape[-2:]
+    conv = F.conv2d(F.pad(feats, (1, 1, 1, 1)), weight, None, padding=1, groups=C)  # centres -1 … h
+    fy, fx = flow[:, 0].round().long(), flow[:, 1].round().long()
+    qy = torch.arange(H, device=flow.device).view(1, H, 1) + fy + 1
+    qx = torch.arange(W, device=flow.device).view(1, 1, W) + fx + 1
+    inside = (qy >= 0) & (qy < h + 2) & (qx >= 0) & (qx < w + 2)
+    lin = (qy.clamp(0, h + 1) * (w + 2) + qx.clamp(0, w + 1)).view(B, 1, H * W).expand(B, C, H * W)
+    out = conv.flatten(2).gather(2, lin).view(B, C, H, W) * inside.unsqueeze(1)
+    return out if bias is None else out + bias.view(1, C, 1, 1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------------
+
+
+def _tap_grid() -> Tensor:
+    """R: ``(2, 9)`` the (ky, kx) position of each 3×3 tap, row-major, in {-1, 0, 1}."""
+    k = torch.arange(-1.0, 2.0)
+    return torch.stack((k.repeat_interleave(3), k.repeat(3)))
+
+
+class AdaSTN(nn.Module):
+    """Adaptive spatial transformer: depthwise deformable 3×3 conv with offsets ``A·R − R + b``.
+
+    A per-pixel 2×2 matrix ``A`` and translation ``b`` are predicted from the LR features and the
+    aux-LR features (corresponding channels paired in a grouped conv), so the 9 taps sample
+    ``p + A·R_k + b``. In training, each sample's offsets are replaced with probability ``collapse_p`` by
+    ``−R``: every tap then reads the centre pixel and the layer is a per-channel scale (the sum of its 9
+    taps). At test time (``eval()``) or without an aux-LR the layer is always collapsed.
+
+    Args:
+        channels: Feature channels ``C``.
+        collapse_p: Per-sample collapse probability in training.
+    """
+
+    def __init__(self, channels: int, *, collapse_p: float = 0.3) -> None:
+        super().__init__()
+        self.hparams = {"channels": channels, "collapse_p": collapse_p}
+        self.collapse_p = collapse_p
+        self.offset_features = nn.Conv2d(2 * channels, channels, 3, padding=1, groups=channels)
+        self.affine = nn.Conv2d(channels, 4, 5, padding=2)
+        self.translation = nn.Conv2d(channels, 2, 5, padding=2)
+        self.weight = nn.Parameter(torch.empty(channels, 1, 3, 3))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.register_buffer("grid", _tap_grid(), persistent=False)
+
+    def offsets(self, x: Tensor, guide: Tensor) -> Tensor:
+        """Predicted deformable offsets.
+
+        Args:
+            x: ``(B, C, H, W)`` LR features.
+            guide: ``(B, C, H, W)`` aux-LR features.
+
+        Returns:
+            ``(B, 18, H, W)``: ``(dy, dx)`` for each tap, row-major (torchvision's layout).
+        """
+        f = F.leaky_relu(self.offset_features(torch.stack((x, guide), dim=2).flatten(1, 2)), 0.2)
+        a, t = self.affine(f), self.translation(f)
+        ky, kx = self.grid[0].view(1, 9, 1, 1), self.grid[1].view(1, 9, 1, 1)
+        dy = a[:, 0:1] * ky + a[:, 1:2] * kx - ky + t[:, 0:1]
+        dx = a[:, 2:3] * ky + a[:, 3:4] * kx - kx + t[:, 1:2]
+        return torch.stack((dy, dx), dim=2).flatten(1, 2)
+
+    def collapsed_offsets(self) -> Tensor:
+        """``(1, 18, 1, 1)`` offsets ``−R``: every tap reads the centre pixel."""
+        return (-self.grid).t().reshape(1, 18, 1, 1)
+
+    def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
+        """Deform the LR features.
+
+        Args:
+            x: ``(B, C, H, W)`` LR features.
+            guide: ``(B, C, H, W)`` aux-LR features, or None (collapsed mode).
+
+        Returns:
+            ``(B, C, H, W)``.
+        """
+        if guide is None or not self.training:
+            return x * self.weight.sum(dim=(2, 3)).view(1, -1, 1, 1)
+        collapse = torch.rand(x.shape[0], device=x.device) < self.collapse_p
+        off = torch.where(collapse.view(-1, 1, 1, 1), self.collapsed_offsets(), self.offsets(x, guide))
+        return deform_conv2d(x, off, self.weight, padding=(1, 1))
+
+
+class ModulatedResBlock(nn.Module):
+    """conv–ReLU–conv residual block whose input is scaled channel-wise by ``1 + MLP(g)``.
+
+    Args:
+        channels: ``C``.
+        hidden: Width of the modulation MLP.
+    """
+
+    def __init__(self, channels: int, hidden: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+        self.mlp = nn.Sequential(
+            nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, channels)
+        )
+
+    def forward(self, x: Tensor, g: Tensor) -> Tensor:
+        """``x``: ``(B, C, H, W)``; ``g``: ``(B, C)`` global vector. Returns ``(B, C, H, W)``."""
+        m = self.mlp(g).view(g.shape[0], -1, 1, 1)
+        return x + self.conv2(F.relu(self.conv1(x * (1 + m))))
+
+
+class GlobalEncoder(nn.Module):
+    """Image-level vector from (the LR under the Ref, the Ref), at LR density.
+
+    Input: ``concat(lr_region, space-to-depth(ref, s))``, mean-shifted; conv, conv, three stride-2 convs
+    (ReLU after each), global average pool.
+
+    Args:
+        scale: Ref density ``s`` relative to the LR.
+        channels: ``C`` (also the vector length).
+    """
+
+    def __init__(self, scale: int, channels: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(3 + 3 * scale * scale, channels, 3, padding=1),
+            nn.ReLU(inplace=True),
+        ]
+        layers += [nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(3):
+            layers += [nn.Conv2d(channels, channels, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x``: ``(B, 3 + 3s², h, w)``. Returns ``(B, C)``."""
+        return self.body(x).mean(dim=(2, 3))
+
+
+class RefBranch(nn.Module):
+    """One reference's features: extractor, matched depthwise deformable conv, and paste head.
+
+    Both the extractor and the paste head see the Ref by space-to-depth at LR density
+    (``3·s²`` channels), so the Ref's sub-pixel detail is kept in channels.
+
+    Args:
+        scale: The Ref's density relative to the LR.
+        channels: ``C``.
+        layers: Number of ``C→C`` convs after the first conv of the extractor.
+    """
+
+    def __init__(self, scale: int, channels: int, layers: int) -> None:
+        super().__init__()
+        cin = 3 * scale * scale
+        ext: list[nn.Module] = [nn.Conv2d(cin, channels, 3, padding=1)]
+        for _ in range(layers):
+            ext += [nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, padding=1)]
+        self.extractor = nn.Sequential(*ext)
+        self.align_weight = nn.Parameter(torch.empty(channels, 1, 3, 3))
+        self.align_bias = nn.Parameter(torch.zeros(channels))
+        nn.init.kaiming_uniform_(self.align_weight, a=math.sqrt(5))
+        self.paste_head = nn.Conv2d(cin, channels, 3, padding=1)
+
+
+# --------------------------------------------------------------------------------------------------------
+# The network
+# --------------------------------------------------------------------------------------------------------
+
+
+class DZSR(nn.Module):
+    """Dual-zoom (or triple-camera) reference-based SR network.
+
+    LR path: conv 3→C, ``adastn`` AdaSTN blocks → ``h``. Ref path: VGG matching → depthwise deformable
+    conv on space-to-depth Ref features; the Ref's own pixels are pasted at ``box`` (probability
+    ``paste_p`` per sample in training, always in ``eval()``). Fusion: concat → conv → ``blocks``
+    residual blocks modulated by a global vector → conv → ``+ h`` → PixelShuffle ×s → conv to RGB.
+    Triple (TZSR): the middle camera's Ref (``ref2``, density ``ref2_scale``) is fused before the first
+    half of the blocks, the tele before the second half.
+
+    All hyper-parameters are keyword-only and recorded in ``self.hparams``.
+
+    Args:
+        scale: ``s``, 2 or 4.
+        channels: Feature width ``C``.
+        blocks: Residual blocks in the body.
+        adastn: AdaSTN blocks on the LR path.
+        ref_layers: Depth of the Ref feature extractor.
+        collapse_p: AdaSTN per-sample collapse probability in training.
+        paste_p: Per-sample paste probability in training.
+        triple: Add the second (middle-camera) reference.
+        ref2_scale: Density of ``ref2`` relative to the LR; default ``max(1, s // 2)``.
+        matcher_weights: ``"imagenet"`` (needs the offline VGG16, see :mod:`.pretrained`) or ``"random"``.
+        match_stride: Matching cell size in LR pixels.
+        match_chunk_elements: Memory budget of one correlation slab (elements).
+    """
+
+    arch = "dzsr"
+
+    def __init__(
+        self,
+        *,
+        scale: int = 4,
+        channels: int = 64,
+        blocks: int = 16,
+        adastn: int = 3,
+        ref_layers: int = 4,
+        collapse_p: float = 0.3,
+        paste_p: float = 0.3,
+        triple: bool = False,
+        ref2_scale: int | None = None,
+        matcher_weights: Literal["imagenet", "random"] = "imagenet",
+        match_stride: int = 4,
+        match_chunk_elements: int = 1 << 24,
+    ) -> None:
+        super().__init__()
+        if scale not in SCALES:
+            raise ConfigError(f"DZSR scale must be one of {SCALES}, got {scale}")
+        if channels < 1 or blocks < (2 if triple else 1) or adastn < 0 or ref_layers < 0:
+            raise ConfigError(
+                f"invalid DZSR size: channels={channels}, blocks={blocks}, adastn={adastn}, ref_layers={ref_layers}"
+            )
+        if not (0.0 <= collapse_p <= 1.0 and 0.0 <= paste_p <= 1.0):
+            raise ConfigError(f"collapse_p and paste_p must be in [0, 1], got {collapse_p}, {paste_p}")
+        if triple:
+            ref2_scale = max(1, scale // 2) if ref2_scale is None else int(ref2_scale)
+            if not 1 <= ref2_scale <= scale:
+                raise ConfigError(f"ref2_scale must be in [1, {scale}], got {ref2_scale}")
+        else:
+            ref2_scale = None
+        self.hparams = {
+            "scale": scale,
+            "channels": channels,
+            "blocks": blocks,
+            "adastn": adastn,
+            "ref_layers": ref_layers,
+            "collapse_p": collapse_p,
+            "paste_p": paste_p,
+            "triple": triple,
+            "ref2_scale": ref2_scale,
+            "matcher_weights": matcher_weights,
+            "match_stride": match_stride,
+            "match_chunk_elements": match_chunk_elements,
+        }
+        self.scale = scale
+        self.ref2_scale = ref2_scale
+        self.paste_p = paste_p
+        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
+
+        self.head = nn.Conv2d(3, channels, 3, padding=1)
+        self.adastn = nn.ModuleList(AdaSTN(channels, collapse_p=collapse_p) for _ in range(adastn))
+        self.matcher = PatchMatcher(
+            weights=matcher_weights, stride=match_stride, chunk_elements=match_chunk_elements
+        )
+        self.ref = RefBranch(scale, channels, ref_layers)
+        self.fuse = nn.Conv2d(2 * channels, channels, 3, padding=1)
+        self.ref2 = RefBranch(ref2_scale, channels, ref_layers) if ref2_scale is not None else None
+        self.fuse2 = nn.Conv2d(2 * channels, channels, 3, padding=1) if ref2_scale is not None else None
+        self.encoder = GlobalEncoder(scale, channels)
+        self.blocks = nn.ModuleList(
+            ModulatedResBlock(channels, max(1, channels // 16)) for _ in range(blocks)
+        )
+        self.body_tail = nn.Conv2d(channels, channels, 3, padding=1)
+        up: list[nn.Module] = []
+        for _ in range(int(math.log2(scale))):
+            up += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2)]
+        self.upsampler = nn.Sequential(*up)
+        self.tail = nn.Conv2d(channels, 3, 3, padding=1)
+
+    # ---------------------------------------------------------------------------------------------------
+
+    def _check_ref(self, lr: Tensor, ref: Tensor, density: int, name: str) -> tuple[int, int]:
+        if ref.dim() != 4 or ref.shape[0] != lr.shape[0] or ref.shape[1] != 3:
+            raise InputError(
+                f"{name} must be (B, 3, h, w) with the LR's batch {lr.shape[0]}, got {tuple(ref.shape)}"
+            )
+        rh, rw = ref.shape[-2:]
+        if rh % density or rw % density:
+            raise InputError(
+                f"{name} size {rh}x{rw} is not a multiple of its density {density} (s× the LR box)"
+            )
+        return rh // density, rw // density
+
+    def _checked_boxes(self, box: BoxLike, batch: int, size: tuple[int, int], name: str) -> list[Box]:
+        boxes = _boxes(box, batch)
+        h, w = size
+        for b in boxes:
+            if (b[2], b[3]) != (w, h):
+                raise InputError(f"{name} box {b} does not match the reference's LR footprint w={w}, h={h}")
+        return boxes
+
+    def global_vector(self, lr: Tensor, ref: Tensor | None = None, box: BoxLike | None = None) -> Tensor:
+        """The image-level modulation vector; compute it once per image and pass it to every tile.
+
+        Args:
+            lr: ``(B, 3, H, W)`` in ``[0, 1]``, the whole LR.
+            ref: ``(B, 3, s·h, s·w)`` in ``[0, 1]``, the tele Ref, or None (reference disabled: zeros).
+            box: The Ref's box in ``lr`` (must lie inside it); None uses the whole LR resized to ``h×w``.
+
+        Returns:
+            ``(B, C)``.
+        """
+        s = self.scale
+        B = lr.shape[0]
+        if ref is None:
+            region = lr - self.mean
+            refs = region.new_zeros(B, 3 * s * s, *lr.shape[-2:])
+        else:
+            h, w = self._check_ref(lr, ref, s, "ref")
+            if box is None:
+                region = F.interpolate(lr, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+            else:
+                H, W = lr.shape[-2:]
+                crops = []
+                for b, (x0, y0, bw, bh) in enumerate(self._checked_boxes(box, B, (h, w), "ref")):
+                    if x0 < 0 or y0 < 0 or x0 + bw > W or y0 + bh > H:
+                        raise InputError(f"ref box {(x0, y0, bw, bh)} is not inside the {H}x{W} LR")
+                    crops.append(lr[b, :, y0 : y0 + bh, x0 : x0 + bw])
+                region = torch.stack(crops)
+            region = region - self.mean
+            refs = F.pixel_unshuffle(ref - self.mean, s)
+        return self.encoder(torch.cat((region, refs), dim=1))
+
+    def _reference(
+        self,
+        branch: RefBranch,
+        density: int,
+        probe: Tensor,
+        ref: Tensor | None,
+        box: BoxLike | None,
+        keep: Tensor,
+        name: str,
+    ) -> Tensor:
+        B, _, H, W = probe.shape
+        channels = branch.paste_head.out_channels
+        if ref is None:
+            return probe.new_zeros(B, channels, H, W)
+        size = self._check_ref(probe, ref, density, name)
+        boxes = self._checked_boxes(box, B, size, name) if box is not None else None
+        flow, _ = self.matcher(probe, F.avg_pool2d(ref, density) if density > 1 else ref)
+        s2d = F.pixel_unshuffle(ref - self.mean, density)
+        aligned = shifted_depthwise_conv(branch.extractor(s2d), flow, branch.align_weight, branch.align_bias)
+        if boxes is None:
+            return aligned
+        return _paste(aligned, branch.paste_head(s2d), boxes, keep)
+
+    def forward(
+        self,
+        lr: Tensor,
+        ref: Tensor | None = None,
+        box: BoxLike | None = None,
+        *,
+        aux: Tensor | None = None,
+        ref2: Tensor | None = None,
+        box2: BoxLike | None = None,
+        gvec: Tensor | None = None,
+    ) -> Tensor:
+        """Super-resolve ``lr`` by ``s`` with the reference(s).
+
+        Args:
+            lr: ``(B, 3, H, W)`` RGB in ``[0, 1]``, any ``H, W``.
+            ref: ``(B, 3, s·h, s·w)`` tele Ref in ``[0, 1]``, or None (reference disabled).
+            box: The Ref's ``(x0, y0, w, h)`` in ``lr`` (see module doc); None: match only, no paste.
+            aux: ``(B, 3, H, W)`` aux-LR (training only): guides the AdaSTNs and replaces ``lr`` for
+                matching. Ignored in ``eval()``.
+            ref2: ``(B, 3, r·h2, r·w2)`` middle-camera Ref at density ``r = ref2_scale`` (triple models).
+            box2: ``ref2``'s box in ``lr``.
+            gvec: ``(B, C)`` or ``(1, C)`` from :meth:`global_vector` (tiled inference); None computes it
+                from ``(lr, ref, box)``.
+
+        Returns:
+            ``(B, 3, s·H, s·W)``, not clamped.
+        """
+        if lr.dim() != 4 or lr.shape[1] != 3:
+            raise InputError(f"lr must be (B, 3, H, W), got {tuple(lr.shape)}")
+        B = lr.shape[0]
+        training_aux = aux is not None and self.training
+        if training_aux and aux.shape != lr.shape:
+            raise InputError(f"aux {tuple(aux.shape)} must have the LR's shape {tuple(lr.shape)}")
+        x = self.head(lr - self.mean)
+        guide = self.head(aux - self.mean) if training_aux else None
+        h = x
+        for block in self.adastn:
+            h = block(h, guide)
+        probe = aux if training_aux else lr
+        if self.training:
+            keep = torch.rand(B, device=lr.device) < self.paste_p
+        else:
+            keep = torch.ones(B, dtype=torch.bool, device=lr.device)
+        tele = self._reference(self.ref, self.scale, probe, ref, box, keep, "ref")
+        if gvec is None:
+            gvec = self.global_vector(lr, ref, box)
+        elif gvec.dim() != 2 or gvec.shape[0] not in (1, B) or gvec.shape[1] != self.hparams["channels"]:
+            raise InputError(
+                f"gvec must be (B, {self.hparams['channels']}) or (1, ·), got {tuple(gvec.shape)}"
+            )
+        gvec = gvec.expand(B, -1)
+
+        if self.ref2 is None or self.fuse2 is None or self.ref2_scale is None:
+            if ref2 is not None:
+                raise InputError("ref2 given to a dual-camera model (build it with triple=True)")
+            y = F.leaky_relu(self.fuse(torch.cat((h, tele), dim=1)), 0.1)
+            for block in self.blocks:
+                y = block(y, gvec)
+        else:
+            middle = self._reference(self.ref2, self.ref2_scale, probe, ref2, box2, keep, "ref2")
+            half = len(self.blocks) // 2
+            y = F.leaky_relu(self.fuse2(torch.cat((h, middle), dim=1)), 0.1)
+            for block in self.blocks[:half]:
+                y = block(y, gvec)
+            y = F.leaky_relu(self.fuse(torch.cat((y, tele), dim=1)), 0.1)
+            for block in self.blocks[half:]:
+                y = block(y, gvec)
+        y = self.body_tail(y) + h
+        return self.tail(self.upsampler(y)) + self.mean

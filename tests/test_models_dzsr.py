@@ -1,0 +1,267 @@
+"""DZSR network: odd sizes, AdaSTN collapse, matching, the exact deformable gather, paste, global vector."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from dzsr_models import PRESETS, create_model, list_models
+from dzsr_models.dzsr import (
+    DZSR,
+    AdaSTN,
+    PatchMatcher,
+    _paste,
+    centre_box,
+    crop_ref,
+    match_features,
+    shifted_depthwise_conv,
+)
+from PIL import Image
+from torchvision.ops import deform_conv2d
+
+from dzcli.errors import ConfigError, InputError
+
+DATA = Path(__file__).parent / "data"
+NETWORKS = [name for name in list_models() if PRESETS[name][0] == "dzsr"]
+
+
+def photo(name: str = "life") -> torch.Tensor:
+    """(3, H, W) float photo in [0, 1]."""
+    with Image.open(DATA / f"{name}.jpg") as im:
+        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).float() / 255
+
+
+def inputs(model: DZSR, batch: int, height: int, width: int, seed: int = 0) -> dict:
+    """Training-style inputs: LR, centre Ref cut from a random HR, aux-LR, and ref2 for triple models."""
+    gen = torch.Generator().manual_seed(seed)
+    s = model.scale
+    lr = torch.rand(batch, 3, height, width, generator=gen)
+    hr = torch.rand(batch, 3, s * height, s * width, generator=gen)
+    box = centre_box(height, width, s)
+    kw = {"lr": lr, "ref": crop_ref(hr, box, s).contiguous(), "box": box}
+    if model.ref2_scale is not None:
+        r = model.ref2_scale
+        box2 = centre_box(height, width, 2)
+        kw |= {"ref2": torch.rand(batch, 3, r * box2[3], r * box2[2], generator=gen), "box2": box2}
+    return kw
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("name", NETWORKS)
+def test_forward_backward_odd_sizes(name, scale):
+    torch.manual_seed(0)
+    model = create_model(name, scale=scale)
+    kw = inputs(model, 2, 17, 23)
+    out = model(**kw, aux=torch.rand_like(kw["lr"]))
+    assert out.shape == (2, 3, 17 * scale, 23 * scale)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert missing == []  # every weight is in the graph (DDP-friendly) and gets a finite gradient
+    model.eval()
+    with torch.no_grad():
+        a, b = model(**kw), model(**kw)
+        plain = model(kw["lr"])  # reference disabled
+    assert torch.equal(a, b) and a.shape == plain.shape == out.shape
+    assert not torch.allclose(a, plain)
+
+
+def test_presets_sizes():
+    counts = {
+        (name, s): sum(p.numel() for p in create_model(name, scale=s).parameters())
+        for name in NETWORKS
+        for s in (2, 4)
+    }
+    assert all(counts[(n, s)] < 50_000 for n in ("dzsr-tiny", "tzsr-tiny") for s in (2, 4))
+    assert 1.9e6 < counts[("dzsr-base", 4)] < 2.2e6
+    assert counts[("dzsr-small", 4)] < counts[("dzsr-base", 4)] / 4
+    assert counts[("tzsr-base", 4)] > counts[("dzsr-base", 4)]
+
+
+def test_adastn_collapse_is_a_channel_scale():
+    torch.manual_seed(1)
+    block = AdaSTN(5)
+    x = torch.randn(2, 5, 9, 11)
+    scale = x * block.weight.sum(dim=(2, 3)).view(1, 5, 1, 1)
+    off = block.collapsed_offsets().expand(2, 18, 9, 11)
+    torch.testing.assert_close(deform_conv2d(x, off, block.weight, padding=(1, 1)), scale)
+    block.eval()
+    torch.testing.assert_close(block(x, torch.randn_like(x)), scale)
+    block.train()
+    block.collapse_p = 1.0
+    torch.testing.assert_close(block(x, torch.randn_like(x)), scale)
+    block.collapse_p = 0.0
+    assert not torch.allclose(block(x, torch.randn_like(x)), scale)
+
+
+def test_adastn_identity_matrix_gives_the_plain_conv():
+    """A = I, b = 0 → offsets 0 → an ordinary depthwise 3×3 conv; b shifts every tap."""
+    torch.manual_seed(2)
+    block = AdaSTN(4)
+    with torch.no_grad():
+        block.affine.weight.zero_()
+        block.affine.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0]))
+        block.translation.weight.zero_()
+        block.translation.bias.copy_(torch.tensor([1.0, -2.0]))
+    x = torch.randn(1, 4, 12, 13)
+    off = block.offsets(x, torch.randn_like(x))
+    assert torch.allclose(off[:, 0::2], torch.ones(())) and torch.allclose(off[:, 1::2], torch.full((), -2.0))
+    block.translation.bias.data.zero_()
+    off = block.offsets(x, torch.randn_like(x))
+    plain = torch.nn.functional.conv2d(x, block.weight, padding=1, groups=4)
+    torch.testing.assert_close(deform_conv2d(x, off, block.weight, padding=(1, 1)), plain)
+
+
+def _shifted_pair(dy: int, dx: int, size: int = 64, at: tuple[int, int] = (150, 300)) -> tuple:
+    """LR crop and a Ref crop of the same photo such that LR pixel p shows Ref pixel p + (dy, dx)."""
+    img = photo()
+    y, x = at
+    return img[:, y : y + size, x : x + size], img[:, y - dy : y - dy + size, x - dx : x - dx + size]
+
+
+@pytest.mark.parametrize("weights", ["imagenet", "random"])
+def test_matcher_recovers_a_known_shift(weights):
+    matcher = PatchMatcher(weights=weights)
+    shifts = [(3, -2), (-1, 2)]  # feature pixels (4 LR pixels each)
+    pairs = [_shifted_pair(4 * dy, 4 * dx) for dy, dx in shifts]
+    lr = torch.stack([p[0] for p in pairs])
+    ref = torch.stack([p[1] for p in pairs])
+    flow, score = matcher(lr, ref)
+    assert flow.shape == (2, 2, 64, 64) and score.shape == (2, 64, 64)
+    fq, fr = matcher.features(lr), matcher.features(ref)
+    index, _ = match_features(fq, fr)
+    for b, (dy, dx) in enumerate(shifts):
+        # Interior: the matched cell and both VGG receptive fields lie inside both crops.
+        ys = slice(max(3, 3 - dy), min(13, 13 - dy))
+        xs = slice(max(3, 3 - dx), min(13, 13 - dx))
+        cell_flow = flow[b, :, ::4, ::4][:, ys, xs]
+        assert (cell_flow[0] == 4 * dy).all() and (cell_flow[1] == 4 * dx).all()
+        assert torch.allclose(score[b, ::4, ::4][ys, xs], torch.ones(()), atol=1e-4)
+        qy, qx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+        assert torch.equal(index[b][ys, xs], ((qy + dy) * 16 + qx + dx)[ys, xs])
+
+
+def test_matching_in_chunks_equals_matching_at_once():
+    matcher = PatchMatcher()
+    lr, ref = _shifted_pair(8, 4, size=48)
+    lr2, ref2 = _shifted_pair(-4, 12, size=48, at=(200, 100))
+    fq = matcher.features(torch.stack([lr, lr2]))
+    fr = matcher.features(torch.stack([ref, ref2]))[..., :, :10]  # unequal sizes are fine
+    whole_idx, whole_score = match_features(fq, fr, chunk_elements=1 << 30)
+    for budget in (1, 700, 5000):
+        idx, score = match_features(fq, fr, chunk_elements=budget)
+        assert torch.equal(idx, whole_idx)
+        torch.testing.assert_close(score, whole_score)
+    # Against a brute-force all-pairs cosine on explicit patches.
+    q = torch.nn.functional.unfold(fq, 3, padding=1)
+    r = torch.nn.functional.unfold(fr, 3, padding=1)
+    cos = torch.einsum(
+        "bcq,bcr->bqr", torch.nn.functional.normalize(q, dim=1), torch.nn.functional.normalize(r, dim=1)
+    )
+    assert torch.equal(whole_idx.flatten(1), cos.argmax(dim=2))
+    torch.testing.assert_close(whole_score.flatten(1), cos.amax(dim=2))
+
+
+def test_matcher_pads_odd_sizes():
+    matcher = PatchMatcher(weights="random")
+    flow, score = matcher(torch.rand(1, 3, 17, 23), torch.rand(1, 3, 9, 7))
+    assert flow.shape == (1, 2, 17, 23) and score.shape == (1, 17, 23)
+    assert torch.equal(flow, flow.round())
+    qy = torch.arange(17).view(17, 1) + flow[0, 0]
+    qx = torch.arange(23).view(1, 23) + flow[0, 1]
+    assert qy.min() >= 0 and qy.max() < 12 and qx.min() >= 0 and qx.max() < 8  # inside the padded Ref
+
+
+def test_shifted_conv_equals_torchvision_deform_conv():
+    gen = torch.Generator().manual_seed(4)
+    feats = torch.randn(2, 3, 6, 9, generator=gen)
+    weight, bias = torch.randn(3, 1, 3, 3, generator=gen), torch.randn(3, generator=gen)
+    H, W = 11, 7
+    flow = torch.randint(-8, 9, (2, 2, H, W), generator=gen).float()
+    ours = shifted_depthwise_conv(feats, flow, weight, bias)
+    Hc, Wc = max(H, 6), max(W, 9)
+    canvas = torch.nn.functional.pad(feats, (0, Wc - 9, 0, Hc - 6))
+    offsets = torch.nn.functional.pad(flow.repeat(1, 9, 1, 1), (0, Wc - W, 0, Hc - H))
+    theirs = deform_conv2d(canvas, offsets, weight, bias, padding=(1, 1))[..., :H, :W]
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_paste_clips_to_the_frame_and_respects_keep():
+    base = torch.zeros(3, 2, 5, 6)
+    patch = torch.arange(1.0, 13.0).view(1, 1, 3, 4).expand(3, 2, 3, 4)
+    boxes = [(1, 1, 4, 3), (4, -1, 4, 3), (1, 1, 4, 3)]
+    out = _paste(base, patch, boxes, torch.tensor([True, True, False]))
+    assert torch.equal(out[0, :, 1:4, 1:5], patch[0])
+    assert out[0].sum() == patch[0].sum()
+    assert torch.equal(out[1, :, 0:2, 4:6], patch[1, :, 1:3, 0:2])  # clipped at the top and the right
+    assert out[1].sum() == patch[1, :, 1:3, 0:2].sum()
+    assert torch.equal(out[2], base[2])
+
+
+def test_eval_paste_puts_the_ref_inside_the_box_only():
+    torch.manual_seed(5)
+    model = create_model("dzsr-tiny", scale=2).eval()
+    kw = inputs(model, 1, 16, 20)
+    x0, y0, w, h = kw["box"]
+    with torch.no_grad():
+        a = model._reference(model.ref, 2, kw["lr"], kw["ref"], kw["box"], torch.tensor([True]), "ref")
+        b = model._reference(model.ref, 2, kw["lr"], kw["ref"], None, torch.tensor([True]), "ref")
+    inside = torch.zeros(16, 20, dtype=torch.bool)
+    inside[y0 : y0 + h, x0 : x0 + w] = True
+    pasted = model.ref.paste_head(torch.nn.functional.pixel_unshuffle(kw["ref"] - model.mean, 2))
+    assert torch.equal(a[..., ~inside], b[..., ~inside])
+    torch.testing.assert_close(a[..., y0 : y0 + h, x0 : x0 + w], pasted)
+
+
+@pytest.mark.parametrize("name", ["dzsr-tiny", "tzsr-tiny"])
+def test_global_vector_passed_in_equals_computed_inside(name):
+    torch.manual_seed(6)
+    model = create_model(name, scale=4).eval()
+    kw = inputs(model, 2, 21, 18)
+    with torch.no_grad():
+        inside = model(**kw)
+        g = model.global_vector(kw["lr"], kw["ref"], kw["box"])
+        assert g.shape == (2, 8)
+        torch.testing.assert_close(model(**kw, gvec=g), inside)
+        assert not torch.allclose(model(**kw, gvec=g + 1), inside)
+        # One vector for a batch of tiles: (1, C) broadcasts, and each tile sees that same vector.
+        ref2 = kw.get("ref2")
+        tiles = model(kw["lr"], kw["ref"], None, ref2=ref2, gvec=g[:1])
+        first = model(kw["lr"][:1], kw["ref"][:1], None, ref2=None if ref2 is None else ref2[:1], gvec=g[:1])
+        torch.testing.assert_close(tiles[:1], first)
+
+
+def test_boxes_accept_tensors_and_per_sample_lists():
+    torch.manual_seed(7)
+    model = create_model("dzsr-tiny", scale=2).eval()
+    kw = inputs(model, 2, 12, 14)
+    with torch.no_grad():
+        a = model(**kw)
+        b = model(kw["lr"], kw["ref"], torch.tensor([kw["box"]] * 2))
+        c = model(kw["lr"], kw["ref"], [kw["box"], kw["box"]])
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_input_errors():
+    model = create_model("dzsr-tiny", scale=4).eval()
+    lr = torch.rand(1, 3, 16, 16)
+    with pytest.raises(InputError, match="multiple"):
+        model(lr, torch.rand(1, 3, 10, 16), None)
+    with pytest.raises(InputError, match="does not match"):
+        model(lr, torch.rand(1, 3, 16, 16), (0, 0, 5, 4))
+    with pytest.raises(InputError, match="triple"):
+        model(lr, ref2=torch.rand(1, 3, 16, 16))
+    with pytest.raises(InputError, match="inside"):
+        model.global_vector(lr, torch.rand(1, 3, 16, 16), (14, 0, 4, 4))
+    with pytest.raises(ConfigError, match="scale"):
+        DZSR(scale=3)
+
+
+def test_centre_box_and_crop_ref():
+    assert centre_box(48, 48, 4) == (18, 18, 12, 12)
+    assert centre_box(17, 23, 2) == (6, 4, 11, 8)
+    hr = torch.arange(34 * 46.0).view(1, 1, 34, 46)
+    ref = crop_ref(hr, centre_box(17, 23, 2), 2)
+    assert ref.shape == (1, 1, 16, 22) and ref[0, 0, 0, 0] == hr[0, 0, 8, 12]
