@@ -48,11 +48,12 @@ def test_prepare_writes_a_consistent_dataset(captures_dir: Path, tmp_path: Path,
         ref = load_photo(out / rec["files"]["ref"]).pixels
         mask = load_photo(out / rec["files"]["mask"]).pixels
         assert hr.shape[-2:] == (2 * lr.shape[-2], 2 * lr.shape[-1])
-        assert ref.shape == lr.shape and mask.shape[-2:] == hr.shape[-2:]
+        assert mask.shape[-2:] == hr.shape[-2:]
         assert (out / rec["files"]["preview"]).is_file()
-        rx, ry, rw, rh = (round(2 * v) for v in rec["ref_box"])  # the ref is hr under ref_box
-        assert (rw, rh) == (lr.shape[-1], lr.shape[-2])
-        assert torch.equal(ref, hr[:, ry : ry + rh, rx : rx + rw])
+        rx, ry, rw, rh = rec["ref_box"]  # the ref is hr under ref_box (whole lr pixels, centred)
+        assert (rw, rh) == (lr.shape[-1] // 2, lr.shape[-2] // 2)
+        assert abs(rx + rw / 2 - lr.shape[-1] / 2) <= 1 and abs(ry + rh / 2 - lr.shape[-2] / 2) <= 1
+        assert torch.equal(ref, hr[:, 2 * ry : 2 * (ry + rh), 2 * rx : 2 * (rx + rw)])
         # the lr crop lies around the tele's true position in the wide
         x0, y0, w, h = rec["box"]
         cx, cy = sim.center

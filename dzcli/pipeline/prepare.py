@@ -124,9 +124,14 @@ def assign_splits(records: list[dict[str, Any]], test_fraction: float) -> None:
         r["split"] = "test" if i < n_test else "train"
 
 
-def _centre_box(outer: tuple[int, int], h: int, w: int) -> tuple[int, int]:
-    """Top-left (top, left) of an h×w box centred in an ``outer`` = (H, W) image."""
-    return (outer[0] - h) // 2, (outer[1] - w) // 2
+def ref_box_of(h: int, w: int, scale: int) -> tuple[int, int, int, int]:
+    """The reference's field of view inside an h×w ``lr``: the centre 1/scale, in whole lr pixels.
+
+    Returns:
+        (x0, y0, bw, bh) in lr pixels; the reference is ``hr[s*y0 : s*(y0+bh), s*x0 : s*(x0+bw)]``.
+    """
+    bw, bh = w // scale, h // scale
+    return (w - bw) // 2, (h - bh) // 2, bw, bh
 
 
 def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
@@ -185,8 +190,9 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
         )
     hr, colour = match_colors(pair.hr, pair.lr, pair.mask)
     h, w = pair.lr.shape[-2:]
-    top, left = _centre_box(tuple(hr.shape[-2:]), h, w)
-    ref = hr[:, top : top + h, left : left + w]
+    s = cfg.scale
+    x0, y0, bw, bh = ref_box_of(h, w, s)
+    ref = hr[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
     depth = max(uw.bit_depth, tele.bit_depth)
     files = {"lr": "lr.png", "hr": "hr.png", "ref": "ref.png", "mask": "mask.png", "preview": "preview.jpg"}
     save_image(work / files["lr"], pair.lr, bit_depth=depth)
@@ -197,7 +203,7 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     record.update(
         bit_depth=depth,
         size={"lr": [w, h], "hr": [hr.shape[-1], hr.shape[-2]], "ref": [ref.shape[-1], ref.shape[-2]]},
-        ref_box=[left / cfg.scale, top / cfg.scale, w / cfg.scale, h / cfg.scale],
+        ref_box=[x0, y0, bw, bh],
         flow=pair.flow,
         colour=colour.to_dict(),
         alignment_psnr=_alignment_psnr(pair.lr, hr, pair.mask),
