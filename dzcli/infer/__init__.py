@@ -1,0 +1,1 @@
+"""Full-image inference: overlapping tiles with feathered blending, bounded memory."""
