@@ -31,6 +31,7 @@ from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError, ResourceError
 from dzcli.io.images import Photo, load_photo, save_image
 from dzcli.viz import pair_preview, resize
+from dzsr_models.dzsr import centre_box
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +125,6 @@ def assign_splits(records: list[dict[str, Any]], test_fraction: float) -> None:
         r["split"] = "test" if i < n_test else "train"
 
 
-def ref_box_of(h: int, w: int, scale: int) -> tuple[int, int, int, int]:
-    """The reference's field of view inside an h×w ``lr``: the centre 1/scale, in whole lr pixels.
-
-    Returns:
-        (x0, y0, bw, bh) in lr pixels; the reference is ``hr[s*y0 : s*(y0+bh), s*x0 : s*(x0+bw)]``.
-    """
-    bw, bh = w // scale, h // scale
-    return (w - bw) // 2, (h - bh) // 2, bw, bh
-
-
 def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
     """PSNR (dB) between the wide crop and the matched tele brought down to its size, on valid pixels."""
     size = tuple(lr.shape[-2:])
@@ -191,7 +182,7 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     hr, colour = match_colors(pair.hr, pair.lr, pair.mask)
     h, w = pair.lr.shape[-2:]
     s = cfg.scale
-    x0, y0, bw, bh = ref_box_of(h, w, s)
+    x0, y0, bw, bh = centre_box(h, w, s)
     ref = hr[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
     depth = max(uw.bit_depth, tele.bit_depth)
     files = {"lr": "lr.png", "hr": "hr.png", "ref": "ref.png", "mask": "mask.png", "preview": "preview.jpg"}
