@@ -1,0 +1,128 @@
+"""PSNR and SSIM on the SelfDZSR protocol, and the centre / corner / full regions.
+
+Protocol (SelfDZSR ``metrics.py``): images are compared as 8-bit RGB (rounded), data range 255, no
+border crop, no Y channel. SSIM is scikit-image's with Gaussian weights and an 11-pixel window.
+Regions: ``centre`` = the reference's field of view, ``corner`` = the rest of the image as four
+pieces (full-height left and right strips, top and bottom middle pieces), ``full`` = everything.
+Corner PSNR pools the MSE of its pieces (area-weighted); corner SSIM is the unweighted mean of the
+pieces' SSIM, as in the reference protocol.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from skimage.metrics import structural_similarity
+
+Piece = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
+REGIONS = ("centre", "corner", "full")
+
+
+def to_uint8(img: torch.Tensor) -> np.ndarray:
+    """(3,H,W) float in [0,1] → (H,W,3) uint8, rounded (the protocol's 8-bit quantisation)."""
+    return (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def _mse_sum(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:
+    d = (a.astype(np.float64) - b.astype(np.float64)) ** 2
+    if mask is None:
+        return float(d.sum()), float(d.size)
+    m = np.broadcast_to(mask.astype(bool), d.shape)
+    return float(d[m].sum()), float(m.sum())
+
+
+def psnr_from_mse(mse: float, data_range: float = 255.0) -> float:
+    """PSNR in dB of a mean squared error (``inf`` when it is 0)."""
+    return math.inf if mse <= 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, *, mask: torch.Tensor | None = None) -> float:
+    """PSNR (dB) between two (3,H,W) images in [0,1], compared in 8-bit; ``mask`` (1,H,W) selects pixels."""
+    m = None if mask is None else mask[0].cpu().numpy() > 0.5
+    total, count = _mse_sum(to_uint8(a), to_uint8(b), None if m is None else np.repeat(m[..., None], 3, axis=-1))
+    return psnr_from_mse(total / max(count, 1.0))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
+    """SSIM between two (3,H,W) images in [0,1] (8-bit, Gaussian weights, window 11, RGB)."""
+    x, y = to_uint8(a), to_uint8(b)
+    if min(x.shape[:2]) < 11:
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {x.shape[1]}x{x.shape[0]}")
+    return float(
+        structural_similarity(x, y, win_size=11, gaussian_weights=True, data_range=255, channel_axis=-1)
+    )
+
+
+def region_pieces(height: int, width: int, box: tuple[int, int, int, int]) -> dict[str, list[Piece]]:
+    """Split an image into the protocol's regions.
+
+    Args:
+        height, width: image size.
+        box: the centre region (x0, y0, w, h) in this image's pixels (clipped to the image).
+
+    Returns:
+        ``{"centre": [piece], "corner": [left, right, top, bottom], "full": [piece]}``; empty corner
+        pieces are dropped. Centre and corner partition the image.
+    """
+    x0, y0, w, h = box
+    x0, y0 = max(0, min(width, x0)), max(0, min(height, y0))
+    x1, y1 = max(x0, min(width, box[0] + w)), max(y0, min(height, box[1] + h))
+    corner = [(0, height, 0, x0), (0, height, x1, width), (0, y0, x0, x1), (y1, height, x0, x1)]
+    return {
+        "centre": [(y0, y1, x0, x1)],
+        "corner": [p for p in corner if p[1] > p[0] and p[3] > p[2]],
+        "full": [(0, height, 0, width)],
+    }
+
+
+def region_scores(
+    sr: torch.Tensor,
+    hr: torch.Tensor,
+    box: tuple[int, int, int, int],
+    *,
+    mask: torch.Tensor | None = None,
+    with_ssim: bool = True,
+) -> dict[str, dict[str, float]]:
+    """PSNR (and SSIM) of ``sr`` against ``hr`` on centre / corner / full.
+
+    Args:
+        sr, hr: (3,H,W) in [0,1].
+        box: the centre region in these images' pixels (x0, y0, w, h).
+        mask: optional (1,H,W) validity; adds ``psnr_masked`` (pixels where mask > 0.5).
+        with_ssim: also compute SSIM (skipped for pieces smaller than the 11-pixel window).
+
+    Returns:
+        ``{region: {"psnr": ..., "ssim": ..., "psnr_masked": ...}}``.
+    """
+    a, b = to_uint8(sr), to_uint8(hr)
+    m = None if mask is None else (mask[0].cpu().numpy() > 0.5)
+    out: dict[str, dict[str, float]] = {}
+    for name, pieces in region_pieces(a.shape[0], a.shape[1], box).items():
+        if not pieces:
+            continue
+        scores: dict[str, float] = {}
+        sums = [_mse_sum(a[y0:y1, x0:x1], b[y0:y1, x0:x1], None) for y0, y1, x0, x1 in pieces]
+        scores["psnr"] = psnr_from_mse(sum(s for s, _ in sums) / sum(c for _, c in sums))
+        if m is not None:
+            msums = [
+                _mse_sum(a[y0:y1, x0:x1], b[y0:y1, x0:x1], m[y0:y1, x0:x1, None].repeat(3, -1))
+                for y0, y1, x0, x1 in pieces
+            ]
+            count = sum(c for _, c in msums)
+            if count > 0:
+                scores["psnr_masked"] = psnr_from_mse(sum(s for s, _ in msums) / count)
+        if with_ssim:
+            vals = [
+                structural_similarity(
+                    a[y0:y1, x0:x1], b[y0:y1, x0:x1], win_size=11, gaussian_weights=True, data_range=255,
+                    channel_axis=-1,
+                )
+                for y0, y1, x0, x1 in pieces
+                if min(y1 - y0, x1 - x0) >= 11
+            ]
+            if vals:
+                scores["ssim"] = float(np.mean(vals))
+        out[name] = scores
+    return out
