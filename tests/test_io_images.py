@@ -503,8 +503,12 @@ def test_tiff_exif_is_linked_as_a_sub_ifd(tmp_path: Path) -> None:
     import exifread
     import tifffile
 
-    block = make_exif(CaptureInfo(make="dzsr", focal_mm=4.25, focal_35mm=26.0, orientation=1))
-    save_image(tmp_path / "x.tif", torch.rand(3, 5, 6), bit_depth=16, exif=block)
+    ex = Image.Exif()
+    ex.load(make_exif(CaptureInfo(make="dzsr", focal_mm=4.25, focal_35mm=26.0, orientation=1)))
+    ex.get_ifd(0x8825).update({1: "N", 2: (45.0, 30.0, 0.0)})
+    save_image(tmp_path / "x.tif", torch.rand(3, 5, 6), bit_depth=16, exif=ex.tobytes())
+    with Image.open(tmp_path / "x.tif") as im:
+        assert im.getexif().get_ifd(0x8825)[1] == "N"
     with tifffile.TiffFile(tmp_path / "x.tif") as tf:
         exif_ifd = tf.pages.first.tags[34665].value
         assert exif_ifd["FocalLengthIn35mmFilm"] == 26 and tuple(exif_ifd["FocalLength"]) == (17, 4)
@@ -512,6 +516,20 @@ def test_tiff_exif_is_linked_as_a_sub_ifd(tmp_path: Path) -> None:
     with open(tmp_path / "x.tif", "rb") as fh:
         tags = exifread.process_file(fh, details=False)
     assert str(tags["EXIF FocalLength"]) == "17/4" and str(tags["Image Make"]) == "dzsr"
+
+
+def test_oversized_exif_in_jpeg_loses_the_maker_note_only(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ex = Image.Exif()
+    ex.load(make_exif(CaptureInfo(make="dzsr", focal_35mm=26.0)))
+    ex.get_ifd(0x8769)[0x927C] = bytes(70_000)  # a JPEG APP1 segment holds at most 64 KB
+    with caplog.at_level("WARNING", logger="dzcli.io.images"):
+        save_image(tmp_path / "x.jpg", torch.rand(3, 4, 4), exif=ex.tobytes())
+    assert "MakerNote dropped" in caplog.text
+    with Image.open(tmp_path / "x.jpg") as im:
+        got = im.getexif()
+        assert got[0x010F] == "dzsr" and 0x927C not in got.get_ifd(0x8769)
 
 
 def test_save_is_atomic_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

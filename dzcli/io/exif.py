@@ -22,6 +22,16 @@ from typing import Any, BinaryIO
 
 from dzcli.errors import InputError
 
+__all__ = [
+    "CaptureInfo",
+    "capture_info_from_exif",
+    "exif_payload",
+    "make_exif",
+    "read_capture_info",
+    "read_exif",
+    "update_exif",
+]
+
 logger = logging.getLogger(__name__)
 
 # Tag ids (EXIF 2.32 / TIFF 6.0).
@@ -31,7 +41,6 @@ _DATETIME_ORIGINAL, _SUBSEC, _SUBSEC_ORIGINAL = 0x9003, 0x9290, 0x9291
 _FOCAL_LENGTH, _FOCAL_35MM, _DIGITAL_ZOOM, _LENS_MODEL = 0x920A, 0xA405, 0xA404, 0xA434
 _FP_XRES, _FP_YRES, _FP_UNIT = 0xA20E, 0xA20F, 0xA210
 _EXIF_WIDTH, _EXIF_HEIGHT = 0xA002, 0xA003
-_MAKER_NOTE = 0x927C
 
 # IFD0 tags of a TIFF-structured file that describe the capture rather than the pixel layout: the only ones
 # carried over when the EXIF block is taken from a TIFF or TIFF-based RAW file (strip offsets, bit depth,
@@ -40,47 +49,15 @@ _IFD0_METADATA = frozenset(
     {0x010E, _MAKE, _MODEL, _ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, _DATETIME, 0x013B, 0x8298}
 )
 # Exif sub-IFD tags that some writers (DNG tools) put in IFD0 instead; moved to the sub-IFD.
-_EXIF_SUBIFD_TAGS = frozenset(
-    {
-        0x829A,
-        0x829D,
-        0x8822,
-        0x8827,
-        0x8830,
-        0x8832,
-        0x9000,
-        _DATETIME_ORIGINAL,
-        0x9004,
-        0x9010,
-        0x9011,
-        0x9012,
-        0x9201,
-        0x9202,
-        0x9203,
-        0x9204,
-        0x9205,
-        0x9206,
-        0x9207,
-        0x9208,
-        0x9209,
-        _FOCAL_LENGTH,
-        _SUBSEC,
-        _SUBSEC_ORIGINAL,
-        0x9292,
-        _FP_XRES,
-        _FP_YRES,
-        _FP_UNIT,
-        0xA402,
-        0xA403,
-        _DIGITAL_ZOOM,
-        _FOCAL_35MM,
-        0xA406,
-        0xA431,
-        0xA432,
-        0xA433,
-        _LENS_MODEL,
-    }
-)
+# fmt: off
+_EXIF_SUBIFD_TAGS = frozenset({
+    0x829A, 0x829D, 0x8822, 0x8827, 0x8830, 0x8832, 0x9000,  # exposure, F-number, program, ISO, version
+    _DATETIME_ORIGINAL, 0x9004, 0x9010, 0x9011, 0x9012, _SUBSEC, _SUBSEC_ORIGINAL, 0x9292,  # times, offsets
+    0x9201, 0x9202, 0x9203, 0x9204, 0x9205, 0x9206, 0x9207, 0x9208, 0x9209,  # APEX values, metering, flash
+    _FOCAL_LENGTH, _FP_XRES, _FP_YRES, _FP_UNIT, 0xA402, 0xA403, _DIGITAL_ZOOM, _FOCAL_35MM, 0xA406,
+    0xA431, 0xA432, 0xA433, _LENS_MODEL,  # body serial, lens specification, lens make, lens model
+})
+# fmt: on
 
 # (CaptureInfo source name, tag id, exifread keys in order of preference)
 _FIELDS: tuple[tuple[str, int, tuple[str, ...]], ...] = (

@@ -37,6 +37,19 @@ import torch
 from dzcli.errors import InputError, ResourceError
 from dzcli.io.exif import CaptureInfo, exif_payload, make_exif, read_capture_info, read_exif
 
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "RAW_DEVELOP",
+    "RAW_SUFFIXES",
+    "Photo",
+    "from_hwc",
+    "is_image_file",
+    "load_photo",
+    "save_image",
+    "to_hwc",
+    "to_uint",
+]
+
 logger = logging.getLogger(__name__)
 
 RAW_SUFFIXES: frozenset[str] = frozenset(
