@@ -63,6 +63,10 @@ def _boundary() -> Iterator[None]:
     except DzsrError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
+    except OSError as exc:  # writing outputs: permissions, full disk, ...
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: finished work is kept; run the same command again to resume")
         raise typer.Exit(130) from None
@@ -174,6 +178,110 @@ def simulate(
                 cfg, progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r["name"])
             )
         console.print(f"{len(records)} captures in {out / 'captures'}, ground truth in {out / 'truth'}")
+
+
+@app.command()
+def zoom(
+    inputs: Annotated[
+        list[Path], typer.Argument(help="UW TELE photos, or one folder of captures.", show_default=False)
+    ],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Output file (one pair) or folder. Default: next to the wide photo, "
+                     "or FOLDER_zoom/ for a folder."),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Checkpoint path or bundled model name (see dzsr models).")
+    ] = None,
+    outscale: Annotated[
+        float | None, typer.Option("--outscale", "-s", help="Output scale. Default: the tele's pixel density.")
+    ] = None,
+    suffix: Annotated[str, typer.Option(help="Output name: {stem}_{suffix}.{ext}; empty keeps the stem.")] = "out",
+    ext: Annotated[str, typer.Option(help="Output format: auto (the wide photo's), png, jpg, tif, webp, heic.")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
+    tile: Annotated[int, typer.Option("--tile", "-t", help="Tile side in wide-photo pixels; 0 = from free memory.")] = 0,
+    tile_overlap: Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, in pixels.")] = 16,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default: float16).")] = False,
+    max_megapixels: Annotated[float, typer.Option(help="Refuse photos larger than this.")] = 100.0,
+    ratio: Annotated[
+        float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
+    ] = None,
+    quality: Annotated[int, typer.Option(help="JPEG / WebP / HEIC quality.")] = 95,
+) -> None:
+    """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
+
+    Example: [bold]dzsr zoom examples/seeding_uw.jpg examples/seeding_tele.jpg -o out.png[/]
+    """
+    from dzcli.pipeline.zoom import ZoomConfig, ZoomResult
+    from dzcli.pipeline.zoom import zoom as run_zoom
+
+    def line(r: ZoomResult) -> str:
+        if r.status == "skipped":
+            return f"{r.output}: exists, skipped (use --overwrite)"
+        if not r.ok:
+            return f"[yellow]{r.uw.name}: not zoomed: {r.status}[/]"
+        assert r.in_size and r.out_size and r.outscale and r.scale and r.resample and r.seconds is not None
+        filt = "" if r.out_size == (r.scale * r.in_size[0], r.scale * r.in_size[1]) else (
+            f", x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}"
+        )
+        return (
+            f"{r.uw.name} -> {r.output}: {r.in_size[0]}x{r.in_size[1]} -> {r.out_size[0]}x{r.out_size[1]} "
+            f"(x{r.outscale:.2f} = x{r.scale} {r.model}{filt}), ratio {r.ratio:.2f}, "
+            f"{r.seconds:.1f} s on {r.device}, {r.tiles} tiles"
+        )
+
+    with _boundary():
+        cfg = ZoomConfig(
+            inputs=tuple(inputs), out=output, model=model, outscale=outscale, suffix=suffix, ext=ext,
+            overwrite=overwrite, tile=tile, tile_overlap=tile_overlap, device=device, fp32=fp32,
+            max_megapixels=max_megapixels, ratio=ratio, quality=quality,
+        )
+        with _progress() as bar:
+            tasks: dict[str, Any] = {}
+
+            def step(stage: str, done: int, total: int, item: str) -> None:
+                if stage == "pairs" and len(inputs) == 2:
+                    return
+                if stage not in tasks:
+                    tasks[stage] = bar.add_task(stage, total=total, item="")
+                if stage == "tiles" and done == 1:
+                    bar.reset(tasks[stage], total=total)
+                bar.update(tasks[stage], completed=done, total=total, item=item)
+
+            results = run_zoom(cfg, progress=step, on_result=lambda r: console.print(line(r), highlight=False))
+        failed = [r for r in results if r.status not in ("ok", "skipped")]
+        if len(results) > 1:
+            done = sum(r.ok for r in results)
+            console.print(
+                f"{done} zoomed, {sum(r.status == 'skipped' for r in results)} skipped, {len(failed)} failed"
+            )
+        if failed:
+            raise typer.Exit(1)
+
+
+@app.command("models")
+def models_cmd() -> None:
+    """List the models bundled with dzsr (used by dzsr zoom when --model is not given)."""
+    from dzcli.infer.engine import DEFAULT_MODEL, WEIGHTS_DIR, bundled_models
+
+    with _boundary():
+        found = bundled_models()
+        if not found:
+            console.print(f"no bundled models in {WEIGHTS_DIR}")
+            return
+        table = Table(title=f"bundled models ({WEIGHTS_DIR})", title_justify="left")
+        table.add_column("name", no_wrap=True)
+        for col in ("scale", "params", "size"):
+            table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("sha256", no_wrap=True)
+        table.add_column("card", overflow="fold")
+        for m in found:
+            table.add_row(
+                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""), f"x{m.scale}", f"{m.params:,}",
+                f"{m.size_bytes / 2**20:.1f} MiB", m.sha256, m.summary,
+            )
+        console.print(table)
 
 
 def main() -> None:

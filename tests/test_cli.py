@@ -52,3 +52,11 @@ def test_no_usable_pair_exits_non_zero(tmp_path: Path) -> None:
 def test_bad_scale_is_a_config_error(captures_dir: Path, tmp_path: Path) -> None:
     res = runner.invoke(app, ["prepare", str(captures_dir), str(tmp_path / "out"), "--scale", "3"])
     assert res.exit_code == 2 and "--scale" in res.output
+
+
+def test_unwritable_output_is_a_one_line_error(captures_dir: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    res = runner.invoke(app, ["prepare", str(captures_dir), str(blocker / "data")])
+    assert res.exit_code == 1
+    assert "file" in res.output and "Traceback" not in res.output
