@@ -25,26 +25,39 @@ it) or None; returns ``(1, 3, s·h, s·w)``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import math
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from dzcli.errors import ConfigError, InputError, ResourceError
+import dzsr_models
+from dzcli.errors import ConfigError, InputError, ResourceError, WeightsError
 from dzcli.infer.tiling import Tile, run_tiled
 
 __all__ = [
+    "DEFAULT_MODEL",
     "MIN_TILE",
     "REF_CONTEXT",
+    "WEIGHTS_DIR",
+    "BundledModel",
+    "RefWindows",
     "auto_tile",
     "available_memory",
+    "bundled_models",
+    "choose_bundled",
     "clip_reference",
     "global_vector",
+    "load_model",
     "resolve_device",
     "super_resolve",
 ]
@@ -134,15 +147,16 @@ def available_memory(device: torch.device) -> int:
 def _bytes_per_pixel(model: nn.Module) -> float:
     """Peak working memory per LR pixel of one tile (float32), tile and its Ref window together.
 
-    Calibrated on DZSR (peak RSS over tile sides 64–512 with a Ref window of the tile plus context):
-    dominated by the matcher's VGG features (up to 384 channels at full LR resolution, for the tile
-    and the Ref window) and the body at ``C`` channels, ``4C`` before each PixelShuffle.
+    A conservative model of DZSR's peak: the matcher's VGG features (up to 448 channels at full LR
+    resolution, for the tile and its Ref window), the body at ``C`` channels and ``4C`` before each
+    PixelShuffle. dzsr-small ×2 measures 2.3–3.8 kB per pixel of the Ref window on CPU (peak RSS over
+    tile sides 128–800); this gives 6.3 kB.
     """
     hp = getattr(model, "hparams", {})
     channels = int(hp.get("channels", 64))
     scale = int(getattr(model, "scale", 2))
     floats = 2 * 448 + 12 * channels + 4 * channels * scale * scale // 2 + 3 * scale * scale * 3
-    return 4.0 * floats * 1.5
+    return 4.0 * floats
 
 
 def auto_tile(model: nn.Module, device: torch.device, *, half: bool = False) -> int:
@@ -174,6 +188,161 @@ def _free_cache(device: torch.device) -> None:
         torch.cuda.empty_cache()
     elif device.type == "mps" and hasattr(torch, "mps"):
         torch.mps.empty_cache()
+
+
+# --------------------------------------------------------------------------------------------------------
+# Models: bundled weights and checkpoints
+# --------------------------------------------------------------------------------------------------------
+
+WEIGHTS_DIR = Path(dzsr_models.__file__).resolve().parent / "weights"
+"""Folder of the models bundled in the package: ``<name>.safetensors`` with a ``<name>.md`` model card."""
+DEFAULT_MODEL = "dzsr-small-x2"
+"""The bundled model preferred when ``--model`` is not given (among those of the best-fitting scale)."""
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """A model shipped in :data:`WEIGHTS_DIR`.
+
+    Attributes:
+        name: file stem (what ``--model NAME`` accepts).
+        path: the ``.safetensors`` file.
+        arch: architecture name from the checkpoint's metadata.
+        scale: the network's scale ``s``.
+        params: number of stored parameters.
+        sha256: hex digest of the file.
+        size_bytes: file size.
+        summary: first paragraph of the model card (empty when there is none).
+        metadata: the checkpoint's dzsr metadata.
+    """
+
+    name: str
+    path: Path
+    arch: str
+    scale: int
+    params: int
+    sha256: str
+    size_bytes: int
+    summary: str
+    metadata: dict[str, Any] = field(repr=False)
+
+
+def _card_summary(card: Path) -> str:
+    """The first paragraph of a Markdown model card that is not a heading, on one line."""
+    if not card.is_file():
+        return ""
+    paragraph: list[str] = []
+    for line in card.read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith("#") or (not text and not paragraph):
+            continue
+        if not text:
+            break
+        paragraph.append(text)
+    return " ".join(paragraph)
+
+
+def _describe_weights(path: Path) -> BundledModel:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            raw = (fh.metadata() or {}).get("dzsr")
+            params = sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys())  # noqa: SIM118
+        meta = json.loads(raw) if raw else {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: unreadable bundled model ({exc})") from exc
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return BundledModel(
+        name=path.stem,
+        path=path,
+        arch=str(meta.get("arch", "?")),
+        scale=int(meta.get("scale", 0)),
+        params=int(params),
+        sha256=digest,
+        size_bytes=path.stat().st_size,
+        summary=_card_summary(path.with_suffix(".md")),
+        metadata=meta,
+    )
+
+
+def bundled_models(weights_dir: Path | None = None) -> list[BundledModel]:
+    """The models bundled with dzsr, sorted by name.
+
+    Args:
+        weights_dir: folder to look in; default :data:`WEIGHTS_DIR`.
+
+    Raises:
+        WeightsError: a bundled file that is not a readable safetensors checkpoint.
+    """
+    folder = WEIGHTS_DIR if weights_dir is None else weights_dir
+    if not folder.is_dir():
+        return []
+    return [_describe_weights(p) for p in sorted(folder.glob("*.safetensors"))]
+
+
+def choose_bundled(outscale: float | None, models: list[BundledModel]) -> BundledModel:
+    """The bundled model for an output scale: the scale ``s`` closest to it (log ratio, the larger ``s`` on
+    ties), :data:`DEFAULT_MODEL` among models of that scale if present.
+
+    Raises:
+        WeightsError: no bundled model.
+    """
+    if not models:
+        raise WeightsError(
+            f"no bundled model in {WEIGHTS_DIR}; pass --model PATH to a checkpoint from `dzsr train`"
+        )
+    target = outscale if outscale and outscale > 0 else 2.0
+    best = min({m.scale for m in models}, key=lambda sc: (abs(math.log(target / sc)), -sc))
+    same = [m for m in models if m.scale == best]
+    return next((m for m in same if m.name == DEFAULT_MODEL), same[0])
+
+
+def load_model(
+    spec: str | Path | None,
+    *,
+    device: str | torch.device = "cpu",
+    outscale: float | None = None,
+    weights_dir: Path | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load the SR model named by ``--model``.
+
+    Args:
+        spec: a checkpoint path (from ``dzsr train`` / :func:`dzsr_models.save_checkpoint`), the name of a
+            bundled model, or None for the bundled default (:func:`choose_bundled` with ``outscale``).
+        device: where to put the model.
+        outscale: the intended output scale, to choose among bundled models of different scales.
+        weights_dir: folder of bundled models; default :data:`WEIGHTS_DIR`.
+
+    Returns:
+        ``(model, info)``: the model in ``eval()`` mode, and ``info`` with ``name``, ``path``, ``scale``
+        and the checkpoint's ``metadata``.
+
+    Raises:
+        WeightsError: unknown name, missing or unusable checkpoint, no bundled model.
+    """
+    dev = resolve_device(device)
+    if spec is None:
+        chosen = choose_bundled(outscale, bundled_models(weights_dir))
+        path, name = chosen.path, chosen.name
+    else:
+        text = str(spec)
+        candidate = Path(text).expanduser()
+        folder = WEIGHTS_DIR if weights_dir is None else weights_dir
+        if candidate.is_file():
+            path, name = candidate, candidate.stem
+        elif (folder / f"{text}.safetensors").is_file() and "/" not in text and os.sep not in text:
+            path, name = folder / f"{text}.safetensors", text
+        elif candidate.suffix or "/" in text or os.sep in text:
+            raise WeightsError(f"{text}: checkpoint not found")
+        else:
+            names = ", ".join(m.name for m in bundled_models(weights_dir)) or "none"
+            raise WeightsError(
+                f"unknown model {text!r}: bundled models are {names}; or pass the path of a checkpoint"
+            )
+    model, meta = dzsr_models.load_checkpoint(path, device=dev)
+    if meta.get("arch") != "dzsr":
+        raise WeightsError(f"{path}: not a super-resolution model (architecture {meta.get('arch')!r})")
+    log.debug("model %s (x%d) from %s", name, model.scale, path)
+    return model, {"name": name, "path": path, "scale": int(model.scale), "metadata": meta}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -434,12 +603,19 @@ class RefWindows:
 
 
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def _inference_setup(model: nn.Module) -> Iterator[None]:
+    """``eval()`` and channels-last weights (about 1.4× faster convolutions on CPU), both undone after."""
     was_training = model.training
+    kernels = [p for p in model.parameters() if p.dim() == 4]
+    convert = not all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
     model.eval()
+    if convert:
+        model.to(memory_format=torch.channels_last)
     try:
         yield
     finally:
+        if convert:
+            model.to(memory_format=torch.contiguous_format)
         model.train(was_training)
 
 
@@ -500,7 +676,7 @@ def super_resolve(
         torch.autocast(device_type="cuda", dtype=torch.float16) if use_half else contextlib.nullcontext()
     )
     takes_gvec = callable(getattr(model, "global_vector", None))
-    with _eval_mode(model), autocast:
+    with _inference_setup(model), autocast:
         with torch.inference_mode():
             gvec = global_vector(model, lr, ref, box, device=dev)
         side = tile if tile > 0 else auto_tile(model, dev, half=use_half)
@@ -511,9 +687,10 @@ def super_resolve(
             r, b = windows.window(t)
             with torch.inference_mode():
                 x = lr[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w][None].to(dev)
-                r = None if r is None else r[None].to(dev)
+                x = x.contiguous(memory_format=torch.channels_last)
+                r = None if r is None else r[None].to(dev).contiguous(memory_format=torch.channels_last)
                 y = model(x, r, b, gvec=gvec) if takes_gvec else model(x, r, b)
-                return y[0].float().clamp_(0.0, 1.0).cpu()
+                return y[0].float().clamp_(0.0, 1.0).cpu().contiguous()
 
         def solve(t: Tile) -> Tensor:
             if max(t.w, t.h) <= state["tile"]:

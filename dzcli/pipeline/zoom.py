@@ -1,0 +1,440 @@
+"""``dzsr zoom``: super-resolve the whole wide photo of a capture to the tele's pixel density.
+
+Per capture (the same reading, registration, alignment and colour code as ``dzsr prepare``):
+
+1. read both photos (EXIF orientation applied once), EXIF zoom ratio, SIFT + MAGSAC registration of the
+   tele inside the uw (no centred-tele assumption);
+2. the tele resampled onto the uw's grid at the network's ``s×`` density over its footprint, mapped to
+   the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
+   upsampled uw, so nothing misregistered is ever pasted;
+3. tiled reference-based SR of the whole uw (:func:`dzcli.infer.engine.super_resolve`);
+4. resampling from ``s×`` to the output scale (default: the tele's density ``r``) with Lanczos (up) or
+   area (down) filtering;
+5. an atomic write in the uw's format and bit depth, EXIF kept (Orientation 1, new size) and ICC kept.
+
+Inputs are never overwritten; existing outputs are skipped unless ``overwrite``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dzcli.align.color import match_colors
+from dzcli.align.ratio import exif_ratio
+from dzcli.align.register import align_pair, register
+from dzcli.data.pairs import Capture, discover_captures
+from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError
+from dzcli.infer.engine import (
+    available_memory,
+    bundled_models,
+    choose_bundled,
+    load_model,
+    resolve_device,
+    super_resolve,
+)
+from dzcli.io.exif import update_exif
+from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, load_photo, save_image
+
+log = logging.getLogger(__name__)
+
+EXTS = ("auto", "png", "jpg", "jpeg", "tif", "tiff", "webp", "heic")
+"""Accepted ``--ext`` values (``auto``: the uw's own format; RAW becomes 16-bit TIFF)."""
+_WRITABLE = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".heic", ".heif"}
+_EIGHT_BIT_ONLY = {".jpg", ".jpeg", ".webp"}
+MEMORY_FRACTION = 0.9
+"""Share of the available RAM the output buffers may take before zoom refuses (ResourceError)."""
+
+ProgressFn = Callable[[str, int, int, str], None]
+"""``progress(stage, done, total, item)``: stage ``"pairs"`` (after each capture) or ``"tiles"``."""
+
+
+@dataclass(frozen=True)
+class ZoomConfig:
+    """Options of ``dzsr zoom`` (defaults are the documented defaults).
+
+    Attributes:
+        inputs: ``(UW, TELE)`` photo files, or ``(FOLDER,)`` / ``(PAIRS.csv,)`` of captures.
+        out: output file (one pair) or folder; None: next to the uw (one pair) or ``FOLDER_zoom/``.
+        model: checkpoint path or bundled model name; None: the bundled default.
+        outscale: output scale relative to the uw; None: the tele's pixel density.
+        suffix: appended to the uw's file stem (``{stem}_{suffix}.{ext}``); empty keeps the stem.
+        ext: output format; ``auto`` keeps the uw's.
+        overwrite: replace existing outputs (inputs are never overwritten).
+        tile: tile side in uw pixels; 0 = automatic from free memory.
+        tile_overlap: least tile overlap in uw pixels.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+        fp32: no float16 on CUDA.
+        max_megapixels: refuse larger photos (ResourceError).
+        ratio: zoom ratio when EXIF has none (registration refines it anyway).
+        quality: JPEG/WebP/HEIC quality.
+        max_gap: seconds between shots grouped as one capture (folder mode, EXIF grouping).
+    """
+
+    inputs: tuple[Path, ...]
+    out: Path | None = None
+    model: str | None = None
+    outscale: float | None = None
+    suffix: str = "out"
+    ext: str = "auto"
+    overwrite: bool = False
+    tile: int = 0
+    tile_overlap: int = 16
+    device: str = "auto"
+    fp32: bool = False
+    max_megapixels: float = 100.0
+    ratio: float | None = None
+    quality: int = 95
+    max_gap: float = 2.0
+
+    def __post_init__(self) -> None:
+        if len(self.inputs) not in (1, 2):
+            raise ConfigError("give a wide and a tele photo (UW TELE), or one folder of captures")
+        if self.ext.lower().lstrip(".") not in EXTS:
+            raise ConfigError(f"--ext must be one of {', '.join(EXTS)}, not {self.ext!r}")
+        if self.outscale is not None and not 0 < self.outscale <= 16:
+            raise ConfigError(f"--outscale must be in (0, 16], not {self.outscale}")
+        if self.tile < 0 or self.tile_overlap < 0:
+            raise ConfigError(f"--tile and --tile-overlap must be >= 0, not {self.tile} and {self.tile_overlap}")
+        if 0 < self.tile < 32:
+            raise ConfigError(f"--tile must be 0 (automatic) or at least 32, not {self.tile}")
+        if any(c in self.suffix for c in "/\\"):
+            raise ConfigError(f"--suffix must not contain a path separator: {self.suffix!r}")
+        if self.ratio is not None and self.ratio <= 1.0:
+            raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
+        if not 1 <= self.quality <= 100:
+            raise ConfigError(f"--quality must be in 1..100, not {self.quality}")
+        if self.max_megapixels <= 0:
+            raise ConfigError(f"--max-megapixels must be positive, not {self.max_megapixels}")
+
+
+@dataclass
+class ZoomResult:
+    """What happened to one capture. ``status`` is ``ok``, ``skipped`` (output exists) or the error."""
+
+    id: str
+    uw: Path
+    tele: Path
+    output: Path
+    status: str
+    in_size: tuple[int, int] | None = None
+    out_size: tuple[int, int] | None = None
+    ratio: float | None = None
+    density: float | None = None
+    outscale: float | None = None
+    scale: int | None = None
+    resample: float | None = None
+    model: str | None = None
+    device: str | None = None
+    tiles: int | None = None
+    seconds: float | None = None
+    valid_fraction: float | None = None
+    box: tuple[int, int, int, int] | None = None
+    bit_depth: int | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Whether the output was written."""
+        return self.status == "ok"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pure image steps
+# --------------------------------------------------------------------------------------------------------
+
+
+def fill_invalid(ref: Tensor, lr: Tensor, mask: Tensor, scale: int) -> Tensor:
+    """Replace the Ref where registration is not valid by the upsampled LR, with a soft edge.
+
+    Args:
+        ref: ``(3, s·h, s·w)`` the tele on the LR grid, in the LR's colours, ``[0, 1]``.
+        lr: ``(3, h, w)`` the uw crop under it, ``[0, 1]``.
+        mask: ``(1, s·h, s·w)`` validity in ``{0, 1}``.
+        scale: ``s``.
+
+    Returns:
+        ``(3, s·h, s·w)``: ``ref·m + up(lr)·(1 - m)`` with ``m`` the mask softened inwards over ``2s``
+        pixels (0 wherever ``mask`` is 0); ``up`` is bicubic.
+    """
+    k = 4 * scale + 1
+    soft = F.avg_pool2d(mask[None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[0]
+    m = soft * mask
+    up = F.interpolate(lr[None], size=ref.shape[-2:], mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    return ref * m + up * (1 - m)
+
+
+def resample(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize ``(3, H, W)`` to ``size = (h, w)``: Lanczos-4 when enlarging, area when shrinking.
+
+    Returns:
+        ``(3, h, w)`` float32 clamped to ``[0, 1]`` (``img`` itself when the size is unchanged).
+    """
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img
+    h, w = size
+    up = h * w > img.shape[-2] * img.shape[-1]
+    hwc = np.ascontiguousarray(img.numpy().transpose(1, 2, 0))
+    out = cv2.resize(hwc, (w, h), interpolation=cv2.INTER_LANCZOS4 if up else cv2.INTER_AREA)
+    del hwc
+    np.clip(out, 0.0, 1.0, out=out)
+    return torch.from_numpy(out.transpose(2, 0, 1).copy())
+
+
+# --------------------------------------------------------------------------------------------------------
+# Captures and output paths
+# --------------------------------------------------------------------------------------------------------
+
+
+def _output_name(uw: Path, cfg: ZoomConfig) -> str:
+    """``{stem}_{suffix}{.ext}`` for the uw photo ``uw``."""
+    stem = f"{uw.stem}_{cfg.suffix}" if cfg.suffix else uw.stem
+    return stem + _output_suffix(uw, cfg.ext)
+
+
+def _output_suffix(uw: Path, ext: str) -> str:
+    ext = ext.lower().lstrip(".")
+    if ext != "auto":
+        return f".{ext}"
+    suffix = uw.suffix.lower()
+    if suffix in RAW_SUFFIXES or suffix not in _WRITABLE:
+        return ".tif"
+    return suffix
+
+
+def _is_folder_target(path: Path) -> bool:
+    return path.is_dir() or str(path).endswith(("/", os.sep)) or not path.suffix
+
+
+def _plan(cfg: ZoomConfig) -> tuple[list[tuple[Capture, Path]], set[Path]]:
+    """The captures to zoom with their output files, and every input file (resolved)."""
+    if len(cfg.inputs) == 2:
+        uw, tele = cfg.inputs
+        for p in (uw, tele):
+            if not p.exists():
+                raise InputError(f"{p}: no such file")
+            if not p.is_file():
+                raise InputError(f"{p}: not a file (give UW TELE photos, or one folder)")
+        cap = Capture(id=uw.stem, uw=uw, tele=tele, method="files")
+        target = cfg.out
+        if target is None:
+            out = uw.parent / _output_name(uw, cfg)
+        elif _is_folder_target(target):
+            out = target / _output_name(uw, cfg)
+        else:
+            if target.suffix.lower() not in _WRITABLE:
+                raise ConfigError(f"{target}: cannot write '{target.suffix}' files (use .png, .jpg, .tif, .webp or .heic)")
+            out = target
+        return [(cap, out)], {uw.resolve(), tele.resolve()}
+    (src,) = cfg.inputs
+    if src.is_file() and src.suffix.lower() in IMAGE_SUFFIXES:
+        raise ConfigError(f"{src}: give the tele photo too (dzsr zoom UW TELE), or a folder of captures")
+    captures, alone = discover_captures(src, max_gap=cfg.max_gap)
+    root = src if src.is_dir() else src.parent
+    out_dir = cfg.out if cfg.out is not None else root.parent / f"{root.name}_zoom"
+    if cfg.out is not None and not _is_folder_target(cfg.out):
+        raise ConfigError(f"{cfg.out}: -o must be a folder when zooming a folder of captures")
+    if not captures:
+        raise InputError(f"{src}: no captures found ({len(alone)} photos without a partner)")
+    inputs = {p.resolve() for c in captures for p in c.sources.values()} | {p.resolve() for p in alone}
+    jobs = []
+    for cap in captures:
+        rel = cap.uw.parent.relative_to(root) if cap.uw.parent.is_relative_to(root) else Path()
+        jobs.append((cap, out_dir / rel / _output_name(cap.uw, cfg)))
+    return jobs, inputs
+
+
+def _check_outputs(jobs: list[tuple[Capture, Path]], inputs: set[Path]) -> None:
+    """Refuse any output that is an input (by path or by identity) or that two captures share."""
+    seen: dict[Path, str] = {}
+    for cap, out in jobs:
+        resolved = out.resolve()
+        if resolved in inputs or (out.exists() and any(_same_file(out, p) for p in inputs)):
+            raise ConfigError(
+                f"{out}: is an input photo; refusing to overwrite it (choose another -o or --suffix)"
+            )
+        if resolved in seen:
+            raise ConfigError(f"{out}: captures {seen[resolved]} and {cap.id} would both write it")
+        seen[resolved] = cap.id
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Models:
+    """Loads each model once (the bundled default may differ by output scale)."""
+
+    def __init__(self, spec: str | None, device: torch.device) -> None:
+        self.spec = spec
+        self.device = device
+        self._cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
+
+    def check(self) -> None:
+        """Fail early: load an explicit ``--model`` now, or make sure a bundled model exists."""
+        if self.spec is not None:
+            self.get(1.0)
+        else:
+            choose_bundled(None, bundled_models())
+
+    def get(self, outscale: float) -> tuple[nn.Module, dict[str, Any]]:
+        key = self.spec if self.spec is not None else f"default@{round(math.log2(outscale))}"
+        if key not in self._cache:
+            self._cache[key] = load_model(self.spec, device=self.device, outscale=outscale)
+        return self._cache[key]
+
+
+def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int]) -> None:
+    """Refuse outputs whose CPU buffers (``s×`` canvas, resampled copy, integer pixels) cannot fit."""
+    w, h = photo.size
+    need = 4 * 3 * (scale * scale * w * h + 2 * out_size[0] * out_size[1])
+    free = available_memory(torch.device("cpu"))
+    if need > MEMORY_FRACTION * free:
+        raise ResourceError(
+            f"{photo.path}: a {out_size[0]}x{out_size[1]} output needs about {need / 2**30:.1f} GiB of RAM, "
+            f"{free / 2**30:.1f} GiB are available; lower --outscale or --max-megapixels"
+        )
+
+
+def zoom_capture(
+    cap: Capture,
+    output: Path,
+    cfg: ZoomConfig,
+    *,
+    models: _Models,
+    device: torch.device,
+    progress: ProgressFn | None = None,
+) -> ZoomResult:
+    """Zoom one capture and write ``output``.
+
+    Raises:
+        InputError, AlignmentError, ResourceError, WeightsError: the capture cannot be zoomed.
+    """
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    uw = load_photo(cap.uw, max_megapixels=cfg.max_megapixels)
+    tele = load_photo(cap.tele, max_megapixels=cfg.max_megapixels)
+    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_ratio=cfg.ratio)
+    reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name)
+    if est.value is not None and abs(reg.ratio / est.value - 1) > 0.05:
+        log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", cap.id, reg.ratio, est.value)
+    outscale = cfg.outscale if cfg.outscale is not None else reg.density
+    model, info = models.get(outscale)
+    s = int(model.scale)
+    W, H = uw.size
+    out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))
+    _check_memory(uw, s, out_size)
+    t = time.perf_counter()
+    pair = align_pair(uw.pixels, tele.pixels, reg, scale=s, uw_name=cap.uw.name, tele_name=cap.tele.name)
+    del tele
+    hr, _ = match_colors(pair.hr, pair.lr, pair.mask)
+    ref = fill_invalid(hr, pair.lr, pair.mask, s)
+    del hr
+    timings["align"] = time.perf_counter() - t
+    if pair.valid_fraction < 0.2:
+        log.warning(
+            "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
+            "the rest of its footprint is not used", cap.id, 100 * pair.valid_fraction,
+        )
+    tiles = [0]
+
+    def on_tile(done: int, total: int) -> None:
+        tiles[0] = total
+        if progress:
+            progress("tiles", done, total, cap.id)
+
+    t = time.perf_counter()
+    sr = super_resolve(
+        model, uw.pixels, ref=ref, box=pair.box, tile=cfg.tile, overlap=cfg.tile_overlap,
+        device=device, half=not cfg.fp32, progress=on_tile,
+    )
+    timings["sr"] = time.perf_counter() - t
+    del ref
+    t = time.perf_counter()
+    out = resample(sr, (out_size[1], out_size[0]))
+    del sr
+    timings["resample"] = time.perf_counter() - t
+    depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
+    if depth < uw.bit_depth:
+        log.info("%s: %s holds 8-bit pixels; the 16-bit input is written as 8-bit", cap.id, output.suffix)
+    exif = update_exif(uw.exif, width=out_size[0], height=out_size[1]) if uw.exif else None
+    t = time.perf_counter()
+    save_image(output, out, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
+    timings["write"] = time.perf_counter() - t
+    return ZoomResult(
+        id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok",
+        in_size=(W, H), out_size=out_size, ratio=reg.ratio, density=reg.density, outscale=outscale,
+        scale=s, resample=outscale / s, model=str(info["name"]), device=str(device), tiles=tiles[0],
+        seconds=time.perf_counter() - t_start, valid_fraction=pair.valid_fraction, box=pair.box,
+        bit_depth=depth, timings=timings,
+    )
+
+
+def zoom(
+    cfg: ZoomConfig,
+    *,
+    progress: ProgressFn | None = None,
+    on_result: Callable[[ZoomResult], None] | None = None,
+) -> list[ZoomResult]:
+    """Zoom one capture (``UW TELE``) or every capture of a folder.
+
+    With one pair, any failure raises. With a folder, a capture that fails is reported in its result's
+    ``status`` (and logged) and the others go on.
+
+    Args:
+        cfg: the options.
+        progress: see :data:`ProgressFn`.
+        on_result: called with each capture's result as soon as it is known.
+
+    Returns:
+        One result per capture, in discovery order.
+
+    Raises:
+        ConfigError: bad options; an output that would overwrite an input.
+        InputError, AlignmentError, ResourceError, WeightsError: (one pair) the capture cannot be zoomed.
+    """
+    jobs, inputs = _plan(cfg)
+    _check_outputs(jobs, inputs)
+    device = resolve_device(cfg.device)
+    models = _Models(cfg.model, device)
+    models.check()
+    single = len(cfg.inputs) == 2
+    results = []
+    for i, (cap, output) in enumerate(jobs):
+        if output.exists() and not cfg.overwrite:
+            log.info("%s: %s exists; skipped (use --overwrite)", cap.id, output)
+            results.append(ZoomResult(id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="skipped"))
+        elif single:
+            results.append(zoom_capture(cap, output, cfg, models=models, device=device, progress=progress))
+        else:
+            try:
+                results.append(zoom_capture(cap, output, cfg, models=models, device=device, progress=progress))
+            except (InputError, AlignmentError, ResourceError, MemoryError) as exc:
+                message = "out of memory" if isinstance(exc, MemoryError) else str(exc)
+                log.warning("%s: not zoomed: %s", cap.id, message)
+                results.append(ZoomResult(id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status=message))
+        if on_result:
+            on_result(results[-1])
+        if progress:
+            progress("pairs", i + 1, len(jobs), cap.id)
+    return results

@@ -1,0 +1,277 @@
+"""dzsr zoom end to end on small simulated captures: sizes, formats, metadata, safety, errors, batches."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import ImageCms
+from typer.testing import CliRunner
+
+from dzcli.cli import app
+from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, WeightsError
+from dzcli.infer import engine
+from dzcli.io.exif import CaptureInfo, make_exif
+from dzcli.io.images import load_photo, save_image
+from dzcli.metrics.image import psnr
+from dzcli.pipeline import zoom as zoom_module
+from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, resample, zoom
+from dzcli.simulate import SimulatedPair, simulate_pair
+from dzcli.viz import fit_within
+from dzsr_models import create_model, save_checkpoint
+
+from .conftest import scene, write_capture
+
+runner = CliRunner()
+WHEN = datetime(2026, 3, 1, 9, 0, 0)
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random-weight dzsr-tiny ×2 checkpoint (no ImageNet weights needed)."""
+    torch.manual_seed(0)
+    model = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "tiny.safetensors", metadata={})
+
+
+@pytest.fixture(scope="session")
+def sims() -> dict[str, SimulatedPair]:
+    """Simulated ×2 pairs with 240-px-wide wide photos (small, so a zoom takes a fraction of a second)."""
+    geo = {"life": ((8.0, -5.0), 0.8), "picos": ((-6.5, 4.0), -1.2), "seeding": ((3.0, 6.0), 0.5)}
+    return {
+        name: simulate_pair(fit_within(scene(name), 480), ratio=2.0, offset=off, rotation_deg=rot, parallax=0.5,
+                            noise=0.005, seed=i)
+        for i, (name, (off, rot)) in enumerate(geo.items())
+    }
+
+
+@pytest.fixture()
+def pair(tmp_path: Path, sims: dict[str, SimulatedPair]) -> tuple[Path, Path]:
+    """``life_uw.jpg`` / ``life_tele.jpg`` with phone EXIF (×2)."""
+    return write_capture(tmp_path, "life", sims["life"], ratio_exif=2.0, when=WHEN)
+
+
+def _cfg(inputs: tuple[Path, ...], ckpt: Path, **kw: object) -> ZoomConfig:
+    return ZoomConfig(inputs=inputs, model=str(ckpt), device="cpu", **kw)  # type: ignore[arg-type]
+
+
+def srgb_icc() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+# ------------------------------------------------------------------------------------------------ pure steps
+
+
+def test_fill_invalid_replaces_only_invalid_pixels() -> None:
+    s = 2
+    lr = torch.rand(3, 20, 30)
+    ref = torch.rand(3, 40, 60)
+    mask = torch.zeros(1, 40, 60)
+    mask[:, 5:35, 10:50] = 1
+    out = fill_invalid(ref, lr, mask, s)
+    up = F.interpolate(lr[None], size=(40, 60), mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    assert torch.allclose(out[:, mask[0] == 0], up[:, mask[0] == 0])  # invalid -> upsampled uw
+    assert torch.allclose(out[:, 15:25, 20:40], ref[:, 15:25, 20:40])  # deep inside -> the tele
+    assert torch.equal(fill_invalid(ref, lr, torch.ones(1, 40, 60), s), ref)
+
+
+def test_resample_sizes_and_range() -> None:
+    img = torch.rand(3, 20, 30)
+    assert resample(img, (20, 30)) is img
+    up = resample(img, (29, 44))
+    down = resample(img, (10, 15))
+    assert up.shape == (3, 29, 44) and down.shape == (3, 10, 15)
+    assert up.min() >= 0 and up.max() <= 1
+    assert torch.allclose(down, F.avg_pool2d(img[None], 2)[0], atol=1e-5)  # area filter
+
+
+# ------------------------------------------------------------------------------------------------ one pair
+
+
+def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    uw, tele = pair
+    before = {p: p.read_bytes() for p in pair}
+    (res,) = zoom(_cfg(pair, tiny_ckpt))
+    assert res.ok and res.output == uw.parent / "life_uw_out.jpg"
+    src = load_photo(uw)
+    out = load_photo(res.output)
+    w, h = src.size
+    assert abs(res.density - 2.0) < 0.02 and res.scale == 2 and res.tiles >= 1
+    assert out.size == res.out_size == (round(res.density * w), round(res.density * h))
+    assert out.kind == "jpeg" and out.bit_depth == 8
+    assert out.info.make == "dzsr" and out.info.focal_35mm == 26.0  # EXIF kept
+    assert out.info.orientation == 1 and (out.info.exif_width, out.info.exif_height) == out.size
+    assert {p: p.read_bytes() for p in pair} == before
+
+
+def test_sixteen_bit_tiff_with_icc_and_outscale(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
+    sim = sims["picos"]
+    icc = srgb_icc()
+    uw, tele = tmp_path / "p_uw.tif", tmp_path / "p_tele.tif"
+    info = CaptureInfo(make="dzsr", model="TestPhone", focal_mm=4.25, focal_35mm=26.0, orientation=1)
+    save_image(uw, sim.uw, bit_depth=16, exif=make_exif(info), icc=icc)
+    save_image(tele, sim.tele, bit_depth=16, exif=make_exif(CaptureInfo(focal_35mm=52.0)), icc=icc)
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, outscale=2.5, out=tmp_path / "res"))
+    assert res.output == tmp_path / "res" / "p_uw_out.tif"
+    out = load_photo(res.output)
+    w, h = sim.uw.shape[-1], sim.uw.shape[-2]
+    assert out.size == (round(2.5 * w), round(2.5 * h))
+    assert math.isclose(res.resample, 1.25)
+    assert out.bit_depth == 16 and out.kind == "tiff"
+    assert out.icc == icc and out.info.model == "TestPhone"
+
+
+def test_the_tele_is_pasted_where_it_lies(
+    monkeypatch: pytest.MonkeyPatch, pair: tuple[Path, Path], sims: dict[str, SimulatedPair]
+) -> None:
+    """With a paste-only model the output under the tele's footprint is the registered, colour-matched
+    tele: much closer to the ground truth than the upsampled wide, and exactly at its place."""
+    from .test_infer_engine import PasteNet
+
+    model = PasteNet()
+    with torch.no_grad():
+        model.conv.weight.zero_()
+        model.conv.bias.fill_(-20.0)  # outside the box the output is ~0, inside it is the Ref
+    monkeypatch.setattr(zoom_module, "load_model", lambda *a, **k: (model, {"name": "paste", "scale": 2}))
+    (res,) = zoom(ZoomConfig(inputs=pair, out=pair[0].parent / "o.png", outscale=2.0, model="paste", device="cpu"))
+    out = load_photo(res.output).pixels
+    truth = sims["life"].truth
+    x0, y0, w, h = res.box
+    inner = (slice(None), slice(2 * y0 + 8, 2 * (y0 + h) - 8), slice(2 * x0 + 8, 2 * (x0 + w) - 8))
+    uw = load_photo(pair[0]).pixels
+    bicubic = F.interpolate(uw[None], scale_factor=2, mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    gain = psnr(out[inner], truth[inner]) - psnr(bicubic[inner], truth[inner])
+    assert gain > 2.0, gain
+    assert out[:, : 2 * y0 - 4].max() < 0.01  # nothing pasted above the footprint
+
+
+def test_inputs_are_never_overwritten(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    uw, tele = pair
+    before = {p: p.read_bytes() for p in pair}
+    for kw in ({"out": uw, "overwrite": True}, {"out": tele, "overwrite": True}, {"suffix": "", "overwrite": True}):
+        with pytest.raises(ConfigError, match="input photo"):
+            zoom(_cfg(pair, tiny_ckpt, **kw))
+    link = uw.parent / "link.jpg"
+    os.link(uw, link)
+    with pytest.raises(ConfigError, match="input photo"):
+        zoom(_cfg(pair, tiny_ckpt, out=link, overwrite=True))
+    assert {p: p.read_bytes() for p in pair} == before
+
+
+def test_existing_output_is_skipped_unless_overwrite(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    out = pair[0].parent / "done.png"
+    out.write_bytes(b"previous")
+    (res,) = zoom(_cfg(pair, tiny_ckpt, out=out))
+    assert res.status == "skipped" and out.read_bytes() == b"previous"
+    (res,) = zoom(_cfg(pair, tiny_ckpt, out=out, overwrite=True))
+    assert res.ok and load_photo(out).kind == "png"
+
+
+def test_unrelated_photos_say_no_overlap(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
+    uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
+    _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
+    with pytest.raises(AlignmentError, match="no overlap found between a_uw.jpg and b_tele.jpg"):
+        zoom(_cfg((uw, tele), tiny_ckpt))
+
+
+def test_tele_wider_than_the_uw(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    uw, tele = pair
+    with pytest.raises(AlignmentError, match="not narrower"):
+        zoom(_cfg((tele, uw), tiny_ckpt))
+
+
+def test_unreadable_and_missing_files(pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad_uw.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    with pytest.raises(InputError, match="bad_uw.jpg"):
+        zoom(_cfg((bad, pair[1]), tiny_ckpt))
+    with pytest.raises(InputError, match="no such file"):
+        zoom(_cfg((tmp_path / "nope.jpg", pair[1]), tiny_ckpt))
+
+
+def test_image_too_large_is_a_resource_error(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    with pytest.raises(ResourceError, match="max-megapixels"):
+        zoom(_cfg(pair, tiny_ckpt, max_megapixels=0.01))
+
+
+def test_bad_options() -> None:
+    with pytest.raises(ConfigError):
+        ZoomConfig(inputs=(Path("a"), Path("b"), Path("c")))
+    with pytest.raises(ConfigError):
+        ZoomConfig(inputs=(Path("a"), Path("b")), ext="bmp")
+    with pytest.raises(ConfigError):
+        ZoomConfig(inputs=(Path("a"), Path("b")), tile=8)
+    with pytest.raises(ConfigError):
+        ZoomConfig(inputs=(Path("a"), Path("b")), outscale=0)
+
+
+# ------------------------------------------------------------------------------------------------ folders
+
+
+def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path) -> None:
+    src = tmp_path / "captures"
+    (src / "trip").mkdir(parents=True)
+    write_capture(src, "life", sims["life"], ratio_exif=2.0, when=WHEN)
+    write_capture(src / "trip", "picos", sims["picos"], ratio_exif=2.0, when=WHEN)
+    _, bad_tele = write_capture(src, "mixed", sims["seeding"], ratio_exif=2.0, when=WHEN)
+    bad_tele.write_bytes((src / "life_tele.jpg").read_bytes())  # not the same scene as mixed_uw
+    results = zoom(ZoomConfig(inputs=(src,), out=tmp_path / "out", model=str(tiny_ckpt), device="cpu"))
+    by_id = {r.id: r for r in results}
+    assert set(by_id) == {"life", "mixed", "trip_picos"}
+    assert by_id["life"].ok and by_id["life"].output == tmp_path / "out" / "life_uw_out.jpg"
+    assert by_id["trip_picos"].ok and by_id["trip_picos"].output == tmp_path / "out" / "trip" / "picos_uw_out.jpg"
+    assert "no overlap" in by_id["mixed"].status and not by_id["mixed"].output.exists()
+    for r in (by_id["life"], by_id["trip_picos"]):
+        assert load_photo(r.output).size == r.out_size
+
+
+# ------------------------------------------------------------------------------------------------ bundled models
+
+
+def test_bundled_default_model_and_models_command(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_ckpt: Path, pair: tuple[Path, Path]
+) -> None:
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    (weights / "dzsr-small-x2.safetensors").write_bytes(tiny_ckpt.read_bytes())
+    (weights / "dzsr-small-x2.md").write_text("# dzsr-small-x2\n\nA test card, first paragraph.\n\nMore.\n")
+    (weights / "other-x4.safetensors").write_bytes(tiny_ckpt.read_bytes())
+    monkeypatch.setattr(engine, "WEIGHTS_DIR", weights)
+    found = engine.bundled_models()
+    assert [m.name for m in found] == ["dzsr-small-x2", "other-x4"]
+    assert found[0].scale == 2 and found[0].summary == "A test card, first paragraph."
+    assert found[0].params == sum(p.numel() for p in create_model("dzsr-tiny", scale=2).state_dict().values())
+    res = runner.invoke(app, ["models"], terminal_width=250)
+    assert res.exit_code == 0 and "dzsr-small-x2 (default)" in res.output and found[0].sha256 in res.output
+    (r,) = zoom(ZoomConfig(inputs=pair, device="cpu"))  # no --model: the bundled default
+    assert r.ok and r.model == "dzsr-small-x2"
+    with pytest.raises(WeightsError, match="unknown model 'nope'"):
+        engine.load_model("nope")
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def test_cli_zoom_summary_and_errors(pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path) -> None:
+    uw, tele = pair
+    out = tmp_path / "cli.png"
+    res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(out), "-m", str(tiny_ckpt), "--device", "cpu",
+                              "-t", "128"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "life_uw.jpg ->" in res.output and "x2 tiny" in res.output and "tiles" in res.output
+    assert load_photo(out).kind == "png"
+    res = runner.invoke(app, ["zoom", str(tele), str(uw), "-m", str(tiny_ckpt)])
+    assert res.exit_code == 4 and "not narrower" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(uw), "--overwrite", "-m", str(tiny_ckpt)])
+    assert res.exit_code == 2 and "refusing to overwrite" in res.output
+    res = runner.invoke(app, ["zoom", str(uw), str(tele), "-m", str(tmp_path / "missing.safetensors")])
+    assert res.exit_code == 7 and "not found" in res.output
