@@ -1,11 +1,12 @@
-"""PSNR and SSIM on the SelfDZSR protocol, and the centre / corner / full regions.
+"""PSNR, SSIM and LPIPS on the SelfDZSR protocol, and the centre / corner / full regions.
 
 Protocol (SelfDZSR ``metrics.py``): images are compared as 8-bit RGB (rounded), data range 255, no
-border crop, no Y channel. SSIM is scikit-image's with Gaussian weights and an 11-pixel window.
+border crop, no Y channel. SSIM is scikit-image's with Gaussian weights and an 11-pixel window; LPIPS is
+AlexNet v0.1 (:mod:`dzcli.metrics.lpips`) on the 8-bit images mapped to [-1, 1], one pass per region.
 Regions: ``centre`` = the reference's field of view, ``corner`` = the rest of the image as four
 pieces (full-height left and right strips, top and bottom middle pieces), ``full`` = everything.
-Corner PSNR pools the MSE of its pieces (area-weighted); corner SSIM is the unweighted mean of the
-pieces' SSIM, as in the reference protocol.
+Corner PSNR pools the MSE of its pieces (area-weighted); corner SSIM and LPIPS are the unweighted means
+of the pieces' values, as in the reference protocol.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import math
 import numpy as np
 import torch
 from skimage.metrics import structural_similarity
+
+from dzcli.metrics.lpips import LPIPS, MIN_SIDE, lpips
 
 Piece = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
 REGIONS = ("centre", "corner", "full")
@@ -40,8 +43,8 @@ def psnr_from_mse(mse: float, data_range: float = 255.0) -> float:
 
 def psnr(a: torch.Tensor, b: torch.Tensor, *, mask: torch.Tensor | None = None) -> float:
     """PSNR (dB) between two (3,H,W) images in [0,1], compared in 8-bit; ``mask`` (1,H,W) selects pixels."""
-    m = None if mask is None else mask[0].cpu().numpy() > 0.5
-    total, count = _mse_sum(to_uint8(a), to_uint8(b), None if m is None else np.repeat(m[..., None], 3, axis=-1))
+    m = None if mask is None else np.repeat(mask[0].cpu().numpy()[..., None] > 0.5, 3, axis=-1)
+    total, count = _mse_sum(to_uint8(a), to_uint8(b), m)
     return psnr_from_mse(total / max(count, 1.0))
 
 
@@ -77,6 +80,45 @@ def region_pieces(height: int, width: int, box: tuple[int, int, int, int]) -> di
     }
 
 
+def _ssim_pieces(
+    a: np.ndarray, b: np.ndarray, pieces: list[Piece], m: np.ndarray | None
+) -> tuple[list[float], list[float]]:
+    """SSIM of each piece at least 11 pixels on a side, and (with a mask) its mean over valid pixels.
+
+    The masked value averages the channel-mean SSIM map over valid pixels, away from the 5-pixel border
+    scikit-image also leaves out of its mean; pieces with no valid pixel there are skipped.
+    """
+    plain, masked = [], []
+    for y0, y1, x0, x1 in pieces:
+        if min(y1 - y0, x1 - x0) < 11:
+            continue
+        value, smap = structural_similarity(
+            a[y0:y1, x0:x1], b[y0:y1, x0:x1], win_size=11, gaussian_weights=True, data_range=255,
+            channel_axis=-1, full=True,
+        )
+        plain.append(float(value))
+        if m is not None:
+            inner = m[y0:y1, x0:x1][5:-5, 5:-5]
+            if inner.any():
+                masked.append(float(smap[5:-5, 5:-5].mean(axis=-1)[inner].mean()))
+    return plain, masked
+
+
+def _lpips_pieces(
+    net: LPIPS, sr: torch.Tensor, hr: torch.Tensor, pieces: list[Piece], mask: torch.Tensor | None
+) -> tuple[list[float], list[float]]:
+    """LPIPS of each piece at least :data:`~dzcli.metrics.lpips.MIN_SIDE` on a side (one pass per piece)."""
+    plain, masked = [], []
+    for y0, y1, x0, x1 in pieces:
+        if min(y1 - y0, x1 - x0) < MIN_SIDE:
+            continue
+        a, b = sr[:, y0:y1, x0:x1], hr[:, y0:y1, x0:x1]
+        plain.append(lpips(net, a, b))
+        if mask is not None and bool((mask[:, y0:y1, x0:x1] > 0.5).any()):
+            masked.append(lpips(net, a, b, mask=mask[:, y0:y1, x0:x1]))
+    return plain, masked
+
+
 def region_scores(
     sr: torch.Tensor,
     hr: torch.Tensor,
@@ -84,17 +126,24 @@ def region_scores(
     *,
     mask: torch.Tensor | None = None,
     with_ssim: bool = True,
+    lpips_net: LPIPS | None = None,
 ) -> dict[str, dict[str, float]]:
-    """PSNR (and SSIM) of ``sr`` against ``hr`` on centre / corner / full.
+    """PSNR, SSIM and LPIPS of ``sr`` against ``hr`` on centre / corner / full (the SelfDZSR protocol).
+
+    Corner PSNR pools the MSE of its pieces; corner SSIM and LPIPS are the unweighted means of the pieces'
+    values (pieces smaller than the metric's window are skipped, and a metric with no usable piece is left
+    out of the region's dict).
 
     Args:
-        sr, hr: (3,H,W) in [0,1].
+        sr, hr: (3,H,W) in [0,1], compared on the 8-bit grid.
         box: the centre region in these images' pixels (x0, y0, w, h).
-        mask: optional (1,H,W) validity; adds ``psnr_masked`` (pixels where mask > 0.5).
-        with_ssim: also compute SSIM (skipped for pieces smaller than the 11-pixel window).
+        mask: optional (1,H,W) validity; adds ``psnr_masked``, ``ssim_masked``, ``lpips_masked`` computed
+            over pixels where mask > 0.5 (pooled MSE; mean of the SSIM / LPIPS maps).
+        with_ssim: also compute SSIM.
+        lpips_net: also compute LPIPS (AlexNet v0.1) with this module.
 
     Returns:
-        ``{region: {"psnr": ..., "ssim": ..., "psnr_masked": ...}}``.
+        ``{region: {"psnr": ..., "ssim": ..., "lpips": ..., "psnr_masked": ..., ...}}``.
     """
     a, b = to_uint8(sr), to_uint8(hr)
     m = None if mask is None else (mask[0].cpu().numpy() > 0.5)
@@ -105,6 +154,18 @@ def region_scores(
         scores: dict[str, float] = {}
         sums = [_mse_sum(a[y0:y1, x0:x1], b[y0:y1, x0:x1], None) for y0, y1, x0, x1 in pieces]
         scores["psnr"] = psnr_from_mse(sum(s for s, _ in sums) / sum(c for _, c in sums))
+        if with_ssim:
+            plain, masked = _ssim_pieces(a, b, pieces, m)
+            if plain:
+                scores["ssim"] = float(np.mean(plain))
+            if masked:
+                scores["ssim_masked"] = float(np.mean(masked))
+        if lpips_net is not None:
+            plain, masked = _lpips_pieces(lpips_net, sr, hr, pieces, mask)
+            if plain:
+                scores["lpips"] = float(np.mean(plain))
+            if masked:
+                scores["lpips_masked"] = float(np.mean(masked))
         if m is not None:
             msums = [
                 _mse_sum(a[y0:y1, x0:x1], b[y0:y1, x0:x1], m[y0:y1, x0:x1, None].repeat(3, -1))
@@ -113,16 +174,5 @@ def region_scores(
             count = sum(c for _, c in msums)
             if count > 0:
                 scores["psnr_masked"] = psnr_from_mse(sum(s for s, _ in msums) / count)
-        if with_ssim:
-            vals = [
-                structural_similarity(
-                    a[y0:y1, x0:x1], b[y0:y1, x0:x1], win_size=11, gaussian_weights=True, data_range=255,
-                    channel_axis=-1,
-                )
-                for y0, y1, x0, x1 in pieces
-                if min(y1 - y0, x1 - x0) >= 11
-            ]
-            if vals:
-                scores["ssim"] = float(np.mean(vals))
         out[name] = scores
     return out
