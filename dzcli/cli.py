@@ -163,15 +163,25 @@ def simulate(
     max_side: Annotated[
         int | None, typer.Option(help="Shrink each photo so its longer side is at most this first.")
     ] = None,
+    triple: Annotated[
+        bool, typer.Option("--triple", help="Triple camera: also write <name>_wide, between uw and tele.")
+    ] = False,
+    wide_ratio: Annotated[
+        float | None, typer.Option(help="Zoom ratio of the wide to the uw (with --triple). Default: ratio/2.")
+    ] = None,
 ) -> None:
     """Simulate phone wide + tele captures, with ground truth, from single high-resolution photos.
 
     Example: [bold]dzsr simulate photos/ sim/ --ratio 2 --max-side 2400[/]
+    (ultra-wide + wide + tele: [bold]--ratio 4 --triple[/])
     """
     from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 
     with _boundary():
-        cfg = SimulateConfig(photos=photos, out=out, ratio=ratio, seed=seed, max_side=max_side)
+        cfg = SimulateConfig(
+            photos=photos, out=out, ratio=ratio, seed=seed, max_side=max_side, triple=triple,
+            wide_ratio=wide_ratio,
+        )
         with _progress() as bar:
             task = bar.add_task("simulate", total=None, item="")
             records = simulate_folder(

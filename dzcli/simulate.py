@@ -11,6 +11,12 @@ With ``r`` the density ratio (scene pixels per uw pixel):
 - tele pixel ``t`` shows uw point ``c_u + offset + R(θ)·(t - c_t) / r`` (``c_u``, ``c_t`` the image centres,
   ``R(θ)`` a rotation by ``rotation_deg``), which is :attr:`SimulatedPair.tele_to_uw`, plus an optional
   smooth parallax displacement that no homography explains.
+
+A triple capture (:func:`simulate_triple`) adds a *wide* camera between the two: the same sensor size as
+the uw at ``r_w`` times its density (``1 < r_w < r``), i.e. the scene seen through its own optical blur and
+area sampling at ``r / r_w`` scene pixels per wide pixel, off-centre and rotated in its own way
+(:attr:`SimulatedTriple.wide_to_uw`). The uw, tele and truth of a triple are those of
+:func:`simulate_pair` with the same arguments and seed.
 """
 
 from __future__ import annotations
@@ -132,6 +138,24 @@ def _parallax_field(rng: np.random.Generator, size: tuple[int, int], amplitude: 
     return field * (amplitude / peak) if peak > 0 else field
 
 
+def _view_to_uw(
+    ratio: float,
+    rotation_deg: float,
+    view_size: tuple[int, int],
+    uw_size: tuple[int, int],
+    offset: tuple[float, float],
+) -> np.ndarray:
+    """Homography from a camera's pixels to uw pixels: ``c_u + offset + R(θ)·(t - c_t) / ratio``."""
+    theta = math.radians(rotation_deg)
+    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    c_t = np.array([(view_size[0] - 1) / 2.0, (view_size[1] - 1) / 2.0])
+    c_u = np.array([(uw_size[0] - 1) / 2.0 + offset[0], (uw_size[1] - 1) / 2.0 + offset[1]])
+    h = np.eye(3)
+    h[:2, :2] = rot / ratio
+    h[:2, 2] = c_u - rot @ c_t / ratio
+    return h
+
+
 def simulate_pair(
     scene: Tensor,
     *,
@@ -181,13 +205,8 @@ def simulate_pair(
     truth = _chw(truth_np)
     uw = degrade(truth, ratio)
 
-    theta = math.radians(rotation_deg)
-    rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     c_t = np.array([(wt - 1) / 2.0, (ht - 1) / 2.0])
-    c_u = np.array([(wu - 1) / 2.0 + offset[0], (hu - 1) / 2.0 + offset[1]])
-    tele_to_uw = np.eye(3)
-    tele_to_uw[:2, :2] = rot / ratio
-    tele_to_uw[:2, 2] = c_u - rot @ c_t / ratio
+    tele_to_uw = _view_to_uw(ratio, rotation_deg, (wt, ht), (wu, hu), offset)
 
     # Scene coordinates g = r·(u + 0.5) - 0.5 of every tele pixel, plus the parallax displacement.
     tx, ty = np.meshgrid(np.arange(wt, dtype=np.float64), np.arange(ht, dtype=np.float64))
@@ -216,4 +235,104 @@ def simulate_pair(
         ratio=ratio * wu / wt,
         center=(float(center[0]), float(center[1])),
         rotation_deg=float(rotation_deg),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class SimulatedTriple:
+    """A simulated ultra-wide / wide / tele capture with its ground truth.
+
+    Attributes:
+        pair: the uw, tele, truth and tele geometry (as :func:`simulate_pair` makes them).
+        wide: ``(3, Hw, Ww)`` float32 in [0, 1], the middle camera (the uw's size by default).
+        wide_to_uw: ``(3, 3)`` float64, the true homography from wide to uw pixel coordinates (without the
+            parallax).
+        wide_ratio: field-of-view ratio of the uw to the wide, per side.
+        wide_center: wide centre in uw pixels ``(x, y)``.
+        wide_rotation_deg: rotation of the wide's axes in the uw frame.
+    """
+
+    pair: SimulatedPair
+    wide: Tensor
+    wide_to_uw: np.ndarray
+    wide_ratio: float
+    wide_center: tuple[float, float]
+    wide_rotation_deg: float
+
+
+def simulate_triple(
+    scene: Tensor,
+    *,
+    ratio: float,
+    wide_ratio: float | None = None,
+    offset: tuple[float, float] = (0.0, 0.0),
+    rotation_deg: float = 0.0,
+    wide_offset: tuple[float, float] = (0.0, 0.0),
+    wide_rotation_deg: float = 0.0,
+    parallax: float = 0.0,
+    isp: bool = True,
+    noise: float = 0.01,
+    seed: int = 0,
+) -> SimulatedTriple:
+    """Simulate an ultra-wide / wide / tele capture of ``scene`` with known geometry.
+
+    Args:
+        scene: ``(3, H, W)`` float32 in [0, 1], a sharp photo; one scene pixel = one tele pixel.
+        ratio: uw-to-tele field-of-view ratio ``r > 1`` (as in :func:`simulate_pair`).
+        wide_ratio: uw-to-wide ratio ``r_w`` with ``1 < r_w < r``; default ``r / 2``.
+        offset, rotation_deg: the tele's placement (see :func:`simulate_pair`).
+        wide_offset: wide centre minus uw centre, in uw pixels ``(x, y)``.
+        wide_rotation_deg: rotation of the wide relative to the uw, in degrees.
+        parallax: maximum smooth displacement (scene pixels) of the tele's and the wide's views.
+        isp: give the tele and the wide their own colour pipelines (:func:`isp_change`).
+        noise: Gaussian noise standard deviation of every image.
+        seed: reproducibility; the uw, tele and truth equal :func:`simulate_pair`'s for the same seed.
+
+    Returns:
+        The triple, its truth and its true geometry.
+
+    Raises:
+        ConfigError: ``ratio <= 1`` or ``wide_ratio`` outside ``(1, ratio)``.
+    """
+    r_w = ratio / 2.0 if wide_ratio is None else wide_ratio
+    if not 1.0 < r_w < ratio:
+        raise ConfigError(
+            f"the wide camera's zoom ratio must lie strictly between 1 and the tele's {ratio} (got {r_w})"
+        )
+    pair = simulate_pair(
+        scene, ratio=ratio, offset=offset, rotation_deg=rotation_deg, parallax=parallax, isp=isp,
+        noise=noise, seed=seed,
+    )
+    rng = np.random.default_rng((seed, 1))
+    hu, wu = pair.uw.shape[-2:]
+    d = ratio / r_w  # scene pixels per wide pixel
+    wide_to_uw = _view_to_uw(r_w, wide_rotation_deg, (wu, hu), (wu, hu), wide_offset)
+
+    # The wide at scene density (pixel h ↔ wide coordinate (h + 0.5)/d - 0.5), then the wide's own blur and
+    # area sampling by d (exactly :func:`degrade`).
+    hh, wh = round(hu * d), round(wu * d)
+    hx, hy = np.meshgrid(np.arange(wh, dtype=np.float64), np.arange(hh, dtype=np.float64))
+    wx, wy = (hx + 0.5) / d - 0.5, (hy + 0.5) / d - 0.5
+    ux = wide_to_uw[0, 0] * wx + wide_to_uw[0, 1] * wy + wide_to_uw[0, 2]
+    uy = wide_to_uw[1, 0] * wx + wide_to_uw[1, 1] * wy + wide_to_uw[1, 2]
+    gx = (ratio * (ux + 0.5) - 0.5).astype(np.float32)
+    gy = (ratio * (uy + 0.5) - 0.5).astype(np.float32)
+    if parallax > 0:
+        field = _parallax_field(rng, (wh, hh), parallax)
+        gx, gy = gx + field[..., 0], gy + field[..., 1]
+    dense = cv2.remap(_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    wide = degrade(_chw(np.clip(dense, 0.0, 1.0)), d)
+    if isp:
+        wide = isp_change(wide, seed=int(rng.integers(2**31)))
+    if noise > 0:
+        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        wide = (wide + noise * torch.randn(wide.shape, generator=gen)).clamp(0.0, 1.0)
+    center = wide_to_uw @ np.array([(wu - 1) / 2.0, (hu - 1) / 2.0, 1.0])
+    return SimulatedTriple(
+        pair=pair,
+        wide=wide,
+        wide_to_uw=wide_to_uw,
+        wide_ratio=float(r_w),
+        wide_center=(float(center[0]), float(center[1])),
+        wide_rotation_deg=float(wide_rotation_deg),
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dzcli.data.pairs import discover_captures
+from dzcli.errors import ConfigError
 from dzcli.io.exif import read_capture_info
 from dzcli.io.images import load_photo
 from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
@@ -41,3 +45,51 @@ def test_simulate_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     assert (tmp_path / "a" / "captures" / "seeding_tele.jpg").read_bytes() != (
         tmp_path / "c" / "captures" / "seeding_tele.jpg"
     ).read_bytes()
+
+
+def test_triple_adds_a_wide_and_keeps_the_pair(tmp_path: Path) -> None:
+    def run(name: str, triple: bool) -> list[dict[str, Any]]:
+        cfg = SimulateConfig(photos=PHOTO, out=tmp_path / name, ratio=4.0, seed=2, triple=triple)
+        return simulate_folder(cfg)
+
+    (rec,) = run("t", True)
+    run("t2", True)
+    run("p", False)
+    out = tmp_path / "t"
+    assert rec["files"]["wide"] == "captures/seeding_wide.jpg" and rec["wide_ratio"] == 2.0
+    pair_files = ("captures/seeding_uw.jpg", "captures/seeding_tele.jpg", "truth/seeding.png")
+    for f in (*pair_files, "captures/seeding_wide.jpg"):
+        assert (out / f).read_bytes() == (tmp_path / "t2" / f).read_bytes()  # deterministic
+    for f in pair_files:
+        assert (out / f).read_bytes() == (tmp_path / "p" / f).read_bytes()  # the pair is unchanged
+    infos = {r: read_capture_info(out / "captures" / f"seeding_{r}.jpg") for r in ("uw", "wide", "tele")}
+    assert [infos[r].focal_35mm for r in ("uw", "wide", "tele")] == [26, 52, 104]
+    assert infos["uw"].time < infos["wide"].time < infos["tele"].time
+    assert load_photo(out / "captures" / "seeding_wide.jpg").size == tuple(rec["uw_size"])
+    geo = json.loads((out / "truth" / "seeding.json").read_text())
+    assert geo["wide_to_uw"][0][0] == pytest.approx(0.5 * math.cos(math.radians(geo["wide_rotation_deg"])))
+    (capture,), _ = discover_captures(out / "captures")
+    assert capture.wide is not None and capture.wide.name == "seeding_wide.jpg"
+
+
+@pytest.mark.parametrize(
+    ("ratio", "wide", "triple"), [(2.0, None, True), (4.0, 5.0, True), (4.0, 2.0, False)]
+)
+def test_triple_options_are_checked(ratio: float, wide: float | None, triple: bool) -> None:
+    with pytest.raises(ConfigError, match="--wide-ratio"):
+        SimulateConfig(photos=PHOTO, out=Path("x"), ratio=ratio, wide_ratio=wide, triple=triple)
+
+
+def test_cli_triple(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dzcli.cli import app
+
+    runner = CliRunner()
+    ok = runner.invoke(app, ["simulate", str(PHOTO), str(tmp_path / "s"), "--ratio", "3", "--triple",
+                             "--wide-ratio", "1.5"])
+    assert ok.exit_code == 0, ok.output
+    assert (tmp_path / "s" / "captures" / "seeding_wide.jpg").is_file()
+    assert json.loads((tmp_path / "s" / "truth" / "seeding.json").read_text())["wide_ratio"] == 1.5
+    bad = runner.invoke(app, ["simulate", str(PHOTO), str(tmp_path / "b"), "--ratio", "2", "--triple"])
+    assert bad.exit_code == 2 and "--wide-ratio" in bad.output

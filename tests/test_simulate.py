@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dzcli.errors import ConfigError
-from dzcli.simulate import degrade, isp_change, simulate_pair
+from dzcli.simulate import degrade, isp_change, simulate_pair, simulate_triple
 
 DATA = Path(__file__).parent / "data"
 
@@ -25,7 +25,8 @@ def _hwc(t: torch.Tensor) -> np.ndarray:
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(1.0 / np.mean((a - b) ** 2)))
+    mse = float(np.mean((a - b) ** 2))
+    return float("inf") if mse == 0 else 10 * float(np.log10(1.0 / mse))
 
 
 def test_deterministic_for_a_seed() -> None:
@@ -127,3 +128,53 @@ def test_isp_change_is_a_deterministic_monotone_colour_pipeline() -> None:
 def test_invalid_ratio_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="greater than 1"):
         simulate_pair(_photo("free"), ratio=0.5)
+
+
+def test_triple_is_the_pair_plus_a_deterministic_wide() -> None:
+    scene = _photo("picos")
+    kw = {"ratio": 4.0, "offset": (3.0, -2.0), "rotation_deg": 0.7, "parallax": 1.0,
+          "wide_offset": (-4.0, 5.0), "wide_rotation_deg": -0.5}
+    a, b = simulate_triple(scene, seed=5, **kw), simulate_triple(scene, seed=5, **kw)
+    c = simulate_triple(scene, seed=6, **kw)
+    pair = simulate_pair(scene, ratio=4.0, offset=(3.0, -2.0), rotation_deg=0.7, parallax=1.0, seed=5)
+    for name in ("uw", "tele", "truth"):
+        assert torch.equal(getattr(a.pair, name), getattr(pair, name))
+    assert torch.equal(a.wide, b.wide) and not torch.equal(a.wide, c.wide)
+    assert a.wide.shape == a.pair.uw.shape and a.wide.dtype == torch.float32
+    assert a.wide_ratio == 2.0  # default: half the tele's ratio
+    hu, wu = a.pair.uw.shape[1:]
+    assert a.wide_center == pytest.approx(((wu - 1) / 2 - 4.0, (hu - 1) / 2 + 5.0))
+
+
+@pytest.mark.parametrize(
+    ("ratio", "wide_ratio", "rotation", "min_psnr"), [(4.0, 2.0, 0.0, 80.0), (5.9, 2.3, -1.0, 40.0)]
+)
+def test_wide_to_uw_maps_wide_pixels_onto_the_truth(
+    ratio: float, wide_ratio: float, rotation: float, min_psnr: float
+) -> None:
+    t = simulate_triple(_photo("life"), ratio=ratio, wide_ratio=wide_ratio, wide_offset=(7.0, -4.0),
+                        wide_rotation_deg=rotation, isp=False, noise=0.0)
+    # The truth at the wide's density on the uw's axes: uw coordinate u lies at wide_ratio·(u + 0.5) - 0.5.
+    low = _hwc(degrade(t.pair.truth, ratio / wide_ratio))
+    hw, ww = t.wide.shape[1:]
+    wx, wy = np.meshgrid(np.arange(ww, dtype=np.float64), np.arange(hw, dtype=np.float64))
+    h = t.wide_to_uw
+    ux = h[0, 0] * wx + h[0, 1] * wy + h[0, 2]
+    uy = h[1, 0] * wx + h[1, 1] * wy + h[1, 2]
+    inner = (slice(4, -4), slice(4, -4))
+    scores = []
+    for shift in (0.0, 1.0):
+        lx = (wide_ratio * (ux + 0.5) - 0.5 + shift).astype(np.float32)
+        ly = (wide_ratio * (uy + 0.5) - 0.5).astype(np.float32)
+        sampled = np.clip(cv2.remap(low, lx, ly, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT), 0, 1)
+        scores.append(_psnr(sampled[inner], _hwc(t.wide)[inner]))
+    assert scores[0] > min_psnr  # exact for an unrotated wide on whole pixels
+    assert scores[1] < 30  # one wide pixel off is clearly worse
+    assert np.degrees(np.arctan2(h[1, 0], h[0, 0])) == pytest.approx(rotation)
+    assert h[0, 0] ** 2 + h[1, 0] ** 2 == pytest.approx(1 / wide_ratio**2)
+
+
+def test_wide_ratio_must_lie_between_the_uw_and_the_tele() -> None:
+    for ratio, wide in ((2.0, None), (4.0, 4.0), (4.0, 1.0)):
+        with pytest.raises(ConfigError, match="strictly between 1"):
+            simulate_triple(_photo("free"), ratio=ratio, wide_ratio=wide)

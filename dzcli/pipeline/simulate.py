@@ -3,7 +3,8 @@
 Output layout::
 
     OUT/captures/<name>_uw.jpg, <name>_tele.jpg   the pair, with plausible phone EXIF (feed to prepare/zoom)
-    OUT/truth/<name>.png                          the scene at r x the wide's density, aligned with the wide
+    OUT/captures/<name>_wide.jpg                  with ``triple``: the middle camera, at ``wide_ratio``
+    OUT/truth/<name>.png                          the scene at r x the uw's density, aligned with the uw
     OUT/truth/<name>.json                         the true geometry (ratio, tele centre, rotation, homography)
     OUT/simulation.json                           options and the list of pairs
 """
@@ -23,7 +24,7 @@ from dzcli.data.manifest import write_json_atomic
 from dzcli.errors import ConfigError, InputError
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import is_image_file, load_photo, save_image
-from dzcli.simulate import simulate_pair
+from dzcli.simulate import SimulatedPair, simulate_pair, simulate_triple
 from dzcli.viz import fit_within
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,10 @@ TELE_MM_PER_35MM = 6.0 / 52.0  # a phone tele's small sensor: 6 mm behind a "52 
 
 @dataclass(frozen=True)
 class SimulateConfig:
-    """Options of ``dzsr simulate``."""
+    """Options of ``dzsr simulate``.
+
+    ``triple`` adds a wide camera at ``wide_ratio`` (default ``ratio / 2``) times the uw's density.
+    """
 
     photos: Path
     out: Path
@@ -47,15 +51,27 @@ class SimulateConfig:
     parallax: float = 1.5
     noise: float = 0.01
     jpeg_quality: int = 92
+    triple: bool = False
+    wide_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.ratio <= 1.0:
             raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
+        if self.wide_ratio is not None and not self.triple:
+            raise ConfigError("--wide-ratio needs --triple")
+        if self.triple:
+            wide = self.ratio / 2 if self.wide_ratio is None else self.wide_ratio
+            if not 1.0 < wide < self.ratio:
+                raise ConfigError(
+                    f"--triple needs a wide between the uw and the tele: wide ratio {wide:g} is not in "
+                    f"(1, {self.ratio:g}); pass --wide-ratio"
+                )
 
 
-def _exif(ratio: float, when: datetime, role: str, size: tuple[int, int]) -> bytes:
-    f35 = UW_FOCAL_35MM if role == "uw" else round(UW_FOCAL_35MM * ratio)
-    focal = UW_FOCAL_MM if role == "uw" else round(f35 * TELE_MM_PER_35MM, 2)
+def _exif(zoom: float, when: datetime, size: tuple[int, int]) -> bytes:
+    """Phone EXIF of a camera at ``zoom`` times the uw's focal length (1 for the uw itself)."""
+    f35 = UW_FOCAL_35MM if zoom == 1 else round(UW_FOCAL_35MM * zoom)
+    focal = UW_FOCAL_MM if zoom == 1 else round(f35 * TELE_MM_PER_35MM, 2)
     info = CaptureInfo(
         make="dzsr",
         model="SimPhone",
@@ -96,29 +112,42 @@ def simulate_folder(
         if cfg.max_side:
             scene = fit_within(scene, cfg.max_side)
         w_uw = scene.shape[-1] / cfg.ratio
-        offset = (rng.uniform(-1, 1) * cfg.max_offset * w_uw, rng.uniform(-1, 1) * cfg.max_offset * w_uw)
-        sim = simulate_pair(
-            scene,
-            ratio=cfg.ratio,
-            offset=offset,
-            rotation_deg=rng.uniform(-1, 1) * cfg.max_rotation,
-            parallax=cfg.parallax,
-            noise=cfg.noise,
-            seed=cfg.seed + i,
-        )
+        shift = cfg.max_offset * w_uw
+        offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
+        rotation = rng.uniform(-1, 1) * cfg.max_rotation
+        common: dict[str, Any] = {"ratio": cfg.ratio, "offset": offset, "rotation_deg": rotation, "parallax": cfg.parallax,
+                  "noise": cfg.noise, "seed": cfg.seed + i}
         name = path.stem
         when = base_time + timedelta(minutes=i)
+        files = {"uw": f"captures/{name}_uw.jpg", "tele": f"captures/{name}_tele.jpg"}
+        extra: dict[str, Any] = {}
+        if cfg.triple:
+            wide_offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
+            triple = simulate_triple(
+                scene, wide_ratio=cfg.wide_ratio, wide_offset=wide_offset,
+                wide_rotation_deg=rng.uniform(-1, 1) * cfg.max_rotation, **common,
+            )
+            sim: SimulatedPair = triple.pair
+            files["wide"] = f"captures/{name}_wide.jpg"
+            wide_size = (triple.wide.shape[-1], triple.wide.shape[-2])
+            save_image(cfg.out / files["wide"], triple.wide,
+                       exif=_exif(triple.wide_ratio, when + timedelta(milliseconds=150), wide_size),
+                       quality=cfg.jpeg_quality)
+            extra = {
+                "wide_ratio": triple.wide_ratio,
+                "wide_center": list(triple.wide_center),
+                "wide_rotation_deg": triple.wide_rotation_deg,
+                "wide_to_uw": triple.wide_to_uw.tolist(),
+                "wide_size": list(wide_size),
+            }
+        else:
+            sim = simulate_pair(scene, **common)
+        files["truth"] = f"truth/{name}.png"
         uw_size = (sim.uw.shape[-1], sim.uw.shape[-2])
         tele_size = (sim.tele.shape[-1], sim.tele.shape[-2])
-        files = {
-            "uw": f"captures/{name}_uw.jpg",
-            "tele": f"captures/{name}_tele.jpg",
-            "truth": f"truth/{name}.png",
-        }
-        save_image(cfg.out / files["uw"], sim.uw, exif=_exif(cfg.ratio, when, "uw", uw_size),
-                   quality=cfg.jpeg_quality)
+        save_image(cfg.out / files["uw"], sim.uw, exif=_exif(1, when, uw_size), quality=cfg.jpeg_quality)
         save_image(cfg.out / files["tele"], sim.tele,
-                   exif=_exif(cfg.ratio, when + timedelta(milliseconds=300), "tele", tele_size),
+                   exif=_exif(cfg.ratio, when + timedelta(milliseconds=300), tele_size),
                    quality=cfg.jpeg_quality)
         save_image(cfg.out / files["truth"], sim.truth)
         record = {
@@ -132,6 +161,7 @@ def simulate_folder(
             "tele_to_uw": sim.tele_to_uw.tolist(),
             "uw_size": list(uw_size),
             "tele_size": list(tele_size),
+            **extra,
         }
         write_json_atomic(truth / f"{name}.json", record)
         records.append(record)
