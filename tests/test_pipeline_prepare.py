@@ -138,3 +138,19 @@ def test_sixteen_bit_sources_give_sixteen_bit_pairs(tmp_path: Path, sim_pairs) -
     assert rec["ratio"] == pytest.approx(2.0, rel=0.01)
     assert load_photo(out / rec["files"]["hr"]).bit_depth == 16
     assert load_photo(out / rec["files"]["lr"]).bit_depth == 16
+
+
+def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
+    from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
+
+    photo = Path(__file__).parent / "data" / "life.jpg"
+    simulate_folder(SimulateConfig(photos=photo, out=tmp_path / "sim", ratio=2.4, wide_ratio=1.4, triple=True, seed=2))
+    out = tmp_path / "data"
+    summary = prepare(PrepareConfig(src=tmp_path / "sim" / "captures", out=out, test_fraction=0.0))
+    (rec,) = summary.records
+    assert rec["status"] == "ok" and set(rec["sources"]) == {"uw", "wide", "tele"}
+    assert rec["ratio"] == pytest.approx(2.4, rel=0.01)
+    assert rec["mid"]["ratio"] == pytest.approx(1.4, rel=0.01)  # the wide sits between uw and tele
+    mid = load_photo(out / rec["files"]["mid"]).pixels
+    hr = load_photo(out / rec["files"]["hr"]).pixels
+    assert mid.shape == hr.shape  # the wide, registered onto the same grid as hr
