@@ -101,12 +101,24 @@ def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ck
     src = load_photo(uw)
     out = load_photo(res.output)
     w, h = src.size
-    assert abs(res.density - 2.0) < 0.02 and res.scale == 2 and res.tiles >= 1
-    assert out.size == res.out_size == (round(res.density * w), round(res.density * h))
+    assert abs(res.density - 2.0) < 0.005 and res.scale == 2 and res.tiles >= 1
+    assert res.outscale == 2.0 and res.resample == 1.0  # the measured density, snapped to s
+    assert out.size == res.out_size == (2 * w, 2 * h)
     assert out.kind == "jpeg" and out.bit_depth == 8
     assert out.info.make == "dzsr" and out.info.focal_35mm == 26.0  # EXIF kept
     assert out.info.orientation == 1 and (out.info.exif_width, out.info.exif_height) == out.size
     assert {p: p.read_bytes() for p in pair} == before
+
+
+def test_output_at_the_tele_density_when_it_is_not_the_network_scale(tmp_path: Path, tiny_ckpt: Path) -> None:
+    sim = simulate_pair(fit_within(scene("life"), 560), ratio=2.6, offset=(5.0, 3.0), rotation_deg=0.4,
+                        parallax=0.5, noise=0.005, seed=3)
+    uw, tele = write_capture(tmp_path, "r26", sim, ratio_exif=2.6, when=WHEN)
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, ext="png"))
+    w, h = load_photo(uw).size
+    assert abs(res.density - 2.6) < 0.02
+    assert res.output.suffix == ".png" and load_photo(res.output).size == (round(res.density * w), round(res.density * h))
+    assert math.isclose(res.resample, res.density / 2)
 
 
 def test_sixteen_bit_tiff_with_icc_and_outscale(

@@ -8,8 +8,8 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
    the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
    upsampled uw, so nothing misregistered is ever pasted;
 3. tiled reference-based SR of the whole uw (:func:`dzcli.infer.engine.super_resolve`);
-4. resampling from ``s×`` to the output scale (default: the tele's density ``r``) with Lanczos (up) or
-   area (down) filtering;
+4. resampling from ``s×`` to the output scale (default: the tele's density ``r``, taken as ``s`` when
+   within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
 5. an atomic write in the uw's format and bit depth, EXIF kept (Orientation 1, new size) and ICC kept.
 
 Inputs are never overwritten; existing outputs are skipped unless ``overwrite``.
@@ -18,7 +18,6 @@ Inputs are never overwritten; existing outputs are skipped unless ``overwrite``.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -38,6 +37,7 @@ from dzcli.align.register import align_pair, register
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError
 from dzcli.infer.engine import (
+    BundledModel,
     available_memory,
     bundled_models,
     choose_bundled,
@@ -54,6 +54,9 @@ EXTS = ("auto", "png", "jpg", "jpeg", "tif", "tiff", "webp", "heic")
 """Accepted ``--ext`` values (``auto``: the uw's own format; RAW becomes 16-bit TIFF)."""
 _WRITABLE = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".heic", ".heif"}
 _EIGHT_BIT_ONLY = {".jpg", ".jpeg", ".webp"}
+SNAP_TOLERANCE = 0.005
+"""Without ``--outscale``, a tele density within this relative distance of ``s`` is taken as ``s`` exactly
+(registration measures it to about 0.1%; resampling by 1.001 would only soften the result)."""
 MEMORY_FRACTION = 0.9
 """Share of the available RAM the output buffers may take before zoom refuses (ResourceError)."""
 
@@ -288,20 +291,27 @@ class _Models:
     def __init__(self, spec: str | None, device: torch.device) -> None:
         self.spec = spec
         self.device = device
+        self._bundled: list[BundledModel] | None = None
         self._cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
+
+    def _choose(self, outscale: float | None) -> BundledModel:
+        if self._bundled is None:
+            self._bundled = bundled_models()
+        return choose_bundled(outscale, self._bundled)
 
     def check(self) -> None:
         """Fail early: load an explicit ``--model`` now, or make sure a bundled model exists."""
         if self.spec is not None:
             self.get(1.0)
         else:
-            choose_bundled(None, bundled_models())
+            self._choose(None)
 
     def get(self, outscale: float) -> tuple[nn.Module, dict[str, Any]]:
-        key = self.spec if self.spec is not None else f"default@{round(math.log2(outscale))}"
-        if key not in self._cache:
-            self._cache[key] = load_model(self.spec, device=self.device, outscale=outscale)
-        return self._cache[key]
+        """The model for a capture whose output scale is ``outscale``: ``(model, info)``."""
+        spec = self.spec if self.spec is not None else str(self._choose(outscale).path)
+        if spec not in self._cache:
+            self._cache[spec] = load_model(spec, device=self.device)
+        return self._cache[spec]
 
 
 def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int]) -> None:
@@ -341,6 +351,8 @@ def zoom_capture(
     outscale = cfg.outscale if cfg.outscale is not None else reg.density
     model, info = models.get(outscale)
     s = int(model.scale)
+    if cfg.outscale is None and abs(outscale / s - 1) < SNAP_TOLERANCE:
+        outscale = float(s)
     W, H = uw.size
     out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))
     _check_memory(uw, s, out_size)
