@@ -233,11 +233,11 @@ def zoom(
             return f"[yellow]{r.uw.name}: not zoomed: {r.status}[/]"
         assert r.in_size and r.out_size and r.outscale and r.scale and r.resample and r.seconds is not None
         filt = "" if r.out_size == (r.scale * r.in_size[0], r.scale * r.in_size[1]) else (
-            f", x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}"
+            f" then x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}"
         )
         return (
             f"{r.uw.name} -> {r.output}: {r.in_size[0]}x{r.in_size[1]} -> {r.out_size[0]}x{r.out_size[1]} "
-            f"(x{r.outscale:.2f} = x{r.scale} {r.model}{filt}), ratio {r.ratio:.2f}, "
+            f"(zoom ratio {r.ratio:.2f}, output x{r.outscale:.2f}: x{r.scale} network {r.model}{filt}), "
             f"{r.seconds:.1f} s on {r.device}, {r.tiles} tiles"
         )
 
