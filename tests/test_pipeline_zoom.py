@@ -279,7 +279,7 @@ def test_cli_zoom_summary_and_errors(pair: tuple[Path, Path], tiny_ckpt: Path, t
     res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(out), "-m", str(tiny_ckpt), "--device", "cpu",
                               "-t", "128"], terminal_width=200)
     assert res.exit_code == 0, res.output
-    assert "life_uw.jpg ->" in res.output and "x2 tiny" in res.output and "tiles" in res.output
+    assert "life_uw.jpg ->" in res.output and "x2 network tiny" in res.output and "tiles" in res.output
     assert load_photo(out).kind == "png"
     res = runner.invoke(app, ["zoom", str(tele), str(uw), "-m", str(tiny_ckpt)])
     assert res.exit_code == 4 and "not narrower" in res.output and "Traceback" not in res.output
