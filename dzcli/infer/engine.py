@@ -78,9 +78,10 @@ GV_MAX_WINDOWS = 48
 """Most windows averaged for the global vector (evenly spread over the Ref beyond that)."""
 MIN_TILE = 32
 """Smallest tile side (LR px) the out-of-memory fallback goes down to."""
-MAX_AUTO_TILE = {"cpu": 256, "cuda": 1024, "mps": 512}
-"""Largest automatic tile side per device type. On the CPU, matching costs grow with the tile's area per
-pixel (all tile cells against all Ref-window cells), so moderate tiles are also the fastest."""
+MAX_AUTO_TILE = {"cpu": 256, "cuda": 512, "mps": 384}
+"""Largest automatic tile side per device type. Matching compares every cell of a tile with every cell of
+its Ref window, so its cost per pixel grows with the tile's area (×16 from 256 to 1024 px): moderate tiles
+are also the fastest (measured on CPU: 192–256 px best; GPUs amortise more per-tile overhead)."""
 AUTO_MEMORY_FRACTION = 0.5
 """Share of the free memory an automatic tile may use."""
 
