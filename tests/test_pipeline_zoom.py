@@ -226,6 +226,18 @@ def test_bad_options() -> None:
         ZoomConfig(inputs=(Path("a"), Path("b")), outscale=0)
 
 
+def test_adapt_fine_tunes_a_copy_on_the_capture(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    seen: list[tuple[str, int, int]] = []
+    cfg = _cfg(pair, tiny_ckpt, adapt=2, adapt_batch=1, adapt_patch=32, out=pair[0].parent / "a.png")
+    plain = _cfg(pair, tiny_ckpt, out=pair[0].parent / "p.png")
+    (res,) = zoom(cfg, progress=lambda stage, d, n, item: seen.append((stage, d, n)))
+    (ref,) = zoom(plain)
+    assert res.ok and res.model == "tiny+adapt2" and "adapt" in res.timings
+    assert [x for x in seen if x[0] == "adapt"] == [("adapt", 1, 2), ("adapt", 2, 2)]
+    adapted, untouched = load_photo(res.output).pixels, load_photo(ref.output).pixels
+    assert adapted.shape == untouched.shape and not torch.equal(adapted, untouched)
+
+
 # ------------------------------------------------------------------------------------------------ folders
 
 

@@ -7,7 +7,9 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
 2. the tele resampled onto the uw's grid at the network's ``s×`` density over its footprint, mapped to
    the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
    upsampled uw, so nothing misregistered is ever pasted;
-3. tiled reference-based SR of the whole uw (:func:`dzcli.infer.engine.super_resolve`);
+3. optionally (``adapt``), a few self-supervised fine-tuning steps on this capture
+   (:func:`dzcli.train.loop.adapt`); then tiled reference-based SR of the whole uw
+   (:func:`dzcli.infer.engine.super_resolve`);
 4. resampling from ``s×`` to the output scale (default: the tele's density ``r``, taken as ``s`` when
    within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
 5. an atomic write in the uw's format and bit depth, EXIF kept (Orientation 1, new size) and ICC kept.
@@ -61,7 +63,8 @@ MEMORY_FRACTION = 0.9
 """Share of the available RAM the output buffers may take before zoom refuses (ResourceError)."""
 
 ProgressFn = Callable[[str, int, int, str], None]
-"""``progress(stage, done, total, item)``: stage ``"pairs"`` (after each capture) or ``"tiles"``."""
+"""``progress(stage, done, total, item)``: stage ``"pairs"`` (after each capture), ``"adapt"`` (after each
+fine-tuning step) or ``"tiles"``."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,10 @@ class ZoomConfig:
         ratio: zoom ratio when EXIF has none (registration refines it anyway).
         quality: JPEG/WebP/HEIC quality.
         max_gap: seconds between shots grouped as one capture (folder mode, EXIF grouping).
+        adapt: first fine-tune (a copy of) the model for this many self-supervised steps on the capture
+            itself (its wide crop under the tele, the registered tele, their validity mask).
+        adapt_batch: patches per fine-tuning step.
+        adapt_patch: LR patch side of the fine-tuning steps.
     """
 
     inputs: tuple[Path, ...]
@@ -101,6 +108,9 @@ class ZoomConfig:
     ratio: float | None = None
     quality: int = 95
     max_gap: float = 2.0
+    adapt: int = 0
+    adapt_batch: int = 4
+    adapt_patch: int = 48
 
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
@@ -119,6 +129,11 @@ class ZoomConfig:
             raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be in 1..100, not {self.quality}")
+        if self.adapt < 0 or self.adapt_batch < 1 or self.adapt_patch < 8:
+            raise ConfigError(
+                f"--adapt must be >= 0 (got {self.adapt}), with a batch >= 1 and patches >= 8 px "
+                f"(got {self.adapt_batch}, {self.adapt_patch})"
+            )
         if self.max_megapixels <= 0:
             raise ConfigError(f"--max-megapixels must be positive, not {self.max_megapixels}")
 
@@ -326,6 +341,29 @@ def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int]) -> None:
         )
 
 
+def _adapt(
+    model: nn.Module,
+    lr: Tensor,
+    hr: Tensor,
+    mask: Tensor,
+    cfg: ZoomConfig,
+    cid: str,
+    device: torch.device,
+    progress: ProgressFn | None,
+) -> nn.Module:
+    """A copy of ``model`` fine-tuned on this capture (SelfDZSR's self-supervision on one pair)."""
+    from dzcli.data.dataset import PreparedPair
+    from dzcli.train.loop import adapt
+
+    pair = PreparedPair.from_tensors(lr, hr, mask, id=cid)
+    report = None if progress is None else (lambda k, n, loss: progress("adapt", k, n, cid))
+    log.info("%s: adapting the model for %d steps on the capture", cid, cfg.adapt)
+    return adapt(
+        model, [pair], cfg.adapt, batch_size=cfg.adapt_batch, patch_size=cfg.adapt_patch, device=device,
+        progress=report,
+    )
+
+
 def zoom_capture(
     cap: Capture,
     output: Path,
@@ -361,8 +399,14 @@ def zoom_capture(
     del tele
     hr, _ = match_colors(pair.hr, pair.lr, pair.mask)
     ref = fill_invalid(hr, pair.lr, pair.mask, s)
-    del hr
     timings["align"] = time.perf_counter() - t
+    name = str(info["name"])
+    if cfg.adapt > 0:
+        t = time.perf_counter()
+        model = _adapt(model, pair.lr, hr, pair.mask, cfg, cap.id, device, progress)
+        name += f"+adapt{cfg.adapt}"
+        timings["adapt"] = time.perf_counter() - t
+    del hr
     if pair.valid_fraction < 0.2:
         log.warning(
             "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
@@ -396,7 +440,7 @@ def zoom_capture(
     return ZoomResult(
         id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok",
         in_size=(W, H), out_size=out_size, ratio=reg.ratio, density=reg.density, outscale=outscale,
-        scale=s, resample=outscale / s, model=str(info["name"]), device=str(device), tiles=tiles[0],
+        scale=s, resample=outscale / s, model=name, device=str(device), tiles=tiles[0],
         seconds=time.perf_counter() - t_start, valid_fraction=pair.valid_fraction, box=pair.box,
         bit_depth=depth, timings=timings,
     )
