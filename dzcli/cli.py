@@ -218,6 +218,9 @@ def zoom(
         float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
     ] = None,
     quality: Annotated[int, typer.Option(help="JPEG / WebP / HEIC quality.")] = 95,
+    adapt: Annotated[
+        int, typer.Option(help="First fine-tune the model for N self-supervised steps on each capture itself.")
+    ] = 0,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
 
@@ -245,7 +248,7 @@ def zoom(
         cfg = ZoomConfig(
             inputs=tuple(inputs), out=output, model=model, outscale=outscale, suffix=suffix, ext=ext,
             overwrite=overwrite, tile=tile, tile_overlap=tile_overlap, device=device, fp32=fp32,
-            max_megapixels=max_megapixels, ratio=ratio, quality=quality,
+            max_megapixels=max_megapixels, ratio=ratio, quality=quality, adapt=adapt,
         )
         with _progress() as bar:
             tasks: dict[str, Any] = {}
