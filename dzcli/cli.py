@@ -304,20 +304,28 @@ def train_cmd(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="TOML or YAML config file; flags override it.")
     ] = None,
-    preset: Annotated[str | None, typer.Option(help="Network size: base, small (CPU) or tiny. Default: base.")] = None,
+    preset: Annotated[
+        str | None, typer.Option(help="Network size: base, small (CPU) or tiny. Default: base.")
+    ] = None,
     init: Annotated[
         str | None, typer.Option(help="Fine-tune from a checkpoint path or a bundled model's name.")
     ] = None,
     loss: Annotated[str | None, typer.Option(help="l1+losw (default), l1+sw, or l1 (best PSNR).")] = None,
-    steps: Annotated[int | None, typer.Option(help="Optimisation steps (lr halves at half). Default: 400000.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Optimisation steps (lr halves at half). Default: 400000.")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(help="Patches per step and process. Default: 16.")] = None,
     patch_size: Annotated[int | None, typer.Option(help="LR patch side in pixels. Default: 48.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Adam learning rate of the SR network. Default: 1e-4.")] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Adam learning rate of the SR network. Default: 1e-4.")
+    ] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps. Default: auto.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed. Default: 0.")] = None,
     val_every: Annotated[int | None, typer.Option(help="Validate every N steps. Default: 1000.")] = None,
     save_every: Annotated[int | None, typer.Option(help="Checkpoint every N steps. Default: 5000.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its latest state.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the run in --out from its latest state.")
+    ] = False,
 ) -> None:
     """Train a model self-supervised on prepared captures (SelfDZSR++ recipe).
 
@@ -337,7 +345,8 @@ def train_cmd(
     main_rank = os.environ.get("RANK", "0") == "0"
 
     def scores(name: str, s: dict[str, dict[str, float]]) -> str:
-        return f"{name} " + "  ".join(f"{r} {s[r]['psnr']:.2f} dB" for r in ("full", "centre", "corner") if r in s)
+        regions = [r for r in ("full", "centre", "corner") if r in s]
+        return f"{name} " + "  ".join(f"{r} {s[r]['psnr']:.2f} dB" for r in regions)
 
     with _boundary():
         cfg = resolve_train_config(data, out, config_file=config, flags=flags, resume=resume)
@@ -361,9 +370,10 @@ def train_cmd(
             summary = run_train(cfg, resume=resume, progress=step)
         if main_rank:
             best = "–" if summary.best_psnr is None else f"{summary.best_psnr:.2f} dB"
+            resumed = f"resumed at {summary.resumed_from}, " if summary.resumed_from else ""
+            procs = f"{summary.world} process{'es' if summary.world > 1 else ''}"
             console.print(
-                f"{summary.steps} steps ({'resumed at ' + str(summary.resumed_from) + ', ' if summary.resumed_from else ''}"
-                f"{summary.world} process{'es' if summary.world > 1 else ''}); best validation PSNR {best}. "
+                f"{summary.steps} steps ({resumed}{procs}); best validation PSNR {best}. "
                 f"Checkpoints: {out / 'checkpoints'}"
             )
 

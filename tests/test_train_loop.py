@@ -62,14 +62,16 @@ def test_ema_warmup_and_decay() -> None:
 
 def test_training_lowers_the_loss(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = config(data, run, loss="l1", steps=40, lr=2e-3, batch_size=4, log_every=5, val_every=40, save_every=20)
+    cfg = config(data, run, loss="l1", steps=40, lr=2e-3, batch_size=4, log_every=5, val_every=40,
+                 save_every=20)
     summary = train(cfg)
     losses = [m["l1"] for m in metrics(run) if m["kind"] == "train"]
     assert len(losses) == 8
     assert losses[-1] < 0.6 * losses[0], losses
     assert summary.steps == 40 and summary.best_psnr is not None and summary.in_sync
     files = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert files == ["best.safetensors", "last.safetensors", "step_00000020.safetensors", "step_00000040.safetensors"]
+    assert files == ["best.safetensors", "last.safetensors", "step_00000020.safetensors",
+                     "step_00000040.safetensors"]
     # Validation ran through the inference path on the test split, with the bicubic baseline once.
     kinds = [m["kind"] for m in metrics(run)]
     assert kinds.count("baseline") == 1 and kinds.count("val") == 1
@@ -121,7 +123,8 @@ def test_resume_is_exact(data: Path, tmp_path: Path) -> None:
     def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in r.items() if k not in ("time", "samples_per_s", "seconds")} for r in rows]
 
-    assert strip(metrics(whole)) == strip(metrics(parts))  # lines after the saved step were redone, not doubled
+    # Lines logged after the saved step were redone, not doubled.
+    assert strip(metrics(whole)) == strip(metrics(parts))
 
 
 def test_run_folder_guards(data: Path, tmp_path: Path) -> None:
@@ -149,14 +152,17 @@ def test_init_and_scale_mismatch(data: Path, tmp_path: Path) -> None:
     train(config(data, run, init=str(tmp_path / "x2.safetensors"), steps=1, loss="l1", lr=1e-12))
     tuned, meta = load_checkpoint(run / "checkpoints" / "last.safetensors")
     assert meta["training"]["init"].endswith("x2.safetensors") and meta["training"]["preset"] is None
-    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(x2.state_dict().values(), tuned.state_dict().values()))
+    pairs = zip(x2.state_dict().values(), tuned.state_dict().values(), strict=True)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in pairs)
     # Resuming a x2 run on x4 data.
     data4 = make_dataset(tmp_path / "data4", scale=4, n_train=1, n_test=1, size=(24, 24))
     with pytest.raises(ConfigError, match="scale mismatch"):
         train(resolve_train_config(data4, run, resume=True), resume=True)
 
 
-def test_missing_vgg_weights_are_a_weights_error(data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_vgg_weights_are_a_weights_error(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from dzsr_models import pretrained
 
     pretrained.clear_weight_cache()

@@ -203,7 +203,7 @@ class TrainPatches:
         self.weights = areas / areas.sum()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Sample ``index`` (any non-negative int): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box``."""
+        """Sample ``index`` (any int >= 0): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box``."""
         rng = np.random.default_rng((self.seed, index))
         pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
         p, s = self.patch, self.scale

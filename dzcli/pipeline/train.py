@@ -154,14 +154,17 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
             source = str(info["path"])
         if init is not None and int(init.scale) != scale:
             raise ConfigError(
-                f"scale mismatch: {source} is a x{int(init.scale)} model but {cfg.data} is a x{scale} dataset; "
+                f"scale mismatch: {source} is a x{int(init.scale)} model but {cfg.data} is a x{scale} "
+                "dataset; "
                 f"prepare the data with --scale {int(init.scale)} or use a x{scale} model"
             )
         train_pairs = load_pairs(cfg.data, "train")
         try:
             val_pairs = load_pairs(cfg.data, "test")
         except DatasetError as exc:
-            raise DatasetError(f"{exc}; validation needs a test split (`dzsr prepare --test-fraction`)") from exc
+            raise DatasetError(
+                f"{exc}; validation needs a test split (`dzsr prepare --test-fraction`)"
+            ) from exc
         trainer = Trainer(cfg, train_pairs, val_pairs, scale=scale, init=init, rank=rank, world=world)
         start = 0
         if state is not None:

@@ -211,7 +211,8 @@ def check_resume_changes(saved: TrainConfig, new: TrainConfig) -> None:
     if changed:
         diffs = ", ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in changed)
         raise ConfigError(
-            f"{new.out}: cannot change {diffs} when resuming (only {', '.join(RESUMABLE_CHANGES)} may change); "
+            f"{new.out}: cannot change {diffs} when resuming "
+            f"(only {', '.join(RESUMABLE_CHANGES)} may change); "
             "start a new run with --init instead"
         )
 

@@ -131,7 +131,8 @@ class Objective(nn.Module):
 
         Args:
             batch: ``lr`` ``(B, 3, p, p)``, ``hr`` ``(B, 3, sp, sp)``, ``mask`` ``(B, 1, sp, sp)``,
-                ``ref`` ``(B, 3, p, p)``, ``ref_box`` ``(B, 4)`` (see :class:`~dzcli.data.dataset.TrainPatches`).
+                ``ref`` ``(B, 3, p, p)``, ``ref_box`` ``(B, 4)``
+                (see :class:`~dzcli.data.dataset.TrainPatches`).
             generator: CPU generator of the aux-LR noise and the SW directions.
 
         Returns:
@@ -229,10 +230,12 @@ def validate(
 
 def bicubic_scores(pairs: Sequence[PreparedPair]) -> dict[str, dict[str, float]]:
     """Scores of bicubic upsampling (the baseline), same protocol as :func:`validate`."""
-    return score_pairs(
-        pairs,
-        lambda p: F.interpolate(p.lr[None], scale_factor=p.scale, mode="bicubic", align_corners=False)[0].clamp(0, 1),
-    )
+
+    def bicubic(p: PreparedPair) -> Tensor:
+        up = F.interpolate(p.lr[None], scale_factor=p.scale, mode="bicubic", align_corners=False)
+        return up[0].clamp(0, 1)
+
+    return score_pairs(pairs, bicubic)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -318,7 +321,9 @@ def adapt(
         WeightsError: ``loss`` with SW and no offline VGG16 weights.
     """
     if steps < 0 or batch_size < 1 or not pairs:
-        raise ConfigError(f"adapt needs steps >= 0, batch_size >= 1 and pairs (got {steps}, {batch_size}, {len(pairs)})")
+        raise ConfigError(
+            f"adapt needs steps >= 0, batch_size >= 1 and pairs (got {steps}, {batch_size}, {len(pairs)})"
+        )
     if loss not in ("l1", "l1+sw", "l1+losw"):
         raise ConfigError(f"loss must be l1, l1+sw or l1+losw, not {loss!r}")
     dev = resolve_device(device)
@@ -454,7 +459,8 @@ class Trainer:
                 weight=cfg.sw_weight,
                 trunk_weights=cfg.trunk_weights,  # type: ignore[arg-type]
             )
-        self.objective = Objective(self.net, self.aux, sw, position_weight=cfg.position_weight).to(self.device)
+        self.objective = Objective(self.net, self.aux, sw, position_weight=cfg.position_weight)
+        self.objective.to(self.device)
         self.ema = ModelEMA(self.net, cfg.ema_decay)
         self.optimizer = torch.optim.Adam(
             [
@@ -605,7 +611,8 @@ class Trainer:
         if self.world == 1:
             return True
         flat = torch.cat([p.detach().flatten().double() for p in self.objective.parameters()])
-        digest = torch.stack([flat.sum(), (flat * torch.arange(1, flat.numel() + 1, device=flat.device)).sum()])
+        weights = torch.arange(1, flat.numel() + 1, device=flat.device, dtype=flat.dtype)
+        digest = torch.stack([flat.sum(), (flat * weights).sum()])
         gathered = [torch.empty_like(digest) for _ in range(self.world)]
         dist.all_gather(gathered, digest)
         return all(torch.equal(g, gathered[0]) for g in gathered)
@@ -685,7 +692,9 @@ class Trainer:
                 raise _oom_error(self.device, cfg.batch_size, cfg.patch_size) from exc
             raise
         if not math.isfinite(losses["loss"]) and not self.amp:
-            raise ResourceError(f"the loss became {losses['loss']} at step {t + 1}: lower --lr or check the data")
+            raise ResourceError(
+                f"the loss became {losses['loss']} at step {t + 1}: lower --lr or check the data"
+            )
         self.ema.update(self.net, t + 1)
         self.step = t + 1
         return {**losses, "lr": cfg.lr * factor}

@@ -88,7 +88,9 @@ def losw_window(height: int, width: int, *, divisor: int = 6, minimum: int = 2) 
     return min(side, max(minimum, side // divisor))
 
 
-def local_sliced_wasserstein(a: Tensor, b: Tensor, directions: Tensor, *, window: int, stride: int = 2) -> Tensor:
+def local_sliced_wasserstein(
+    a: Tensor, b: Tensor, directions: Tensor, *, window: int, stride: int = 2
+) -> Tensor:
     """Sliced Wasserstein-1 inside overlapping ``window × window`` windows (LOSW).
 
     The projections are sorted within each window (stride ``stride``, no padding), so the term compares
@@ -184,7 +186,12 @@ class SlicedWassersteinLoss(nn.Module):
 
 
 def aux_generator_loss(
-    generator: AuxLRGenerator, aux: Tensor, lr: Tensor, mask: Tensor | None = None, *, position_weight: float = 100.0
+    generator: AuxLRGenerator,
+    aux: Tensor,
+    lr: Tensor,
+    mask: Tensor | None = None,
+    *,
+    position_weight: float = 100.0,
 ) -> Tensor:
     """Loss of the aux-LR generator: look like the LR, keep the HR's geometry.
 
