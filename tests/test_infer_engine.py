@@ -222,3 +222,38 @@ def test_bad_inputs_and_devices() -> None:
             resolve_device("cuda:0")
     assert resolve_device("cpu") == CPU
     assert resolve_device("auto").type in ("cpu", "cuda", "mps")
+
+
+def test_choose_bundled_prefers_the_closest_scale_then_the_default(tmp_path) -> None:
+    from dzcli.errors import WeightsError
+    from dzcli.infer.engine import DEFAULT_MODEL, BundledModel, choose_bundled
+
+    def m(name: str, scale: int) -> BundledModel:
+        return BundledModel(name, tmp_path / name, "dzsr", scale, 1, "0" * 64, 1, "", {})
+
+    models = [m("a-x2", 2), m(DEFAULT_MODEL, 2), m("b-x4", 4)]
+    assert choose_bundled(2.1, models).name == DEFAULT_MODEL
+    assert choose_bundled(3.5, models).name == "b-x4"
+    assert choose_bundled(8**0.5, models).name == "b-x4"  # equally far in log scale: the larger s
+    assert choose_bundled(None, models).scale == 2
+    with pytest.raises(WeightsError, match="no bundled model"):
+        choose_bundled(2.0, [])
+
+
+def test_auto_tile_fits_memory_and_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dzcli.infer import engine
+
+    model = _tiny()
+    monkeypatch.setattr(engine, "available_memory", lambda device: 64 << 30)
+    assert engine.auto_tile(model, CPU) == engine.MAX_AUTO_TILE["cpu"]
+    monkeypatch.setattr(engine, "available_memory", lambda device: 200 << 20)
+    small = engine.auto_tile(model, CPU)
+    assert engine.MIN_TILE <= small < engine.MAX_AUTO_TILE["cpu"] and small % 16 == 0
+    monkeypatch.setattr(engine, "available_memory", lambda device: 1 << 20)
+    assert engine.auto_tile(model, CPU) == engine.MIN_TILE
+
+
+def test_available_memory_is_positive() -> None:
+    from dzcli.infer.engine import available_memory
+
+    assert available_memory(CPU) > 0
