@@ -297,6 +297,82 @@ def models_cmd() -> None:
         console.print(table)
 
 
+@app.command("eval")
+def eval_cmd(
+    data: Annotated[
+        Path,
+        typer.Argument(help="A prepared dataset (dzsr prepare) or a simulated set (dzsr simulate).",
+                       show_default=False),
+    ],
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="Checkpoint path or bundled model name; repeat to compare "
+                     "several. Default: the bundled model."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Report folder. Default: DATA_eval/ next to DATA.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Prepared datasets: test, train or all.")] = "test",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    tile: Annotated[
+        int, typer.Option("--tile", "-t", help="Tile side in LR pixels; 0 = from free memory.")
+    ] = 0,
+    tile_overlap: Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, in pixels.")] = 16,
+    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default: float16).")] = False,
+    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet v0.1).")] = True,
+    crop: Annotated[int, typer.Option(help="Side of the comparison crops, in output pixels.")] = 192,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+) -> None:
+    """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
+
+    Writes report.json, report.csv, report.md, report.html and report.png (side-by-side crops).
+
+    Example: [bold]dzsr eval sim/ -m run/ckpt/best.safetensors[/]
+    """
+    from dzcli.pipeline.evaluate import EvalConfig, default_out, evaluate
+    from dzcli.report import DISPLAY_REGIONS, HIGHER_IS_BETTER, best_value
+
+    with _boundary():
+        out = output if output is not None else default_out(data)
+        cfg = EvalConfig(
+            data=data, out=out, models=tuple(model or ()), split=split, device=device, tile=tile,
+            tile_overlap=tile_overlap, fp32=fp32, lpips=lpips, crop=crop, limit=limit,
+        )
+        with _progress() as bar:
+            task = bar.add_task("eval", total=None, item="")
+            report, files = evaluate(
+                cfg, progress=lambda d, t, i: bar.update(task, completed=d, total=t, item=i)
+            )
+        means, secs = report.means(), report.mean_seconds()
+        metrics = [m for m in ("psnr", "ssim", "lpips") if any(m in means[x].get("full", {}) for x in means)]
+        regions = DISPLAY_REGIONS
+        table = Table(
+            title=f"{report.kind} {data}: means over {len(report.complete)} of {len(report.images)} images",
+            title_justify="left",
+        )
+        table.add_column("method", overflow="fold")
+        for metric in metrics:
+            arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
+            for region in regions:
+                table.add_column(f"{metric.upper()} {arrow}\n{region}", justify="right", no_wrap=True)
+        table.add_column("s/image", justify="right", no_wrap=True)
+        for method in report.methods:
+            cells = []
+            for metric in metrics:
+                for region in regions:
+                    v = means[method].get(region, {}).get(metric)
+                    text = _fmt(v, ".2f" if metric == "psnr" else ".4f")
+                    top = v is not None and v == best_value(report, means, region, metric)
+                    cells.append(f"[bold green]{text}[/]" if top else text)
+            table.add_row(method, *cells, _fmt(secs.get(method), ".2f"))
+        console.print(table)
+        for im in report.images:
+            for method, reason in im.failed.items():
+                console.print(f"[yellow]{im.id}: {method} not evaluated: {reason}[/]", highlight=False)
+        others = ", ".join(p.name for k, p in files.items() if k != "html")
+        console.print(f"report: {files['html']} (also {others})")
+
+
 @app.command("train")
 def train_cmd(
     data: Annotated[Path, typer.Argument(help="Prepared dataset folder (dzsr prepare).", show_default=False)],

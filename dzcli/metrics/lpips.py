@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from dzcli.errors import InputError
 
-__all__ = ["LPIPS", "MIN_SIDE", "lpips"]
+__all__ = ["LPIPS", "MIN_SIDE", "lpips", "to_input"]
 
 MIN_SIDE = 31
 """Smallest image side (pixels) LPIPS-AlexNet accepts."""
@@ -89,6 +89,37 @@ class LPIPS(nn.Module):
             out.append(y / (y.square().sum(dim=1, keepdim=True).sqrt() + _EPS))
         return out
 
+    def layer_maps(self, fa: list[Tensor], fb: list[Tensor]) -> list[Tensor]:
+        """Per-layer distance maps ``lin_l((fa_l - fb_l)²)`` of two images' :meth:`taps`.
+
+        Returns:
+            Five ``(B, 1, H_l, W_l)`` maps.
+        """
+        pairs = enumerate(zip(fa, fb, strict=True))
+        return [F.conv2d((a - b).square(), getattr(self, f"lin{i}")) for i, (a, b) in pairs]
+
+    @staticmethod
+    def combine(maps: list[Tensor], size: tuple[int, int] | None = None) -> Tensor:
+        """The LPIPS value from :meth:`layer_maps`.
+
+        Args:
+            maps: the five per-layer maps.
+            size: ``None`` for the value, or ``(H, W)`` for the per-pixel map (each layer's map upsampled
+                bilinearly to it before the sum, as the lpips package's ``spatial=True``).
+
+        Returns:
+            ``(B, 1, 1, 1)`` (sum of the maps' spatial means) or ``(B, 1, H, W)``.
+        """
+        parts = (
+            [d.mean(dim=(2, 3), keepdim=True) for d in maps]
+            if size is None
+            else [F.interpolate(d, size=size, mode="bilinear", align_corners=False) for d in maps]
+        )
+        total = parts[0]
+        for part in parts[1:]:  # in layer order, as the lpips package adds them
+            total = total + part
+        return total
+
     def forward(self, a: Tensor, b: Tensor, *, spatial: bool = False) -> Tensor:
         """LPIPS distance.
 
@@ -103,17 +134,14 @@ class LPIPS(nn.Module):
         """
         if a.shape != b.shape:
             raise InputError(f"LPIPS inputs differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
-        total: Tensor | None = None
-        for i, (fa, fb) in enumerate(zip(self.taps(a), self.taps(b), strict=True)):
-            d = F.conv2d((fa - fb).square(), getattr(self, f"lin{i}"))
-            d = (
-                F.interpolate(d, size=a.shape[-2:], mode="bilinear", align_corners=False)
-                if spatial
-                else d.mean(dim=(2, 3), keepdim=True)
-            )
-            total = d if total is None else total + d
-        assert total is not None
-        return total
+        maps = self.layer_maps(self.taps(a), self.taps(b))
+        return self.combine(maps, tuple(a.shape[-2:]) if spatial else None)
+
+
+def to_input(img: Tensor, device: torch.device | str) -> Tensor:
+    """LPIPS input: ``(3, H, W)`` in ``[0, 1]`` → ``(1, 3, H, W)`` on the 8-bit grid, in ``[-1, 1]``."""
+    q = (img.detach().float().clamp(0, 1) * 255).round() / 255
+    return (2 * q - 1)[None].to(device)
 
 
 def lpips(net: LPIPS, a: Tensor, b: Tensor, *, mask: Tensor | None = None) -> float:
@@ -129,15 +157,10 @@ def lpips(net: LPIPS, a: Tensor, b: Tensor, *, mask: Tensor | None = None) -> fl
         The distance (lower is better; 0 for identical images). NaN for an all-zero mask.
     """
     dev = net.shift.device
-
-    def prep(x: Tensor) -> Tensor:
-        q = (x.detach().float().clamp(0, 1) * 255).round() / 255
-        return (2 * q - 1)[None].to(dev)
-
     with torch.inference_mode():
         if mask is None:
-            return float(net(prep(a), prep(b)).item())
+            return float(net(to_input(a, dev), to_input(b, dev)).item())
         m = (mask[0] > 0.5).to(dev)
         if not bool(m.any()):
             return float("nan")
-        return float(net(prep(a), prep(b), spatial=True)[0, 0][m].mean().item())
+        return float(net(to_input(a, dev), to_input(b, dev), spatial=True)[0, 0][m].mean().item())

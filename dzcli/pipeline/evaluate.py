@@ -1,0 +1,498 @@
+"""``dzsr eval``: how much better than plain interpolation is a model, on images with a ground truth.
+
+Two kinds of data (DESIGN §7):
+
+- a **prepared dataset** (``manifest.json`` from ``dzsr prepare``): the SelfDZSR protocol. Each pair's ``lr``
+  (the wide crop under the tele) is super-resolved with its ``ref`` (the centre ``1/s`` of ``hr``, as in
+  training) by :func:`dzcli.infer.engine.super_resolve` and compared with ``hr``; regions: centre (the
+  Ref's field of view), corner (the rest), full; masked variants over the registration's valid pixels.
+- a **simulated set** (``simulation.json`` from ``dzsr simulate``): the whole uw photo is zoomed exactly as
+  ``dzsr zoom UW TELE --outscale r`` does it (:func:`dzcli.pipeline.zoom.zoom`: registration, alignment,
+  colour matching, tiled SR, resampling, written as a PNG) and compared with the ground truth, with ``r``
+  the true density ratio so that the output lands on the truth's pixel grid; centre = the bounding box of
+  the tele's true footprint in the output.
+
+Every report has the baselines a user would otherwise use: bicubic and Lanczos interpolation (OpenCV
+``INTER_CUBIC`` and ``INTER_LANCZOS4``) and each model with its reference disabled (``ref=None``, the same
+engine and resampling), next to each model given. Metrics: :mod:`dzcli.metrics.image` (8-bit RGB, no border
+crop; PSNR, SSIM, LPIPS-AlexNet v0.1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from dzcli.data.dataset import PreparedPair, dataset_scale, load_pairs
+from dzcli.data.manifest import MANIFEST_NAME
+from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
+from dzcli.infer.engine import load_model, resolve_device, super_resolve
+from dzcli.io.images import load_photo, save_image
+from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
+from dzcli.metrics.lpips import LPIPS
+from dzcli.pipeline.zoom import ZoomConfig, resample, zoom
+from dzcli.report import TRUTH, EvalReport, ImageResult, crop_file, write_report
+
+__all__ = [
+    "EvalConfig",
+    "default_out",
+    "evaluate",
+    "footprint_box",
+    "interpolate",
+    "pick_crop",
+]
+
+log = logging.getLogger(__name__)
+
+Box = tuple[int, int, int, int]
+ProgressFn = Callable[[int, int, str], None]
+"""``progress(done, total, item)`` after each image."""
+
+INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+SIMULATION_NAME = "simulation.json"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of ``dzsr eval``.
+
+    Attributes:
+        data: a prepared dataset (``manifest.json``) or a ``dzsr simulate`` folder (``simulation.json``).
+        out: report folder.
+        models: checkpoint paths or bundled model names; empty: the bundled default.
+        split: prepared datasets: ``test``, ``train`` or ``all``.
+        device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
+        tile: tile side in LR pixels (0: from free memory), as ``dzsr zoom --tile``.
+        tile_overlap: least tile overlap in LR pixels.
+        fp32: no float16 on CUDA.
+        lpips: compute LPIPS (needs the offline ImageNet AlexNet, see the README).
+        crop: side in output pixels of the comparison crops (centre and corner of each image).
+        limit: evaluate only the first ``limit`` images.
+    """
+
+    data: Path
+    out: Path
+    models: tuple[str, ...] = ()
+    split: str = "test"
+    device: str = "auto"
+    tile: int = 0
+    tile_overlap: int = 16
+    fp32: bool = False
+    lpips: bool = True
+    crop: int = 192
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.split not in ("test", "train", "all"):
+            raise ConfigError(f"--split must be test, train or all, not {self.split!r}")
+        if self.tile < 0 or self.tile_overlap < 0 or 0 < self.tile < 32:
+            raise ConfigError(f"--tile must be 0 or at least 32 and --tile-overlap >= 0, not {self.tile}")
+        if self.crop < 16:
+            raise ConfigError(f"--crop must be at least 16 pixels, not {self.crop}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"--limit must be at least 1, not {self.limit}")
+
+
+# --------------------------------------------------------------------------------------------------------
+# Pure helpers
+# --------------------------------------------------------------------------------------------------------
+
+
+def interpolate(img: Tensor, size: tuple[int, int], method: str) -> Tensor:
+    """Resize with a classic filter (the baselines).
+
+    Args:
+        img: ``(3, h, w)`` in ``[0, 1]``.
+        size: output ``(H, W)``.
+        method: ``bicubic`` (OpenCV ``INTER_CUBIC``, a = -0.75) or ``lanczos`` (``INTER_LANCZOS4``).
+
+    Returns:
+        ``(3, H, W)`` float32 clamped to ``[0, 1]``.
+    """
+    hwc = np.ascontiguousarray(img.detach().cpu().float().numpy().transpose(1, 2, 0))
+    out = cv2.resize(hwc, (size[1], size[0]), interpolation=INTERPOLATIONS[method])
+    return torch.from_numpy(np.clip(out, 0.0, 1.0).transpose(2, 0, 1).copy())
+
+
+def footprint_box(
+    tele_to_uw: np.ndarray, tele_size: tuple[int, int], density: float, out_size: tuple[int, int]
+) -> Box:
+    """Bounding box, in output pixels, of the tele's footprint.
+
+    Args:
+        tele_to_uw: ``(3, 3)`` homography from tele to uw pixel coordinates (pixel centres at integers).
+        tele_size: tele ``(width, height)``.
+        density: output pixels per uw pixel (uw coordinate ``u`` lies at ``density·(u + 0.5) - 0.5``).
+        out_size: output ``(width, height)``; the box is clipped to it.
+
+    Returns:
+        ``(x0, y0, w, h)`` with edges rounded to whole pixels.
+    """
+    wt, ht = tele_size
+    corners = np.array([[-0.5, -0.5, 1], [wt - 0.5, -0.5, 1], [-0.5, ht - 0.5, 1], [wt - 0.5, ht - 0.5, 1]]).T
+    mapped = tele_to_uw @ corners
+    u = mapped[:2] / mapped[2]
+    edges = density * (u + 0.5)  # pixel-edge coordinates: output pixel i spans [i, i + 1]
+    x0, x1 = (int(np.clip(round(v), 0, out_size[0])) for v in (edges[0].min(), edges[0].max()))
+    y0, y1 = (int(np.clip(round(v), 0, out_size[1])) for v in (edges[1].min(), edges[1].max()))
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def pick_crop(truth: Tensor, box: Box, region: str, side: int) -> Box | None:
+    """The ``side``-pixel square of a region where the ground truth has the most detail.
+
+    Windows wholly inside one of the region's pieces (:func:`dzcli.metrics.image.region_pieces`) are scored
+    by their mean luma gradient magnitude on a grid of stride ``side // 4``; a region whose pieces are all
+    smaller gets a square as large as its largest piece allows (at least 16 px), centred in that piece.
+
+    Args:
+        truth: ``(3, H, W)`` in ``[0, 1]``.
+        box: the centre region ``(x0, y0, w, h)``.
+        region: ``centre`` or ``corner``.
+        side: wanted side in pixels.
+
+    Returns:
+        ``(x0, y0, side', side')``, or None when no piece is 16 pixels on a side.
+    """
+    h, w = truth.shape[-2:]
+    pieces = region_pieces(h, w, box)[region]
+    luma = (0.299 * truth[0] + 0.587 * truth[1] + 0.114 * truth[2]).numpy().astype(np.float64)
+    gy, gx = np.gradient(luma)
+    energy = np.sqrt(gx * gx + gy * gy)
+    integral = np.pad(energy, ((1, 0), (1, 0))).cumsum(0).cumsum(1)
+    best: tuple[float, Box] | None = None
+    stride = max(1, side // 4)
+    for y0, y1, x0, x1 in pieces:
+        if y1 - y0 < side or x1 - x0 < side:
+            continue
+        ys = np.arange(y0, y1 - side + 1, stride)
+        xs = np.arange(x0, x1 - side + 1, stride)
+        yy, xx = np.meshgrid(ys, xs, indexing="ij")
+        y1, x1 = yy + side, xx + side
+        sums = integral[y1, x1] - integral[yy, x1] - integral[y1, xx] + integral[yy, xx]
+        k = np.unravel_index(int(np.argmax(sums)), sums.shape)
+        if best is None or sums[k] > best[0]:
+            best = (float(sums[k]), (int(xx[k]), int(yy[k]), side, side))
+    if best is not None:
+        return best[1]
+    if not pieces:
+        return None
+    y0, y1, x0, x1 = max(pieces, key=lambda p: min(p[1] - p[0], p[3] - p[2]))
+    small = min(y1 - y0, x1 - x0)
+    if small < 16:
+        return None
+    return x0 + (x1 - x0 - small) // 2, y0 + (y1 - y0 - small) // 2, small, small
+
+
+# --------------------------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Model:
+    name: str
+    path: str
+    model: nn.Module
+    scale: int
+
+
+def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float) -> list[_Model]:
+    """Load every ``--model`` (the bundled default for none), with unique display names."""
+    loaded = []
+    for spec in specs or (None,):
+        model, info = load_model(spec, device=device, outscale=outscale)
+        path = Path(info["path"])
+        loaded.append(_Model(str(info["name"]), str(path), model, int(info["scale"])))
+    names = [m.name for m in loaded]
+    for m in loaded:
+        if names.count(m.name) > 1:
+            m.name = f"{Path(m.path).parent.name}/{m.name}"
+    seen: dict[str, int] = {}
+    for m in loaded:
+        seen[m.name] = seen.get(m.name, 0) + 1
+        if seen[m.name] > 1:
+            m.name = f"{m.name} ({seen[m.name]})"
+    return loaded
+
+
+def _methods(models: list[_Model]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    names = ["bicubic", "lanczos"]
+    info: dict[str, dict[str, Any]] = {
+        "bicubic": {"kind": "interpolation", "filter": "OpenCV INTER_CUBIC"},
+        "lanczos": {"kind": "interpolation", "filter": "OpenCV INTER_LANCZOS4"},
+    }
+    for m in models:
+        noref = f"{m.name} (no ref)"
+        names += [noref, m.name]
+        info[noref] = {"kind": "model, reference disabled", "model": m.path, "scale": m.scale}
+        info[m.name] = {"kind": "model", "model": m.path, "scale": m.scale}
+    return names, info
+
+
+# --------------------------------------------------------------------------------------------------------
+# Scoring one image
+# --------------------------------------------------------------------------------------------------------
+
+
+class _Scorer:
+    """Scores one image's outputs against its truth and cuts the comparison crops.
+
+    Args:
+        result: the image's result, filled in place (scores, seconds, crops).
+        truth: ``(3, H, W)`` in ``[0, 1]``.
+        cfg: the options (crop side, report folder).
+        lpips_net: LPIPS module or None.
+        crop_methods: methods whose crops are saved.
+        mask: ``(1, H, W)`` validity (prepared datasets) or None.
+    """
+
+    def __init__(
+        self, result: ImageResult, truth: Tensor, cfg: EvalConfig, lpips_net: LPIPS | None,
+        crop_methods: list[str], mask: Tensor | None = None,
+    ) -> None:
+        self.result = result
+        self.cfg = cfg
+        self.crop_methods = crop_methods
+        self.scorer = RegionScorer(truth, result.box, mask=mask, lpips_net=lpips_net)
+        for region in ("centre", "corner"):
+            crop = pick_crop(truth, result.box, region, cfg.crop)
+            if crop is not None:
+                result.crop_boxes[region] = crop
+                result.crops[region] = {}
+        self._save_crops(TRUTH, truth)
+
+    def add(self, method: str, out: Tensor, seconds: float) -> None:
+        """Score ``out`` (3,H,W) as ``method``, which took ``seconds``."""
+        self.result.scores[method] = self.scorer(out)
+        self.result.seconds[method] = seconds
+        if method in self.crop_methods:
+            self._save_crops(method, out)
+
+    def _save_crops(self, method: str, img: Tensor) -> None:
+        for region, (x0, y0, w, h) in self.result.crop_boxes.items():
+            rel = crop_file(self.result.id, region, method)
+            save_image(self.cfg.out / rel, img[:, y0 : y0 + h, x0 : x0 + w])
+            self.result.crops[region][method] = rel
+
+    def finish(self) -> ImageResult:
+        """The result, each region's crops in display order (the crop methods, then the ground truth)."""
+        order = [*self.crop_methods, TRUTH]
+        self.result.crops = {r: {m: c[m] for m in order if m in c} for r, c in self.result.crops.items()}
+        return self.result
+
+
+def _run_model(
+    model: nn.Module, lr: Tensor, cfg: EvalConfig, device: torch.device, **kw: Any
+) -> tuple[Tensor, float]:
+    t = time.perf_counter()
+    sr = super_resolve(
+        model, lr, tile=cfg.tile, overlap=cfg.tile_overlap, device=device, half=not cfg.fp32, **kw
+    )
+    return sr, time.perf_counter() - t
+
+
+def _eval_prepared(
+    pair: PreparedPair, s: int, models: list[_Model], cfg: EvalConfig, device: torch.device,
+    lpips_net: LPIPS | None, crop_methods: list[str],
+) -> ImageResult:
+    hr, lr = pair.hr, pair.lr
+    x0, y0, bw, bh = (int(round(v)) for v in pair.ref_box)
+    H, W = int(hr.shape[-2]), int(hr.shape[-1])
+    result = ImageResult(id=pair.id, size=(W, H), box=(s * x0, s * y0, s * bw, s * bh), info={"scale": s})
+    scorer = _Scorer(result, hr, cfg, lpips_net, crop_methods, mask=pair.mask)
+    for name in INTERPOLATIONS:
+        t = time.perf_counter()
+        out = interpolate(lr, (H, W), name)
+        scorer.add(name, out, time.perf_counter() - t)
+    for m in models:
+        out, secs = _run_model(m.model, lr, cfg, device)
+        scorer.add(f"{m.name} (no ref)", out, secs)
+        out, secs = _run_model(m.model, lr, cfg, device, ref=pair.ref, box=(x0, y0, bw, bh))
+        scorer.add(m.name, out, secs)
+    return scorer.finish()
+
+
+def _simulated_records(root: Path) -> list[dict[str, Any]]:
+    index = root / SIMULATION_NAME
+    try:
+        records = json.loads(index.read_text(encoding="utf-8"))["pairs"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{index}: not a readable dzsr simulate index ({exc})") from exc
+    if not records:
+        raise DatasetError(f"{root}: the simulated set is empty")
+    return list(records)
+
+
+def _density(record: dict[str, Any]) -> float:
+    """Truth pixels per uw pixel (the FOV ratio scaled by the tele's width relative to the uw's)."""
+    return float(record["ratio"]) * record["tele_size"][0] / record["uw_size"][0]
+
+
+def _eval_simulated(
+    record: dict[str, Any], root: Path, work: Path, models: list[_Model], cfg: EvalConfig,
+    device: torch.device, lpips_net: LPIPS | None, crop_methods: list[str],
+) -> ImageResult:
+    files = record["files"]
+    uw_path, tele_path = root / files["uw"], root / files["tele"]
+    try:
+        truth = load_photo(root / files["truth"]).pixels
+        uw = load_photo(uw_path).pixels
+    except InputError as exc:
+        raise DatasetError(f"{root}: {record['name']} is incomplete ({exc})") from exc
+    H, W = int(truth.shape[-2]), int(truth.shape[-1])
+    density = _density(record)
+    if (round(density * uw.shape[-1]), round(density * uw.shape[-2])) != (W, H):
+        raise DatasetError(f"{root}: truth of {record['name']} is not {density:g}x its uw photo")
+    box = footprint_box(np.asarray(record["tele_to_uw"]), tuple(record["tele_size"]), density, (W, H))
+    result = ImageResult(id=str(record["name"]), size=(W, H), box=box, info={"density": density})
+    scorer = _Scorer(result, truth, cfg, lpips_net, crop_methods)
+    for name in INTERPOLATIONS:
+        t = time.perf_counter()
+        out = interpolate(uw, (H, W), name)
+        scorer.add(name, out, time.perf_counter() - t)
+    for k, m in enumerate(models):
+        sr, secs = _run_model(m.model, uw, cfg, device)
+        t = time.perf_counter()
+        out = resample(sr, (H, W))
+        scorer.add(f"{m.name} (no ref)", out, secs + time.perf_counter() - t)
+        del sr, out
+        target = work / f"{k}.png"
+        zcfg = ZoomConfig(
+            inputs=(uw_path, tele_path), out=target, model=m.path, outscale=density, device=cfg.device,
+            tile=cfg.tile, tile_overlap=cfg.tile_overlap, fp32=cfg.fp32, overwrite=True,
+        )
+        try:
+            (res,) = zoom(zcfg)
+        except (AlignmentError, InputError) as exc:
+            log.warning("%s: %s not evaluated: %s", record["name"], m.name, exc)
+            result.failed[m.name] = str(exc)
+            continue
+        out = load_photo(target).pixels
+        target.unlink()
+        result.info[m.name] = {
+            "registered_ratio": res.ratio, "valid_fraction": res.valid_fraction, "model_scale": res.scale,
+            "resample": res.resample, "tiles": res.tiles,
+        }
+        scorer.add(m.name, out, float(res.seconds or 0.0))
+    return scorer.finish()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------------------
+
+
+def _kind(root: Path) -> str:
+    if (root / MANIFEST_NAME).is_file():
+        return "prepared"
+    if (root / SIMULATION_NAME).is_file():
+        return "simulated"
+    if not root.is_dir():
+        raise InputError(f"{root}: no such folder")
+    raise DatasetError(
+        f"{root}: neither a prepared dataset ({MANIFEST_NAME}) nor a simulated set ({SIMULATION_NAME})"
+    )
+
+
+def _protocol(kind: str, cfg: EvalConfig, scale: int | None) -> dict[str, Any]:
+    common = (
+        "8-bit RGB, no border crop; PSNR (corner: pooled MSE of its 4 pieces), SSIM (scikit-image, Gaussian, "
+        "window 11), LPIPS (AlexNet v0.1); corner SSIM/LPIPS: mean of the pieces; means over images"
+    )
+    if kind == "prepared":
+        summary = (
+            f"Prepared dataset ({cfg.split} split), SelfDZSR protocol at x{scale}: lr super-resolved with "
+            "ref (the centre 1/s of hr) and compared with hr; centre = the ref's field of view, corner = the "
+            "rest; "
+            "masked = valid registration pixels only; " + common
+        )
+    else:
+        summary = (
+            "Simulated captures: the whole uw photo zoomed as `dzsr zoom UW TELE --outscale r` does it "
+            "(r = the true density), compared with the ground truth; centre = the bounding box of the "
+            "tele's true footprint, corner = the rest; " + common
+        )
+    return {
+        "summary": summary,
+        "regions": list(REGIONS),
+        "bit_depth": 8,
+        "border_crop": 0,
+        "ssim": {"win_size": 11, "gaussian_weights": True, "data_range": 255, "library": "scikit-image"},
+        "lpips": {"net": "alex", "version": "0.1"} if cfg.lpips else None,
+        "tile": cfg.tile,
+        "device": cfg.device,
+    }
+
+
+def evaluate(cfg: EvalConfig, *, progress: ProgressFn | None = None) -> tuple[EvalReport, dict[str, Path]]:
+    """Score the models and the baselines on a prepared dataset or a simulated set; write the report.
+
+    Args:
+        cfg: the options.
+        progress: see :data:`ProgressFn`.
+
+    Returns:
+        ``(report, files)``: the report and the files written (``json``, ``csv``, ``md``, ``html``, ``png``).
+
+    Raises:
+        ConfigError: a model whose scale does not match a prepared dataset's.
+        DatasetError: missing, empty or corrupt data.
+        WeightsError: a model or the LPIPS weights cannot be loaded.
+    """
+    root = cfg.data
+    kind = _kind(root)
+    device = resolve_device(cfg.device)
+    lpips_net = LPIPS().to(device) if cfg.lpips else None
+    items: list[Any]
+    if kind == "prepared":
+        scale = dataset_scale(root)
+        items = load_pairs(root, None if cfg.split == "all" else cfg.split)
+        models = _load_models(cfg.models, device, float(scale))
+        wrong = [f"{m.name} (x{m.scale})" for m in models if m.scale != scale]
+        if wrong:
+            raise ConfigError(f"{root} is a x{scale} dataset; these models are not: {', '.join(wrong)}")
+    else:
+        scale = None
+        items = _simulated_records(root)
+        models = _load_models(cfg.models, device, _density(items[0]))
+    items = items[: cfg.limit] if cfg.limit else items
+    methods, method_info = _methods(models)
+    crop_methods = ["bicubic", *(m.name for m in models)]
+    report = EvalReport(
+        kind=kind, data=str(root), methods=methods, method_info=method_info,
+        protocol=_protocol(kind, cfg, scale), crop_methods=crop_methods,
+    )
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".eval-", dir=cfg.out) as tmp:
+        for i, item in enumerate(items):
+            if kind == "prepared":
+                assert scale is not None
+                result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods)
+            else:
+                result = _eval_simulated(item, root, Path(tmp), models, cfg, device, lpips_net, crop_methods)
+            report.images.append(result)
+            if progress:
+                progress(i + 1, len(items), result.id)
+    if not report.complete:
+        log.warning("no image was evaluated by every method; the means are empty")
+    files = write_report(report, cfg.out)
+    return report, files
+
+
+def default_out(data: Path) -> Path:
+    """Default report folder: ``<DATA>_eval`` next to the data folder."""
+    resolved = data.resolve()
+    return resolved.parent / f"{resolved.name}_eval"
+

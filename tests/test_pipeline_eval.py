@@ -1,0 +1,250 @@
+"""`dzsr eval` on a tiny prepared dataset and a tiny simulated set, with tiny random models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from datetime import datetime
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dzcli.cli import app
+from dzcli.errors import ConfigError, DatasetError, WeightsError
+from dzcli.metrics.image import region_pieces
+from dzcli.pipeline import evaluate as evaluate_module
+from dzcli.pipeline.evaluate import EvalConfig, evaluate, footprint_box, interpolate, pick_crop
+from dzcli.pipeline.prepare import PrepareConfig, prepare
+from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
+from dzcli.report import METRICS, EvalReport, ImageResult, to_csv, to_json, to_markdown
+from dzcli.simulate import SimulatedPair
+from dzsr_models import create_model, save_checkpoint
+
+from .conftest import write_capture
+from .test_metrics_lpips import random_net
+
+DATA = Path(__file__).parent / "data"
+runner = CliRunner()
+BASELINES = ("bicubic", "lanczos")
+
+
+@pytest.fixture(autouse=True)
+def _lpips_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real LPIPS-AlexNet when its offline weights are installed, else a random-weight one."""
+    try:
+        evaluate_module.LPIPS()
+    except WeightsError:
+        monkeypatch.setattr(evaluate_module, "LPIPS", lambda: random_net(0))
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Two random-weight dzsr-tiny ×2 checkpoints, ``a/tiny`` and ``b/tiny`` (the same file name)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    out = {}
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        (root / name).mkdir()
+        model = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+        out[name] = save_checkpoint(model, root / name / "tiny.safetensors", metadata={})
+    return out
+
+
+def _rgb(path: Path) -> np.ndarray:
+    """An 8-bit image file as float32 RGB in [0, 1] (read by OpenCV, not by dzsr)."""
+    return np.ascontiguousarray(cv2.imread(str(path), cv2.IMREAD_COLOR)[:, :, ::-1]).astype(np.float32) / 255
+
+
+def _psnr8(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR of two images in [0, 1] on the 8-bit grid (an independent computation)."""
+    qa, qb = (np.round(np.clip(x, 0, 1).astype(np.float32) * np.float32(255)).astype(float) for x in (a, b))
+    return float(10 * np.log10(255**2 / np.mean((qa - qb) ** 2)))
+
+
+def _check_files(out: Path, methods: list[str], n_images: int) -> dict:
+    for name in ("report.json", "report.csv", "report.html", "report.png", "report.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    data = json.loads((out / "report.json").read_text())
+    assert data["methods"] == methods
+    assert len(data["images"]) == n_images
+    with (out / "report.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    for image in [im["id"] for im in data["images"]] + ["mean"]:
+        for method in methods:
+            regions = {r["region"] for r in rows if r["image"] == image and r["method"] == method}
+            assert regions == {"centre", "corner", "full"}, (image, method)
+    html = (out / "report.html").read_text()
+    for im in data["images"]:
+        for files in im["crops"].values():
+            models = [m for m in methods if m not in BASELINES and "(no ref)" not in m]
+            assert list(files) == ["bicubic", *models, "ground truth"]
+            for rel in files.values():
+                assert (out / rel).is_file() and f"src='{rel}'" in html
+    assert not list(out.glob(".eval-*"))  # the work folder is gone
+    return data
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory, sim_pairs: dict[str, SimulatedPair]) -> Path:
+    """A ×2 dataset prepared from three simulated captures."""
+    root = tmp_path_factory.mktemp("prepared")
+    (root / "captures").mkdir()
+    for i, (name, sim) in enumerate(sim_pairs.items()):
+        write_capture(root / "captures", name, sim, ratio_exif=2.0, when=datetime(2026, 3, 1, 9, i))
+    prepare(PrepareConfig(src=root / "captures", out=root / "data", scale=2))
+    return root / "data"
+
+
+def test_eval_prepared_dataset(
+    tmp_path: Path, prepared: Path, ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = prepared
+    out = tmp_path / "report"
+    calls: list[tuple[tuple[int, ...], tuple[int, ...] | None, object]] = []
+    real = evaluate_module.super_resolve
+
+    def spy(model: torch.nn.Module, lr: torch.Tensor, **kw: object) -> torch.Tensor:
+        ref = kw.get("ref")
+        calls.append((tuple(lr.shape), None if ref is None else tuple(ref.shape), kw.get("box")))
+        return real(model, lr, **kw)
+
+    monkeypatch.setattr(evaluate_module, "super_resolve", spy)
+    args = ["eval", str(data), "-m", str(ckpts["a"]), "-m", str(ckpts["b"]), "-o", str(out), "--split", "all",
+            "--limit", "2", "--device", "cpu", "--crop", "48"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    methods = ["bicubic", "lanczos", "a/tiny (no ref)", "a/tiny", "b/tiny (no ref)", "b/tiny"]
+    for m in methods:
+        assert m in result.output
+    report = _check_files(out, methods, 2)
+    manifest = json.loads((data / "manifest.json").read_text())
+    for im in report["images"]:
+        rec = next(p for p in manifest["pairs"] if p["id"] == im["id"])
+        lr, hr = _rgb(data / rec["files"]["lr"]), _rgb(data / rec["files"]["hr"])
+        up = cv2.resize(lr, (hr.shape[1], hr.shape[0]), interpolation=cv2.INTER_CUBIC)
+        assert im["scores"]["bicubic"]["full"]["psnr"] == pytest.approx(_psnr8(up, hr), abs=1e-9)
+        x0, y0, w, h = (2 * v for v in rec["ref_box"])
+        assert im["box"] == [x0, y0, w, h]
+        centre = _psnr8(up[y0 : y0 + h, x0 : x0 + w], hr[y0 : y0 + h, x0 : x0 + w])
+        assert im["scores"]["bicubic"]["centre"]["psnr"] == pytest.approx(centre, abs=1e-9)
+        for method in methods:
+            scores = im["scores"][method]
+            assert set(METRICS) <= set(scores["full"])
+    per_image = [im["scores"]["bicubic"]["full"]["psnr"] for im in report["images"]]
+    assert report["mean"]["bicubic"]["full"]["psnr"] == pytest.approx(np.mean(per_image))
+    # each model ran without and with the pair's Ref, placed at its box (paper protocol)
+    assert len(calls) == 2 * 2 * 2
+    for lr_shape, ref_shape, box in calls[1::2]:
+        assert box is not None and ref_shape == (3, 2 * box[3], 2 * box[2])
+    assert all(ref is None and box is None for _, ref, box in calls[0::2])
+
+
+def test_eval_simulated_set_runs_the_zoom_pipeline(tmp_path: Path, ckpts: dict[str, Path]) -> None:
+    sim = tmp_path / "sim"
+    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, ratio=2.0, seed=1))
+    out = tmp_path / "report"
+    cfg = EvalConfig(data=sim, out=out, models=(str(ckpts["a"]),), device="cpu", crop=64, lpips=False)
+    report, files = evaluate(cfg)  # LPIPS is checked on the prepared dataset (it is the slow part on CPU)
+    methods = ["bicubic", "lanczos", "tiny (no ref)", "tiny"]
+    assert report.kind == "simulated" and report.methods == methods
+    data = _check_files(out, methods, 1)
+    (im,) = data["images"]
+    truth = _rgb(sim / "truth" / "picos.png")
+    uw = _rgb(sim / "captures" / "picos_uw.jpg")
+    up = cv2.resize(uw, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_CUBIC)
+    assert im["scores"]["bicubic"]["full"]["psnr"] == pytest.approx(_psnr8(up, truth), abs=1e-9)
+    # the model's numbers are those of `dzsr zoom --outscale 2` on the same capture
+    zoomed = tmp_path / "zoomed.png"
+    caps = sim / "captures"
+    args = ["zoom", str(caps / "picos_uw.jpg"), str(caps / "picos_tele.jpg"), "-o", str(zoomed),
+            "-m", str(ckpts["a"]), "--outscale", "2", "--device", "cpu"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert im["scores"]["tiny"]["full"]["psnr"] == pytest.approx(_psnr8(_rgb(zoomed), truth), abs=1e-9)
+    assert 0.5 < im["info"]["tiny"]["valid_fraction"] <= 1 and im["info"]["tiny"]["registered_ratio"] == (
+        pytest.approx(2.0, rel=0.01))
+    # centre = the tele's footprint: about half the output on each side, around the tele's true centre
+    geo = json.loads((sim / "truth" / "picos.json").read_text())
+    x0, y0, w, h = im["box"]
+    assert w == pytest.approx(truth.shape[1] / 2, abs=3) and h == pytest.approx(truth.shape[0] / 2, abs=3)
+    assert x0 + w / 2 == pytest.approx(2 * (geo["center"][0] + 0.5), abs=2)
+    assert "png" in files and files["png"].is_file()
+
+
+def test_footprint_box_of_a_known_tele() -> None:
+    # a 100x60 tele at half the uw's density per side, centred at uw (60.0, 40.0), no rotation
+    h = np.array([[0.5, 0.0, 60.0 - 0.5 * 49.5], [0.0, 0.5, 40.0 - 0.5 * 29.5], [0, 0, 1]])
+    # uw pixel-edge span of the tele: x 35..85, y 25..55; at density 2: x 71..171, y 51..111
+    assert footprint_box(h, (100, 60), 2.0, (240, 160)) == (71, 51, 100, 60)
+    assert footprint_box(h, (100, 60), 2.0, (150, 100)) == (71, 51, 79, 49)  # clipped to the output
+
+
+def test_pick_crop_stays_in_its_region_and_finds_the_detail() -> None:
+    g = torch.Generator().manual_seed(0)
+    truth = torch.full((3, 120, 160), 0.5)
+    truth[:, 90:120, 0:30] = torch.rand(3, 30, 30, generator=g)  # texture in the bottom-left corner
+    box = (40, 30, 80, 60)
+    x0, y0, w, h = pick_crop(truth, box, "corner", 24)
+    assert (w, h) == (24, 24) and x0 <= 6 and y0 >= 90 - 6
+    assert any(a <= y0 and y0 + h <= b and c <= x0 and x0 + w <= d
+               for a, b, c, d in region_pieces(120, 160, box)["corner"])
+    cx0, cy0, cw, ch = pick_crop(truth, box, "centre", 24)
+    assert 40 <= cx0 and cx0 + cw <= 120 and 30 <= cy0 and cy0 + ch <= 90
+    assert pick_crop(truth, box, "centre", 100)[2:] == (60, 60)  # shrunk to fit the 80x60 centre
+    assert pick_crop(truth, (0, 0, 160, 120), "corner", 24) is None  # no corner at all
+
+
+def test_interpolate_is_opencv() -> None:
+    img = torch.rand(3, 10, 14)
+    hwc = img.permute(1, 2, 0).numpy()
+    for name, flag in (("bicubic", cv2.INTER_CUBIC), ("lanczos", cv2.INTER_LANCZOS4)):
+        expected = np.clip(cv2.resize(hwc, (28, 20), interpolation=flag), 0, 1)
+        np.testing.assert_allclose(interpolate(img, (20, 28), name).permute(1, 2, 0).numpy(), expected)
+
+
+def test_errors(tmp_path: Path, prepared: Path) -> None:
+    with pytest.raises(DatasetError, match="neither a prepared dataset"):
+        evaluate(EvalConfig(data=tmp_path, out=tmp_path / "r"))
+    with pytest.raises(ConfigError, match="--split"):
+        EvalConfig(data=tmp_path, out=tmp_path / "r", split="val")
+    x4 = tmp_path / "x4.safetensors"
+    save_checkpoint(create_model("dzsr-tiny", scale=4, matcher_weights="random"), x4, metadata={})
+    with pytest.raises(ConfigError, match="x2 dataset"):
+        evaluate(EvalConfig(data=prepared, out=tmp_path / "r", models=(str(x4),), device="cpu"))
+    result = runner.invoke(app, ["eval", str(tmp_path / "missing"), "-m", str(x4)])
+    assert result.exit_code == 3 and "no such folder" in result.output
+
+
+def test_report_means_skip_incomplete_images_and_render_inf() -> None:
+    def scores(psnr: float, lpips: float) -> dict[str, dict[str, float]]:
+        return {r: {"psnr": psnr, "lpips": lpips} for r in ("centre", "corner", "full")}
+
+    images = [
+        ImageResult("a", (8, 8), (2, 2, 4, 4),
+                    scores={"bicubic": scores(20.0, 0.5), "m": scores(math.inf, 0.1)},
+                    seconds={"bicubic": 0.1, "m": 2.0}),
+        ImageResult("b", (8, 8), (2, 2, 4, 4), scores={"bicubic": scores(30.0, 0.3), "m": scores(31.0, 0.2)},
+                    seconds={"bicubic": 0.3, "m": 4.0}),
+        ImageResult("c", (8, 8), (2, 2, 4, 4), scores={"bicubic": scores(10.0, 0.9)},
+                    failed={"m": "no overlap"}),
+    ]
+    report = EvalReport("simulated", "x", ["bicubic", "m"], {}, {"summary": "test"}, images)
+    assert [im.id for im in report.complete] == ["a", "b"]
+    means = report.means()
+    assert means["bicubic"]["full"] == {"psnr": 25.0, "lpips": pytest.approx(0.4)}
+    assert means["m"]["full"]["psnr"] == math.inf and report.mean_seconds() == {"bicubic": 0.2, "m": 3.0}
+    data = to_json(report)
+    json.dumps(data, allow_nan=False)  # strict JSON: inf is written as a string
+    assert data["mean"]["m"]["full"]["psnr"] == "inf" and data["images_in_means"] == ["a", "b"]
+    rows = list(csv.DictReader(to_csv(report).splitlines()))
+    row = next(r for r in rows if (r["image"], r["method"], r["region"]) == ("b", "m", "full"))
+    assert (row["psnr"], row["lpips"], row["ssim"], row["seconds"]) == ("31.0", "0.2", "", "4.0")
+    assert [r["image"] for r in rows].count("mean") == 6
+    md = to_markdown(report)
+    assert "| m | **inf** / **inf** / **inf** | **0.1500** / **0.1500** / **0.1500** | 3.0 |" in md
+    assert "c is left out of the means: m failed (no overlap)" in md
