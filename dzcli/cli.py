@@ -435,7 +435,7 @@ def train_cmd(
             task = bar.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0)
 
             def step(done: int, total: int, info: dict[str, Any]) -> None:
-                bar.update(task, completed=done, total=total, loss=info["loss"], rate=info["samples_per_s"])
+                bar.update(task, completed=done, total=total, loss=info["sr"], rate=info["samples_per_s"])
                 if "val" in info and main_rank:
                     bar.console.print(
                         f"step {done}: {scores('model', info['val']['model'])}   |   "

@@ -53,8 +53,9 @@ log = logging.getLogger(__name__)
 STATE_FORMAT_VERSION = 1
 
 ProgressFn = Callable[[int, int, dict[str, Any]], None]
-"""``progress(step, total, info)``; ``info`` has ``loss`` and ``samples_per_s``, and ``val`` after a
-validation."""
+"""``progress(step, total, info)``; ``info`` has ``loss`` (everything minimised), ``sr`` (the SR network's
+loss), the other terms, ``lr`` and ``samples_per_s`` (averages over the last ``log_every`` steps), and
+``val`` and ``baseline`` after a validation."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -136,8 +137,8 @@ class Objective(nn.Module):
             generator: CPU generator of the aux-LR noise and the SW directions.
 
         Returns:
-            ``(total, parts)``: the scalar to minimise and its detached terms (``l1``, ``sw``, ``aux_l1``,
-            ``position``; absent terms omitted).
+            ``(total, parts)``: the scalar to minimise and its detached terms: ``sr`` (the SR network's
+            loss, ``l1`` + ``sw``), ``l1``, ``sw``, ``aux_l1``, ``position`` (absent terms omitted).
         """
         lr, hr, mask = batch["lr"], batch["hr"], batch["mask"]
         s = int(self.net.scale)
@@ -153,13 +154,14 @@ class Objective(nn.Module):
             guide = inject_noise(aux, hr, scale=s, generator=generator)
         sr = self.net(lr, batch["ref"], batch["ref_box"], aux=guide)
         l1 = masked_l1(sr, hr, mask)
-        total = total + l1
         parts["l1"] = l1.detach()
+        sr_loss = l1
         if self.sw is not None:
             sw = self.sw(sr, hr, mask, generator=generator)
-            total = total + sw
+            sr_loss = sr_loss + sw
             parts["sw"] = sw.detach()
-        return total, parts
+        parts["sr"] = sr_loss.detach()
+        return total + sr_loss, parts
 
 
 class ModelEMA:
@@ -349,7 +351,7 @@ def adapt(
                 raise _oom_error(dev, batch_size, patch) from exc
             raise
         if progress is not None:
-            progress(t + 1, steps, losses["loss"])
+            progress(t + 1, steps, losses["sr"])
     return net.eval()
 
 
@@ -650,7 +652,7 @@ class Trainer:
                         {"kind": "train", "step": self.step, **{k: round(v, 6) for k, v in means.items()},
                          "lr": info["lr"], "samples_per_s": round(rate, 2), "time": round(time.time(), 1)}
                     )
-                    info["loss"] = means["loss"]
+                    info.update(means)
                 info["samples_per_s"] = rate
                 paused = time.perf_counter()
                 if self.rank == 0 and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
@@ -675,7 +677,7 @@ class Trainer:
         """One optimisation step at ``self.step`` (then incremented), with the EMA update.
 
         Returns:
-            The step's ``loss`` and its terms (``l1``, ``sw``, ``aux_l1``, ``position``), and ``lr``.
+            The step's ``loss`` and its terms (``sr``, ``l1``, ``sw``, ``aux_l1``, ``position``), and ``lr``.
 
         Raises:
             ResourceError: Out of memory, or a non-finite loss (without AMP).
