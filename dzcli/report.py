@@ -235,6 +235,10 @@ def to_markdown(report: EvalReport, *, title: str | None = None) -> str:
     """
     means, secs = report.means(), report.mean_seconds()
     order = DISPLAY_REGIONS
+    if not report.complete:
+        head = [] if title is None else [title, ""]
+        failures = [f"{im.id}: {m}: {r}" for im in report.images for m, r in im.failed.items()]
+        return "\n".join([*head, "No image was evaluated by every method.", *failures]) + "\n"
     metrics = [m for m in ("psnr", "ssim", "lpips") if any(m in means[x].get("full", {}) for x in means)]
     heads = {"psnr": "PSNR ↑ (dB)", "ssim": "SSIM ↑", "lpips": "LPIPS ↓"}
     lines = [] if title is None else [title, ""]

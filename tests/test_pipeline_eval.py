@@ -248,3 +248,6 @@ def test_report_means_skip_incomplete_images_and_render_inf() -> None:
     md = to_markdown(report)
     assert "| m | **inf** / **inf** / **inf** | **0.1500** / **0.1500** / **0.1500** | 3.0 |" in md
     assert "c is left out of the means: m failed (no overlap)" in md
+    assert "No image was evaluated by every method." in to_markdown(
+        EvalReport("simulated", "x", ["bicubic", "m"], {}, {}, images[2:])
+    )
