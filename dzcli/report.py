@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import html
 import io
-import json
 import math
 import os
 import re
@@ -38,7 +37,9 @@ __all__ = [
     "EvalReport",
     "ImageResult",
     "best_value",
+    "TRUTH",
     "caption",
+    "crop_file",
     "crop_sheet",
     "to_csv",
     "to_html",
