@@ -366,11 +366,13 @@ def eval_cmd(
                     cells.append(f"[bold green]{text}[/]" if top else text)
             table.add_row(method, *cells, _fmt(secs.get(method), ".2f"))
         console.print(table)
-        for im in report.images:
-            for method, reason in im.failed.items():
-                console.print(f"[yellow]{im.id}: {method} not evaluated: {reason}[/]", highlight=False)
+        failed = [(im.id, m, r) for im in report.images for m, r in im.failed.items()]
+        for image, method, reason in failed:
+            console.print(f"[yellow]{image}: {method} not evaluated: {reason}[/]", highlight=False)
         others = ", ".join(p.name for k, p in files.items() if k != "html")
         console.print(f"report: {files['html']} (also {others})")
+        if failed:
+            raise typer.Exit(1)
 
 
 @app.command("train")

@@ -220,6 +220,17 @@ def test_errors(tmp_path: Path, prepared: Path) -> None:
     assert result.exit_code == 3 and "no such folder" in result.output
 
 
+def test_a_capture_that_cannot_be_zoomed_is_reported(tmp_path: Path, ckpts: dict[str, Path]) -> None:
+    sim = tmp_path / "sim"  # x4 from a 640-pixel photo: a 160-pixel wide photo, too small to register
+    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, ratio=4.0))
+    result = runner.invoke(app, ["eval", str(sim), "-m", str(ckpts["a"]), "--no-lpips", "--device", "cpu"])
+    assert result.exit_code == 1
+    assert "picos: tiny not evaluated: no overlap found" in " ".join(result.output.split())
+    data = json.loads((tmp_path / "sim_eval" / "report.json").read_text())
+    assert data["images_in_means"] == [] and "tiny" in data["images"][0]["failed"]
+    assert set(data["images"][0]["scores"]) == {"bicubic", "lanczos", "tiny (no ref)"}
+
+
 def test_report_means_skip_incomplete_images_and_render_inf() -> None:
     def scores(psnr: float, lpips: float) -> dict[str, dict[str, float]]:
         return {r: {"psnr": psnr, "lpips": lpips} for r in ("centre", "corner", "full")}
