@@ -13,9 +13,9 @@ from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from safetensors.torch import load_file
 
 from dzcli.data.dataset import PreparedPair, load_pairs
-from dzcli.errors import ConfigError, WeightsError
+from dzcli.errors import ConfigError, ResourceError, WeightsError
 from dzcli.pipeline.train import resolve_train_config, train
-from dzcli.train.loop import ModelEMA, adapt, load_state, lr_factor, sample_indices, step_seed
+from dzcli.train.loop import ModelEMA, Objective, adapt, load_state, lr_factor, sample_indices, step_seed
 from tests.train_data import make_dataset
 
 TINY = {"preset": "tiny", "trunk_weights": "random", "batch_size": 2, "patch_size": 16, "device": "cpu"}
@@ -195,3 +195,14 @@ def test_adapt_fine_tunes_a_copy(data: Path) -> None:
     assert error(tuned) < 0.7 * error(model)
     # A patch larger than the pair is reduced to fit.
     assert adapt(model, [own], 1, patch_size=512) is not model
+
+
+def test_out_of_memory_names_the_batch_size(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def oom(self: Objective, batch: dict[str, torch.Tensor], generator: torch.Generator):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Objective, "forward", oom)
+    with pytest.raises(ResourceError, match=r"batch size 2 .*lower --batch-size \(e\.g\. 1\)"):
+        train(config(data, tmp_path / "run", steps=1))
