@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import json
 import logging
 import math
@@ -77,6 +78,15 @@ def sample_indices(step: int, batch: int, rank: int = 0, world: int = 1) -> list
 def lr_factor(step: int, total: int) -> float:
     """Learning-rate multiplier: 1, then 0.5 from ``total // 2`` on."""
     return 0.5 if step >= total // 2 else 1.0
+
+
+#: DDP option that stops re-broadcasting buffers every forward (ours are constant: VGG weights, means);
+#: recent torch names it ``forward_sync_buffers`` (``broadcast_buffers`` is deprecated there).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -476,7 +486,7 @@ class Trainer:
             wrapped = DistributedDataParallel(
                 self.objective,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False,
+                **_NO_BUFFER_SYNC,
             )
         self.stepper = _Stepper(wrapped, self.optimizer, self.scaler, self.device, self.amp)
         self.patches = TrainPatches(train_pairs, patch=cfg.patch_size, scale=scale, seed=cfg.seed)
