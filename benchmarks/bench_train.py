@@ -68,6 +68,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     from dzcli.train.config import TrainConfig
     from dzcli.train.loop import Trainer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     s = args.scale
     photo = load_photo(PHOTO).pixels  # the HR; the LR is its area average
     side = min(photo.shape[-2:]) // s * s
@@ -111,7 +113,7 @@ def measure(args: argparse.Namespace, preset: str, device: str) -> dict[str, Any
         sys.executable, __file__, "--child", "--presets", preset, "--device", device,
         "--scale", str(args.scale),
         "--batch-size", str(args.batch_size), "--patch-size", str(args.patch_size), "--loss", args.loss,
-        "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -136,6 +138,7 @@ def main() -> None:
     parser.add_argument("--loss", default="l1+losw")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -152,10 +155,11 @@ def main() -> None:
           f"GPU {info['gpu'] or 'none'}; load average {info['load_average']}")
     print(f"x{args.scale}, batch {args.batch_size}, LR patch {args.patch_size}, loss {args.loss}, "
           f"{args.steps} timed steps after {args.warmup}\n")
-    print("| preset | params | device | s/step | samples/s | peak RSS (GiB) | peak GPU (GiB) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| preset | params | device | threads | s/step | samples/s | peak RSS (GiB) | peak GPU (GiB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['preset']} | {r['params']:,} | {r['device']}{' (AMP)' if r['amp'] else ''} | "
+        amp = " (AMP)" if r["amp"] else ""
+        print(f"| {r['preset']} | {r['params']:,} | {r['device']}{amp} | {r['threads']} | "
               f"{r['s_per_step']} | {r['samples_per_s']} | {r.get('peak_rss_gib', '–')} | "
               f"{r['gpu_peak_gib'] if r['gpu_peak_gib'] is not None else '–'} |")
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "json")}
