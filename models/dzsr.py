@@ -454,6 +454,8 @@ class DZSR(nn.Module):
         matcher_weights: ``"imagenet"`` (needs the offline VGG16, see :mod:`.pretrained`) or ``"random"``.
         match_stride: Matching cell size in LR pixels.
         match_chunk_elements: Memory budget of one correlation slab (elements).
+        bicubic_skip: Add the bicubic upsampled LR to the output (the network learns a residual, so it
+            starts from bicubic quality and trains much faster); ``False`` adds the RGB mean as in SelfDZSR.
     """
 
     arch = "dzsr"
@@ -473,6 +475,7 @@ class DZSR(nn.Module):
         matcher_weights: Literal["imagenet", "random"] = "imagenet",
         match_stride: int = 4,
         match_chunk_elements: int = 1 << 24,
+        bicubic_skip: bool = True,
     ) -> None:
         super().__init__()
         if scale not in SCALES:
@@ -502,8 +505,10 @@ class DZSR(nn.Module):
             "matcher_weights": matcher_weights,
             "match_stride": match_stride,
             "match_chunk_elements": match_chunk_elements,
+            "bicubic_skip": bicubic_skip,
         }
         self.scale = scale
+        self.bicubic_skip = bicubic_skip
         self.ref2_scale = ref2_scale
         self.paste_p = paste_p
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
@@ -527,6 +532,10 @@ class DZSR(nn.Module):
             up += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2)]
         self.upsampler = nn.Sequential(*up)
         self.tail = nn.Conv2d(channels, 3, 3, padding=1)
+        if bicubic_skip:  # start as (almost exactly) bicubic upsampling; the body learns the residual
+            with torch.no_grad():
+                self.tail.weight.mul_(0.1)
+                self.tail.bias.zero_()
 
     # ---------------------------------------------------------------------------------------------------
 
@@ -673,4 +682,9 @@ class DZSR(nn.Module):
             for block in self.blocks[half:]:
                 y = block(y, gvec)
         y = self.body_tail(y) + h
-        return self.tail(self.upsampler(y)) + self.mean
+        base = (
+            F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)
+            if self.bicubic_skip
+            else self.mean
+        )
+        return self.tail(self.upsampler(y)) + base
