@@ -202,8 +202,11 @@ def load_checkpoint(
     arch = metadata.get("arch")
     if arch not in ARCHS:
         raise WeightsError(f"{path}: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
+    hparams = dict(metadata["hparams"])
+    if arch == "dzsr":
+        hparams.setdefault("bicubic_skip", False)  # saved before the output skip existed
     try:
-        model = _build(arch, metadata["hparams"])
+        model = _build(arch, hparams)
     except ConfigError as exc:
         raise WeightsError(f"{path}: {exc}") from exc
     state = {k: v.float() if v.is_floating_point() else v for k, v in tensors.items()}

@@ -33,6 +33,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+# exifread logs a warning for every file without EXIF (all of a dataset's PNGs): not news to a user.
+logging.getLogger("exifread").setLevel(logging.ERROR)
 
 # Tag ids (EXIF 2.32 / TIFF 6.0).
 _MAKE, _MODEL, _ORIENTATION, _DATETIME = 0x010F, 0x0110, 0x0112, 0x0132
