@@ -1,4 +1,5 @@
-"""DZSR network: odd sizes, AdaSTN collapse, matching, the exact deformable gather, paste, global vector."""
+"""DZSR network: odd sizes, AdaSTN collapse and deformable conv, matching, the exact deformable gather, paste,
+global vector."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from dzsr_models.dzsr import (
     _paste,
     centre_box,
     crop_ref,
+    deform_depthwise_conv3x3,
     match_features,
     shifted_depthwise_conv,
 )
@@ -112,6 +114,72 @@ def test_adastn_identity_matrix_gives_the_plain_conv():
     off = block.offsets(x, torch.randn_like(x))
     plain = torch.nn.functional.conv2d(x, block.weight, padding=1, groups=4)
     torch.testing.assert_close(deform_conv2d(x, off, block.weight, padding=(1, 1)), plain)
+
+
+def _deform_case(shape: tuple[int, int, int, int], dtype: torch.dtype, seed: int = 5) -> tuple:
+    """Input, random fractional offsets (many samples partly or wholly outside the image), weight, grad."""
+    gen = torch.Generator().manual_seed(seed)
+    B, C, H, W = shape
+    x = torch.randn(B, C, H, W, generator=gen, dtype=dtype)
+    off = 2.5 * torch.randn(B, 18, H, W, generator=gen, dtype=dtype)
+    off[:, :, ::3, ::4] *= 4  # some samples far outside
+    weight = torch.randn(C, 1, 3, 3, generator=gen, dtype=dtype)
+    grad = torch.randn(B, C, H, W, generator=gen, dtype=dtype)
+    return x, off, weight, grad
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(3, 5, 13, 17), (2, 4, 1, 7), (2, 3, 6, 1), (1, 2, 2, 3)])
+def test_deform_depthwise_conv_equals_torchvision(shape, dtype):
+    x, off, weight, grad = _deform_case(shape, dtype)
+    H, W = shape[-2:]
+    ky = torch.arange(-1, 2, dtype=dtype).repeat_interleave(3).view(9, 1, 1)
+    pos_y = torch.arange(H, dtype=dtype).view(H, 1) + ky + off[:, 0::2]  # (B, 9, H, W) tap rows sampled
+    assert (pos_y <= -1).any() and (pos_y >= H).any() and ((pos_y > -1) & (pos_y < 0)).any()  # cases covered
+    results = []
+    for fn in (lambda *a: deform_conv2d(*a, padding=(1, 1)), deform_depthwise_conv3x3):
+        inputs = [t.clone().requires_grad_() for t in (x, off, weight)]
+        out = fn(*inputs)
+        results.append((out, *torch.autograd.grad(out, inputs, grad)))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for theirs, ours, what in zip(*results, ("output", "d/dx", "d/doffset", "d/dweight")):
+        assert ours.dtype == dtype and ours.shape == theirs.shape, what
+        torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol * theirs.abs().max().item(), msg=what)
+
+
+def test_deform_depthwise_conv_integer_offsets_and_autocast():
+    """Integer offsets land exactly on pixels (forward only: the offset gradient is one-sided there)."""
+    x, _, weight, _ = _deform_case((2, 3, 9, 8), torch.float32)
+    gen = torch.Generator().manual_seed(6)
+    off = torch.randint(-3, 4, (2, 18, 9, 8), generator=gen).float()
+    expected = deform_conv2d(x, off, weight, padding=(1, 1))
+    torch.testing.assert_close(deform_depthwise_conv3x3(x, off, weight), expected)
+    plain = torch.nn.functional.conv2d(x, weight, padding=1, groups=3)
+    torch.testing.assert_close(deform_depthwise_conv3x3(x, torch.zeros_like(off), weight), plain)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in float32, returned in the input's dtype
+        out = deform_depthwise_conv3x3(x.bfloat16(), off.bfloat16(), weight.bfloat16())
+        out32 = deform_depthwise_conv3x3(x, off, weight)
+    assert out.dtype == torch.bfloat16 and out32.dtype == torch.float32
+    torch.testing.assert_close(out32, expected)
+    reference = deform_conv2d(x.bfloat16().float(), off, weight.bfloat16().float(), padding=(1, 1))
+    torch.testing.assert_close(out.float(), reference, rtol=1e-2, atol=1e-2 * reference.abs().max().item())
+
+
+def test_adastn_training_path_is_torchvision_deform_conv():
+    """The non-collapsed AdaSTN equals deform_conv2d on its offsets, gradients of every parameter included."""
+    torch.manual_seed(7)
+    block = AdaSTN(6, collapse_p=0.0).train()
+    keys = {f"{m}.{p}" for m in ("offset_features", "affine", "translation") for p in ("weight", "bias")}
+    assert set(block.state_dict()) == keys | {"weight"}  # checkpoints unchanged
+    x, guide = torch.randn(3, 6, 11, 15), torch.randn(3, 6, 11, 15)
+    grad = torch.randn(3, 6, 11, 15)
+    results = []
+    for fn in (block, lambda a, g: deform_conv2d(a, block.offsets(a, g), block.weight, padding=(1, 1))):
+        xi = x.clone().requires_grad_()
+        out = fn(xi, guide)
+        results.append((out, *torch.autograd.grad(out, [xi, *block.parameters()], grad)))
+    for ours, theirs in zip(*results):
+        torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * theirs.abs().max().item())
 
 
 def _shifted_pair(dy: int, dx: int, size: int = 64, at: tuple[int, int] = (150, 300)) -> tuple:
