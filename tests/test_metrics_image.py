@@ -10,6 +10,8 @@ import torch
 
 from dzcli.metrics.image import psnr, region_pieces, region_scores, ssim
 
+from .test_metrics_lpips import _one_thread  # noqa: F401 (autouse fixture: one torch thread)
+
 
 def test_psnr_of_a_known_mse() -> None:
     a = torch.full((3, 20, 30), 100 / 255)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -10,6 +11,16 @@ import torch
 from dzcli.errors import InputError, WeightsError
 from dzcli.metrics.lpips import LPIPS, lpips
 from dzsr_models.pretrained import ALEXNET_CONVS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One torch thread: on a shared CPU, OpenMP threads waiting for each other make runs 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 _SLICES = {0: "slice1.0", 3: "slice2.3", 6: "slice3.6", 8: "slice4.8", 10: "slice5.10"}
 

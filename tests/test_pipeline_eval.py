@@ -26,7 +26,7 @@ from dzcli.simulate import SimulatedPair
 from dzsr_models import create_model, save_checkpoint
 
 from .conftest import write_capture
-from .test_metrics_lpips import random_net
+from .test_metrics_lpips import _one_thread, random_net  # noqa: F401 (autouse fixture)
 
 DATA = Path(__file__).parent / "data"
 runner = CliRunner()
