@@ -139,7 +139,7 @@ def read_capture_info(path: Path) -> CaptureInfo:
         InputError: the file does not exist or is not a regular file. Bad EXIF never raises.
     """
     path = Path(path)
-    _check_is_file(path)
+    check_is_file(path)
     from dzcli.io.images import RAW_SUFFIXES  # here: images imports this module
 
     values: dict[str, Any] = {}
@@ -197,7 +197,7 @@ def read_exif(path: Path) -> bytes | None:
         InputError: the file does not exist or is not a regular file.
     """
     path = Path(path)
-    _check_is_file(path)
+    check_is_file(path)
     try:
         with open(path, "rb") as fh, _quiet_pillow():
             head = fh.read(16)
@@ -341,7 +341,8 @@ def _quiet_pillow() -> Iterator[None]:
         yield
 
 
-def _check_is_file(path: Path) -> None:
+def check_is_file(path: Path) -> None:
+    """Raise InputError (one line, naming the file) unless ``path`` is an existing regular file."""
     if not path.exists():
         raise InputError(f"{path}: file not found")
     if path.is_dir():

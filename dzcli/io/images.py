@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from dzcli.errors import InputError, ResourceError
-from dzcli.io.exif import CaptureInfo, exif_payload, make_exif, read_capture_info, read_exif
+from dzcli.io.exif import CaptureInfo, check_is_file, exif_payload, make_exif, read_capture_info, read_exif
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -236,12 +236,7 @@ def load_photo(path: str | os.PathLike[str], *, max_megapixels: float | None = N
 
 
 def _check_input_file(path: Path) -> None:
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, not an image file")
-    if not path.is_file():
-        raise InputError(f"{path}: not a regular file")
+    check_is_file(path)
     suffix = path.suffix.lower()
     if suffix not in IMAGE_SUFFIXES:
         shown = suffix or "(no suffix)"
