@@ -88,6 +88,17 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+# Options shared by several commands (one declaration each).
+RatioOpt = Annotated[
+    float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
+]
+MaxMegapixelsOpt = Annotated[float, typer.Option(help="Refuse photos larger than this.")]
+TileOpt = Annotated[int, typer.Option("--tile", "-t", help="Tile side in wide-photo pixels; 0 = from free memory.")]
+OverlapOpt = Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, in pixels.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
+Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default: float16).")]
+
+
 @app.command()
 def prepare(
     src: Annotated[Path, typer.Argument(help="Folder of captures (or a pairs CSV).", show_default=False)],
@@ -99,10 +110,8 @@ def prepare(
         Path | None, typer.Option("--pairs", help="CSV with columns uw, tele (optional wide, id).")
     ] = None,
     max_gap: Annotated[float, typer.Option(help="Seconds between shots grouped as one capture (EXIF).")] = 2.0,
-    ratio: Annotated[
-        float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
-    ] = None,
-    max_megapixels: Annotated[float, typer.Option(help="Refuse photos larger than this.")] = 100.0,
+    ratio: RatioOpt = None,
+    max_megapixels: MaxMegapixelsOpt = 100.0,
 ) -> None:
     """Turn real wide + tele captures into an aligned LR / Ref / HR training dataset.
 
@@ -209,14 +218,12 @@ def zoom(
     suffix: Annotated[str, typer.Option(help="Output name: {stem}_{suffix}.{ext}; empty keeps the stem.")] = "out",
     ext: Annotated[str, typer.Option(help="Output format: auto (the wide photo's), png, jpg, tif, webp, heic.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
-    tile: Annotated[int, typer.Option("--tile", "-t", help="Tile side in wide-photo pixels; 0 = from free memory.")] = 0,
-    tile_overlap: Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, in pixels.")] = 16,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default: float16).")] = False,
-    max_megapixels: Annotated[float, typer.Option(help="Refuse photos larger than this.")] = 100.0,
-    ratio: Annotated[
-        float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
-    ] = None,
+    tile: TileOpt = 0,
+    tile_overlap: OverlapOpt = 16,
+    device: DeviceOpt = "auto",
+    fp32: Fp32Opt = False,
+    max_megapixels: MaxMegapixelsOpt = 100.0,
+    ratio: RatioOpt = None,
     quality: Annotated[int, typer.Option(help="JPEG / WebP / HEIC quality.")] = 95,
     adapt: Annotated[
         int, typer.Option(help="First fine-tune the model for N self-supervised steps on each capture itself.")
@@ -313,12 +320,10 @@ def eval_cmd(
         Path | None, typer.Option("--output", "-o", help="Report folder. Default: DATA_eval/ next to DATA.")
     ] = None,
     split: Annotated[str, typer.Option(help="Prepared datasets: test, train or all.")] = "test",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
-    tile: Annotated[
-        int, typer.Option("--tile", "-t", help="Tile side in LR pixels; 0 = from free memory.")
-    ] = 0,
-    tile_overlap: Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, in pixels.")] = 16,
-    fp32: Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default: float16).")] = False,
+    device: DeviceOpt = "auto",
+    tile: TileOpt = 0,
+    tile_overlap: OverlapOpt = 16,
+    fp32: Fp32Opt = False,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet v0.1).")] = True,
     crop: Annotated[int, typer.Option(help="Side of the comparison crops, in output pixels.")] = 192,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
