@@ -291,25 +291,18 @@ def caption(img: torch.Tensor, text: str, *, height: int = 20) -> torch.Tensor:
     return torch.cat((top, img.clamp(0, 1)), dim=1)
 
 
-def _hstack(images: list[torch.Tensor], gap: int, fill: float = 1.0) -> torch.Tensor:
-    h = max(t.shape[1] for t in images)
-    w = sum(t.shape[2] for t in images) + gap * (len(images) - 1)
-    out = torch.full((3, h, w), fill)
-    x = 0
+def _stack(images: list[torch.Tensor], gap: int, dim: int, fill: float = 1.0) -> torch.Tensor:
+    """(3,H,W) images side by side (``dim=2``) or one above the other (``dim=1``), top-left aligned, ``gap``
+    pixels of ``fill`` between them."""
+    other = 3 - dim
+    size = [3, 0, 0]
+    size[other] = max(t.shape[other] for t in images)
+    size[dim] = sum(t.shape[dim] for t in images) + gap * (len(images) - 1)
+    out = torch.full(size, fill)
+    at = 0
     for t in images:
-        out[:, : t.shape[1], x : x + t.shape[2]] = t
-        x += t.shape[2] + gap
-    return out
-
-
-def _vstack(images: list[torch.Tensor], gap: int, fill: float = 1.0) -> torch.Tensor:
-    w = max(t.shape[2] for t in images)
-    h = sum(t.shape[1] for t in images) + gap * (len(images) - 1)
-    out = torch.full((3, h, w), fill)
-    y = 0
-    for t in images:
-        out[:, y : y + t.shape[1], : t.shape[2]] = t
-        y += t.shape[1] + gap
+        out.narrow(dim, at, t.shape[dim]).narrow(other, 0, t.shape[other]).copy_(t)
+        at += t.shape[dim] + gap
     return out
 
 
@@ -326,9 +319,9 @@ def crop_sheet(rows: list[tuple[str, list[tuple[str, torch.Tensor]]]], *, gap: i
     """
     parts = []
     for title, cells in rows:
-        strip = _hstack([caption(c, label) for label, c in cells], gap)
+        strip = _stack([caption(c, label) for label, c in cells], gap, dim=2)
         parts.append(caption(strip, title, height=22))
-    sheet = _vstack(parts, 2 * gap)
+    sheet = _stack(parts, 2 * gap, dim=1)
     return torch.nn.functional.pad(sheet, (gap, gap, gap, gap), value=1.0)
 
 

@@ -262,3 +262,15 @@ def test_report_means_skip_incomplete_images_and_render_inf() -> None:
     assert "No image was evaluated by every method." in to_markdown(
         EvalReport("simulated", "x", ["bicubic", "m"], {}, {}, images[2:])
     )
+
+
+def test_report_sheet_stacks_images_with_gaps() -> None:
+    from dzcli.report import _stack
+
+    a, b = torch.zeros(3, 4, 5), torch.full((3, 6, 2), 0.5)
+    side = _stack([a, b], 3, dim=2)
+    assert side.shape == (3, 6, 10)
+    assert side[:, :4, :5].eq(0).all() and side[:, :, 8:].eq(0.5).all() and side[:, 4:, :5].eq(1).all()
+    column = _stack([a, b], 3, dim=1)
+    assert column.shape == (3, 13, 5)
+    assert column[:, 4:7].eq(1).all() and column[:, 7:, :2].eq(0.5).all() and column[:, 7:, 2:].eq(1).all()
