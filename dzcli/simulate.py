@@ -156,6 +156,22 @@ def _view_to_uw(
     return h
 
 
+def _scene_coords(
+    x: np.ndarray, y: np.ndarray, to_uw: np.ndarray, ratio: float, rng: np.random.Generator, parallax: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scene coordinates ``g = r·(u + 0.5) - 0.5`` (float32 maps for ``cv2.remap``) of a view's pixel grid
+    ``x, y`` (H, W) mapped to uw coordinates ``u`` by the affine ``to_uw``, plus a random smooth parallax
+    displacement of at most ``parallax`` pixels."""
+    ux = to_uw[0, 0] * x + to_uw[0, 1] * y + to_uw[0, 2]
+    uy = to_uw[1, 0] * x + to_uw[1, 1] * y + to_uw[1, 2]
+    gx = (ratio * (ux + 0.5) - 0.5).astype(np.float32)
+    gy = (ratio * (uy + 0.5) - 0.5).astype(np.float32)
+    if parallax > 0:
+        field = _parallax_field(rng, (x.shape[1], x.shape[0]), parallax)
+        gx, gy = gx + field[..., 0], gy + field[..., 1]
+    return gx, gy
+
+
 def simulate_pair(
     scene: Tensor,
     *,
@@ -208,15 +224,8 @@ def simulate_pair(
     c_t = np.array([(wt - 1) / 2.0, (ht - 1) / 2.0])
     tele_to_uw = _view_to_uw(ratio, rotation_deg, (wt, ht), (wu, hu), offset)
 
-    # Scene coordinates g = r·(u + 0.5) - 0.5 of every tele pixel, plus the parallax displacement.
     tx, ty = np.meshgrid(np.arange(wt, dtype=np.float64), np.arange(ht, dtype=np.float64))
-    ux = tele_to_uw[0, 0] * tx + tele_to_uw[0, 1] * ty + tele_to_uw[0, 2]
-    uy = tele_to_uw[1, 0] * tx + tele_to_uw[1, 1] * ty + tele_to_uw[1, 2]
-    gx = (ratio * (ux + 0.5) - 0.5).astype(np.float32)
-    gy = (ratio * (uy + 0.5) - 0.5).astype(np.float32)
-    if parallax > 0:
-        field = _parallax_field(rng, (wt, ht), parallax)
-        gx, gy = gx + field[..., 0], gy + field[..., 1]
+    gx, gy = _scene_coords(tx, ty, tele_to_uw, ratio, rng, parallax)
     tele_np = cv2.remap(scene_np, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     tele = torch.from_numpy(np.clip(tele_np, 0.0, 1.0).transpose(2, 0, 1).copy())
     if isp:
@@ -313,13 +322,7 @@ def simulate_triple(
     hh, wh = round(hu * d), round(wu * d)
     hx, hy = np.meshgrid(np.arange(wh, dtype=np.float64), np.arange(hh, dtype=np.float64))
     wx, wy = (hx + 0.5) / d - 0.5, (hy + 0.5) / d - 0.5
-    ux = wide_to_uw[0, 0] * wx + wide_to_uw[0, 1] * wy + wide_to_uw[0, 2]
-    uy = wide_to_uw[1, 0] * wx + wide_to_uw[1, 1] * wy + wide_to_uw[1, 2]
-    gx = (ratio * (ux + 0.5) - 0.5).astype(np.float32)
-    gy = (ratio * (uy + 0.5) - 0.5).astype(np.float32)
-    if parallax > 0:
-        field = _parallax_field(rng, (wh, hh), parallax)
-        gx, gy = gx + field[..., 0], gy + field[..., 1]
+    gx, gy = _scene_coords(wx, wy, wide_to_uw, ratio, rng, parallax)
     dense = cv2.remap(_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     wide = degrade(_chw(np.clip(dense, 0.0, 1.0)), d)
     if isp:
