@@ -6,7 +6,7 @@
 # PHOTOS_DIR: the project's photographs (shared/data/photos). The five photos held out for evaluation
 # (benchmarks/quality.py) and the Bridge photo's seeds that do not register are excluded below or by
 # prepare. Data: 9 photos x 3 simulation seeds, x2, at most 2800 px; training: dzsr-small, l1 loss,
-# batch 16, LR patch 48, lr 2e-4, 4000 steps, one thread per process (CPU). Re-running continues an
+# batch 16, LR patch 48, lr 2e-4, 3000 steps, one thread per process (CPU). Re-running continues an
 # interrupted run (--resume).
 set -euo pipefail
 photos=$(realpath "$1"); work=$2
@@ -29,5 +29,5 @@ dzsr prepare captures data --scale 2 --test-fraction 0.15
 resume=""
 [ -f run_small/resume.pt ] && resume="--resume"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} dzsr train data --out run_small --preset small --loss l1 --lr 2e-4 \
-  --batch-size 16 --patch-size 48 --steps 4000 --val-every 200 --save-every 200 --device cpu --seed 0 $resume
+  --batch-size 16 --patch-size 48 --steps 3000 --val-every 200 --save-every 200 --device cpu --seed 0 $resume
 echo "best checkpoint: $work/run_small/checkpoints/best.safetensors"
