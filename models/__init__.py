@@ -202,9 +202,8 @@ def load_checkpoint(
     arch = metadata.get("arch")
     if arch not in ARCHS:
         raise WeightsError(f"{path}: unknown architecture {arch!r} (known: {', '.join(sorted(ARCHS))})")
-    hparams = dict(metadata["hparams"])
-    if arch == "dzsr":
-        hparams.setdefault("bicubic_skip", False)  # saved before the output skip existed
+    # hyper-parameters added after a checkpoint was saved take the value that reproduces it
+    hparams = {**getattr(ARCHS[arch], "legacy_hparams", {}), **metadata["hparams"]}
     try:
         model = _build(arch, hparams)
     except ConfigError as exc:

@@ -307,12 +307,10 @@ def deform_depthwise_conv3x3(x: Tensor, offset: Tensor, weight: Tensor) -> Tenso
             return deform_depthwise_conv3x3(x.float(), offset.float(), weight.float()).to(x.dtype)
     B, C, H, W = x.shape
     off = offset.to(x.dtype).reshape(B, 9, 2, H, W)
-    k = torch.arange(-1, 2, device=x.device)
-    # p + R_k in integers, then + offset: the positions torchvision computes
-    iy = torch.arange(H, device=x.device).view(1, H, 1) + k.repeat_interleave(3).view(9, 1, 1)
-    ix = torch.arange(W, device=x.device).view(1, 1, W) + k.repeat(3).view(9, 1, 1)
-    y = iy.to(x.dtype) + off[:, :, 0]  # (B, 9, H, W) sample positions in pixels
-    xx = ix.to(x.dtype) + off[:, :, 1]
+    r = _tap_grid().to(device=x.device, dtype=x.dtype)  # (2, 9) integers, exact in any float dtype
+    # p + R_k, then + offset: the positions torchvision computes; (B, 9, H, W) in pixels
+    y = torch.arange(H, device=x.device, dtype=x.dtype).view(1, H, 1) + r[0].view(9, 1, 1) + off[:, :, 0]
+    xx = torch.arange(W, device=x.device, dtype=x.dtype).view(1, 1, W) + r[1].view(9, 1, 1) + off[:, :, 1]
     # pixel i ↔ normalised (2i + 1) / size − 1 (align_corners=False: also fine for a size of 1)
     grid = torch.stack(((2 * xx + 1) / W - 1, (2 * y + 1) / H - 1), dim=-1).view(B, 9 * H, W, 2)
     taps = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)  # (B, C, 9H, W)
@@ -499,6 +497,8 @@ class DZSR(nn.Module):
     """
 
     arch = "dzsr"
+    legacy_hparams = {"bicubic_skip": False}
+    """Values of hyper-parameters added later, for checkpoints saved without them (read by ``load_checkpoint``)."""
 
     def __init__(
         self,

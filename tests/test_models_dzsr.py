@@ -333,3 +333,26 @@ def test_centre_box_and_crop_ref():
     hr = torch.arange(34 * 46.0).view(1, 1, 34, 46)
     ref = crop_ref(hr, centre_box(17, 23, 2), 2)
     assert ref.shape == (1, 1, 16, 22) and ref[0, 0, 0, 0] == hr[0, 0, 8, 12]
+
+
+def test_checkpoint_saved_before_bicubic_skip_loads_without_it(tmp_path: Path) -> None:
+    import json
+
+    from dzsr_models import load_checkpoint, save_checkpoint
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    old = create_model("dzsr-tiny", scale=2, matcher_weights="random", bicubic_skip=False).eval()
+    path = tmp_path / "old.safetensors"
+    save_checkpoint(old, path, metadata={})
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    info = json.loads(meta["dzsr"])
+    del info["hparams"]["bicubic_skip"]  # as written by dzsr before the option existed
+    save_file(load_file(str(path)), str(path), metadata={**meta, "dzsr": json.dumps(info)})
+    model, _ = load_checkpoint(path)
+    lr, ref = torch.rand(1, 3, 24, 24), torch.rand(1, 3, 24, 24)
+    assert not model.bicubic_skip
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(lr, ref), old(lr, ref), atol=1e-6)
