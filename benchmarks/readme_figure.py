@@ -2,8 +2,8 @@
 
 The example pair in ``examples/`` was made with ``dzsr simulate seeding.jpg out/ --ratio 2 --max-side 3200
 --seed 0`` (see ``examples/ATTRIBUTION.md``), so re-running that simulation gives its ground truth. The
-script zooms the example exactly as ``dzsr zoom`` does, cuts the most detailed crop (in the ground truth)
-inside the tele's field of view and the most detailed one outside it, and writes ``docs/example_crops.png`` (each crop enlarged 2x, nearest neighbour, so the
+script zooms the example exactly as ``dzsr zoom`` does, cuts the most detailed crop (in the ground truth,
+:func:`dzcli.pipeline.evaluate.pick_crop`) inside the tele's footprint and outside it, and writes ``docs/example_crops.png`` (each crop enlarged 2x, nearest neighbour, so the
 pixels are visible) and ``docs/example_crops.json`` (PSNR of each crop against the ground truth).
 
 Usage::
@@ -16,45 +16,19 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
-import torch
+import numpy as np
 import torch.nn.functional as F
 
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import psnr
+from dzcli.pipeline.evaluate import footprint_box, interpolate, pick_crop
 from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 from dzcli.pipeline.zoom import ZoomConfig, zoom
 from dzcli.report import crop_sheet
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _bicubic(uw: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(uw[None], size=size, mode="bicubic", align_corners=False)[0].clamp(0, 1)
-
-
-def _within(box: tuple[int, int, int, int], region: tuple[float, ...]) -> bool:
-    x0, y0, x1, y1 = box
-    return x0 >= region[0] and y0 >= region[1] and x1 <= region[2] and y1 <= region[3]
-
-
-def _disjoint(box: tuple[int, int, int, int], region: tuple[float, ...]) -> bool:
-    x0, y0, x1, y1 = box
-    return x1 <= region[0] or y1 <= region[1] or x0 >= region[2] or y0 >= region[3]
-
-
-def _most_detailed(truth: torch.Tensor, c: int, keep: Callable[[tuple[int, int, int, int]], bool]) -> tuple[int, int]:
-    """Top-left corner of the ``c``-pixel window (on a c/4 grid) with the most fine detail in the ground truth
-    (mean absolute Laplacian) among those ``keep`` accepts: where a difference in sharpness can be seen."""
-    gray = truth.mean(dim=0, keepdim=True)[None]
-    lap = F.conv2d(gray, torch.tensor([[[[0.0, 1, 0], [1, -4, 1], [0, 1, 0]]]]), padding=1).abs()[0, 0]
-    h, w = lap.shape
-    step = max(1, c // 4)
-    boxes = [(x, y, x + c, y + c) for y in range(0, h - c + 1, step) for x in range(0, w - c + 1, step)]
-    x0, y0, _, _ = max((b for b in boxes if keep(b)), key=lambda b: float(lap[b[1] : b[3], b[0] : b[2]].mean()))
-    return x0, y0
 
 
 def main() -> None:
@@ -79,21 +53,13 @@ def main() -> None:
         zoom(ZoomConfig(inputs=(uw_path, tele_path), out=out, model=args.model, outscale=2.0, ext="png"))
         sr = load_photo(out).pixels
     uw = load_photo(uw_path).pixels
-    size = tuple(truth.shape[-2:])
-    sr = sr[:, : size[0], : size[1]]
-    bic = _bicubic(uw, size)
-
-    c = args.crop
-    cx, cy = (v * 2 for v in rec["center"])  # tele centre in output pixels
-    tw, th = rec["tele_size"]  # the tele's footprint in output pixels (the output has the tele's density)
-    inside = (cx - 0.4 * tw, cy - 0.4 * th, cx + 0.4 * tw, cy + 0.4 * th)
-    outside = (cx - 0.5 * tw, cy - 0.5 * th, cx + 0.5 * tw, cy + 0.5 * th)
-    spots = {
-        "inside the tele's view": _most_detailed(truth, c, lambda b: _within(b, inside)),
-        "outside the tele's view": _most_detailed(truth, c, lambda b: _disjoint(b, outside)),
-    }
+    h, w = truth.shape[-2:]
+    sr = sr[:, :h, :w]
+    bic = interpolate(uw, (h, w), "bicubic")
+    box = footprint_box(np.asarray(rec["tele_to_uw"]), tuple(rec["tele_size"]), float(rec["ratio"]), (w, h))
     rows, scores = [], {}
-    for name, (x, y) in spots.items():
+    for name, region in (("inside the tele's view", "centre"), ("outside the tele's view", "corner")):
+        x, y, c, _ = pick_crop(truth, box, region, args.crop)  # the most detailed square of the region
         crops = [t[:, y : y + c, x : x + c] for t in (bic, sr, truth)]
         scores[name] = {
             "box_xywh": [x, y, c, c],

@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from dzcli.infer import engine
 from dzcli.io.images import load_photo
 from dzcli.metrics.image import psnr
+from dzcli.pipeline.evaluate import footprint_box, interpolate
 from dzcli.pipeline.zoom import ZoomConfig, zoom
 from dzcli.simulate import SimulatedPair
 from tests.conftest import write_capture
@@ -38,12 +38,10 @@ def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
     sr = load_photo(out).pixels
     truth = sim.truth
     assert sr.shape == truth.shape
-    bicubic = F.interpolate(load_photo(uw).pixels[None], size=truth.shape[-2:], mode="bicubic",
-                            align_corners=False)[0].clamp(0, 1)
-    # The tele's footprint on the ground-truth grid (its inner 70 %, clear of the rotated edges).
-    cx, cy = (2.0 * c for c in sim.center)
-    hh, hw = 0.35 * sim.tele.shape[-2], 0.35 * sim.tele.shape[-1]
-    centre = torch.zeros(1, *truth.shape[-2:])
-    centre[:, round(cy - hh) : round(cy + hh), round(cx - hw) : round(cx + hw)] = 1
+    h, w = truth.shape[-2:]
+    bicubic = interpolate(load_photo(uw).pixels, (h, w), "bicubic")  # the eval reports' baseline
+    x, y, bw, bh = footprint_box(sim.tele_to_uw, (sim.tele.shape[-1], sim.tele.shape[-2]), sim.ratio, (w, h))
+    centre = torch.zeros(1, h, w)
+    centre[:, y : y + bh, x : x + bw] = 1  # the tele's footprint
     assert psnr(sr, truth) > psnr(bicubic, truth)
     assert psnr(sr, truth, mask=centre) > psnr(bicubic, truth, mask=centre) + 2.0
