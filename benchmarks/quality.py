@@ -3,8 +3,8 @@
 The five photos held out of the bundled model's training are turned into simulated ×2 and ×4 phone captures
 (``dzsr simulate``, seed 0, photos at full size unless ``--max-side``), and each set is scored by
 ``dzsr eval``: the whole wide photo zoomed exactly as ``dzsr zoom`` does it, against the ground truth, on
-the full image, the tele's footprint (centre) and the rest (corner). A capture the zoom pipeline cannot register is listed under its table and left out of that
-table's means. The Markdown tables go to ``--out`` (and stdout); every report (JSON, CSV, HTML with crops)
+the full image, the tele's footprint (centre) and the rest (corner). A capture the zoom pipeline cannot
+register is listed under its table and left out of that table's means. The Markdown tables go to ``--out`` (and stdout); every report (JSON, CSV, HTML with crops)
 stays in ``--work``. On two shared CPU cores a run at ``--max-side 2400`` takes about 6 minutes with
 ``dzsr-small``; full size takes about three times as long.
 
