@@ -77,15 +77,26 @@ def degrade(img: Tensor, ratio: float) -> Tensor:
     return _chw(np.clip(out, 0.0, 1.0))
 
 
-def isp_change(img: Tensor, *, seed: int) -> Tensor:
+GAIN = 0.15
+"""Default white-balance gain spread of :func:`isp_change` (gains in ``[1 - GAIN, 1 + GAIN]``)."""
+GAMMA = (0.85, 1.18)
+"""Default per-channel gamma range of :func:`isp_change`."""
+
+
+def isp_change(
+    img: Tensor, *, seed: int, gain: float = GAIN, gamma: tuple[float, float] = GAMMA
+) -> Tensor:
     """A plausible different colour pipeline, deterministic for a seed.
 
-    A 3×3 colour mix near identity (rows sum to 1), white-balance gains within ±15 %, a per-channel
-    gamma in [0.85, 1.18] and a mild S-curve, in that order.
+    A 3×3 colour mix near identity (rows sum to 1), white-balance gains within ``±gain``, a per-channel
+    gamma in ``gamma`` and a mild S-curve, in that order. The same seed draws the same pipeline whatever
+    the ranges (the ranges only stretch the draws).
 
     Args:
         img: ``(3, H, W)`` float32 in [0, 1], sRGB.
         seed: selects the pipeline.
+        gain: white-balance gains are drawn in ``[1 - gain, 1 + gain]``.
+        gamma: per-channel gammas are drawn in ``[gamma[0], gamma[1]]``.
 
     Returns:
         ``(3, H, W)`` float32 in [0, 1].
@@ -93,13 +104,13 @@ def isp_change(img: Tensor, *, seed: int) -> Tensor:
     rng = np.random.default_rng(seed)
     mix = np.eye(3) + rng.uniform(-0.06, 0.06, (3, 3)) * (1.0 - np.eye(3))
     mix /= mix.sum(axis=1, keepdims=True)
-    wb = rng.uniform(0.85, 1.15, 3)
-    gamma = rng.uniform(0.85, 1.18, 3)
+    wb = rng.uniform(1.0 - gain, 1.0 + gain, 3)
+    gammas = rng.uniform(gamma[0], gamma[1], 3)
     s_amount = rng.uniform(0.1, 0.3)
     x = img.detach().cpu().to(torch.float64)
     x = torch.einsum("ij,jhw->ihw", torch.from_numpy(mix), x).clamp(0.0, 1.0)
     x = (x * torch.from_numpy(wb)[:, None, None]).clamp(0.0, 1.0)
-    x = x ** torch.from_numpy(gamma)[:, None, None]
+    x = x ** torch.from_numpy(gammas)[:, None, None]
     x = (1.0 - s_amount) * x + s_amount * x * x * (3.0 - 2.0 * x)
     return x.clamp(0.0, 1.0).to(torch.float32)
 
@@ -118,6 +129,9 @@ class SimulatedPair:
         ratio: true field-of-view ratio per side, ``density · Wu / Wt``.
         center: tele centre in uw pixels ``(x, y)``.
         rotation_deg: rotation of the tele's axes in the uw frame (y down: positive is clockwise on screen).
+        tele_to_uw_fit: ``(3, 3)`` float64, the affine map closest (least squares over the tele's pixels) to
+            the true mapping *with* the parallax: what a registration by one homography can recover (a smooth
+            parallax field has a linear part that looks like a slightly different scale and position).
     """
 
     uw: Tensor
@@ -127,6 +141,7 @@ class SimulatedPair:
     ratio: float
     center: tuple[float, float]
     rotation_deg: float
+    tele_to_uw_fit: np.ndarray
 
 
 def _parallax_field(rng: np.random.Generator, size: tuple[int, int], amplitude: float) -> np.ndarray:
@@ -180,6 +195,8 @@ def simulate_pair(
     rotation_deg: float = 0.0,
     parallax: float = 0.0,
     isp: bool = True,
+    gain: float = GAIN,
+    gamma: tuple[float, float] = GAMMA,
     noise: float = 0.01,
     seed: int = 0,
     tele_size: tuple[int, int] | None = None,
@@ -194,6 +211,8 @@ def simulate_pair(
         rotation_deg: rotation of the tele relative to the uw, in degrees.
         parallax: maximum magnitude (scene pixels) of a smooth random displacement of the tele's view.
         isp: apply :func:`isp_change` to the tele (a different colour pipeline).
+        gain: white-balance gain spread of that pipeline (see :func:`isp_change`).
+        gamma: per-channel gamma range of that pipeline.
         noise: standard deviation of the Gaussian noise added to each image (values in [0, 1]).
         seed: makes the noise, the parallax field and the colour pipeline reproducible.
         tele_size: tele ``(width, height)`` in pixels; default: the uw's (phones use equal sensors).
@@ -226,10 +245,11 @@ def simulate_pair(
 
     tx, ty = np.meshgrid(np.arange(wt, dtype=np.float64), np.arange(ht, dtype=np.float64))
     gx, gy = _scene_coords(tx, ty, tele_to_uw, ratio, rng, parallax)
+    tele_to_uw_fit = _affine_fit(tx, ty, (gx + 0.5) / ratio - 0.5, (gy + 0.5) / ratio - 0.5)
     tele_np = cv2.remap(scene_np, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     tele = torch.from_numpy(np.clip(tele_np, 0.0, 1.0).transpose(2, 0, 1).copy())
     if isp:
-        tele = isp_change(tele, seed=int(rng.integers(2**31)))
+        tele = isp_change(tele, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
     if noise > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         uw = (uw + noise * torch.randn(uw.shape, generator=gen)).clamp(0.0, 1.0)
@@ -244,7 +264,17 @@ def simulate_pair(
         ratio=ratio * wu / wt,
         center=(float(center[0]), float(center[1])),
         rotation_deg=float(rotation_deg),
+        tele_to_uw_fit=tele_to_uw_fit,
     )
+
+
+def _affine_fit(x: np.ndarray, y: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Least-squares affine map ``(x, y) → (u, v)`` over a subsampled grid, as a ``(3, 3)`` matrix."""
+    step = max(1, int(math.sqrt(x.size / 20000)))
+    pts = [a[::step, ::step].ravel().astype(np.float64) for a in (x, y, u, v)]
+    design = np.stack([pts[0], pts[1], np.ones_like(pts[0])], axis=1)
+    coef, *_ = np.linalg.lstsq(design, np.stack([pts[2], pts[3]], axis=1), rcond=None)
+    return np.vstack([coef.T, [0.0, 0.0, 1.0]])
 
 
 @dataclass(frozen=True, eq=False)
@@ -280,6 +310,8 @@ def simulate_triple(
     wide_rotation_deg: float = 0.0,
     parallax: float = 0.0,
     isp: bool = True,
+    gain: float = GAIN,
+    gamma: tuple[float, float] = GAMMA,
     noise: float = 0.01,
     seed: int = 0,
 ) -> SimulatedTriple:
@@ -294,6 +326,7 @@ def simulate_triple(
         wide_rotation_deg: rotation of the wide relative to the uw, in degrees.
         parallax: maximum smooth displacement (scene pixels) of the tele's and the wide's views.
         isp: give the tele and the wide their own colour pipelines (:func:`isp_change`).
+        gain, gamma: the ranges of those pipelines (see :func:`isp_change`).
         noise: Gaussian noise standard deviation of every image.
         seed: reproducibility; the uw, tele and truth equal :func:`simulate_pair`'s for the same seed.
 
@@ -310,7 +343,7 @@ def simulate_triple(
         )
     pair = simulate_pair(
         scene, ratio=ratio, offset=offset, rotation_deg=rotation_deg, parallax=parallax, isp=isp,
-        noise=noise, seed=seed,
+        gain=gain, gamma=gamma, noise=noise, seed=seed,
     )
     rng = np.random.default_rng((seed, 1))
     hu, wu = pair.uw.shape[-2:]
@@ -326,7 +359,7 @@ def simulate_triple(
     dense = cv2.remap(_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     wide = degrade(_chw(np.clip(dense, 0.0, 1.0)), d)
     if isp:
-        wide = isp_change(wide, seed=int(rng.integers(2**31)))
+        wide = isp_change(wide, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
     if noise > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         wide = (wide + noise * torch.randn(wide.shape, generator=gen)).clamp(0.0, 1.0)

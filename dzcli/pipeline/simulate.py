@@ -12,6 +12,7 @@ Output layout::
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,12 +20,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from dzcli import __version__
 from dzcli.data.manifest import write_json_atomic
 from dzcli.errors import ConfigError, InputError
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import is_image_file, load_photo, save_image
-from dzcli.simulate import SimulatedPair, simulate_pair, simulate_triple
+from dzcli.simulate import GAIN, GAMMA, SimulatedPair, simulate_pair, simulate_triple
 from dzcli.viz import fit_within
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,23 @@ TELE_MM_PER_35MM = 6.0 / 52.0  # a phone tele's small sensor: 6 mm behind a "52 
 class SimulateConfig:
     """Options of ``dzsr simulate``.
 
-    ``triple`` adds a wide camera at ``wide_ratio`` (default ``ratio / 2``) times the uw's density.
+    Attributes:
+        photos: a photo or a folder of photos (each one is a scene).
+        out: output folder.
+        ratio: nominal zoom ratio (what the EXIF focal lengths say).
+        seed: photo ``i`` uses seed ``seed + i``.
+        max_side: shrink each photo to this longer side first.
+        max_offset: the tele's centre is off the uw's by up to this fraction of the uw's width, per axis.
+        max_rotation: the tele is rotated by up to this many degrees.
+        parallax: largest smooth displacement of the tele's view (scene pixels) no homography explains.
+        noise: Gaussian noise standard deviation of both photos (values in [0, 1]).
+        jpeg_quality: JPEG quality of both photos.
+        ratio_error: the true zoom ratio differs from the nominal (EXIF) one by up to this fraction
+            (real lenses are not their nominal focal length).
+        gain: white-balance gain spread of the tele's colour pipeline (``1 ± gain``).
+        gamma: per-channel gamma range of the tele's colour pipeline.
+        triple: add a wide camera at ``wide_ratio`` (default ``ratio / 2``) times the uw's density.
+        wide_ratio: see ``triple``.
     """
 
     photos: Path
@@ -51,12 +70,27 @@ class SimulateConfig:
     parallax: float = 1.5
     noise: float = 0.01
     jpeg_quality: int = 92
+    ratio_error: float = 0.0
+    gain: float = GAIN
+    gamma: tuple[float, float] = GAMMA
     triple: bool = False
     wide_ratio: float | None = None
 
     def __post_init__(self) -> None:
         if self.ratio <= 1.0:
             raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
+        if not 0.0 <= self.ratio_error < 0.2:
+            raise ConfigError(f"--ratio-error must be in [0, 0.2), not {self.ratio_error}")
+        if self.ratio * (1 - self.ratio_error) <= 1.0:
+            raise ConfigError(f"--ratio-error {self.ratio_error} lets the zoom ratio {self.ratio} fall to 1")
+        if not 0.0 <= self.gain < 1.0:
+            raise ConfigError(f"--gain must be in [0, 1), not {self.gain}")
+        if not 0.0 < self.gamma[0] <= self.gamma[1]:
+            raise ConfigError(f"--gamma must be a range LOW HIGH with 0 < LOW <= HIGH, not {self.gamma}")
+        if self.max_offset < 0 or self.max_rotation < 0 or self.parallax < 0 or self.noise < 0:
+            raise ConfigError("--max-offset, --max-rotation, --parallax and --noise must be >= 0")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"--jpeg-quality must be in 1..100, not {self.jpeg_quality}")
         if self.wide_ratio is not None and not self.triple:
             raise ConfigError("--wide-ratio needs --triple")
         if self.triple:
@@ -81,6 +115,18 @@ def _exif(zoom: float, when: datetime, size: tuple[int, int]) -> bytes:
         time=when,
     )
     return make_exif(info, width=size[0], height=size[1])
+
+
+def _fitted(fit: np.ndarray, uw_size: tuple[int, int], tele_size: tuple[int, int]) -> dict[str, Any]:
+    """Record fields of the affine fit of the true tele → uw mapping, parallax included (what registration
+    can recover): the map, its field-of-view ratio and the tele centre it gives."""
+    density = 1.0 / math.sqrt(abs(float(np.linalg.det(fit[:2, :2]))))
+    centre = fit @ np.array([(tele_size[0] - 1) / 2.0, (tele_size[1] - 1) / 2.0, 1.0])
+    return {
+        "tele_to_uw_fit": fit.tolist(),
+        "ratio_fit": density * uw_size[0] / tele_size[0],
+        "center_fit": [float(centre[0]), float(centre[1])],
+    }
 
 
 def simulate_folder(
@@ -115,8 +161,12 @@ def simulate_folder(
         shift = cfg.max_offset * w_uw
         offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
         rotation = rng.uniform(-1, 1) * cfg.max_rotation
-        common: dict[str, Any] = {"ratio": cfg.ratio, "offset": offset, "rotation_deg": rotation, "parallax": cfg.parallax,
-                  "noise": cfg.noise, "seed": cfg.seed + i}
+        # Drawn only when asked for, so that the captures of the default options stay as they were.
+        true_ratio = cfg.ratio * (1 + rng.uniform(-1, 1) * cfg.ratio_error) if cfg.ratio_error else cfg.ratio
+        common: dict[str, Any] = {
+            "ratio": true_ratio, "offset": offset, "rotation_deg": rotation, "parallax": cfg.parallax,
+            "gain": cfg.gain, "gamma": cfg.gamma, "noise": cfg.noise, "seed": cfg.seed + i,
+        }
         name = path.stem
         when = base_time + timedelta(minutes=i)
         files = {"uw": f"captures/{name}_uw.jpg", "tele": f"captures/{name}_tele.jpg"}
@@ -124,7 +174,7 @@ def simulate_folder(
         if cfg.triple:
             wide_offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
             triple = simulate_triple(
-                scene, wide_ratio=cfg.wide_ratio, wide_offset=wide_offset,
+                scene, wide_ratio=cfg.wide_ratio or cfg.ratio / 2, wide_offset=wide_offset,
                 wide_rotation_deg=rng.uniform(-1, 1) * cfg.max_rotation, **common,
             )
             sim: SimulatedPair = triple.pair
@@ -156,9 +206,11 @@ def simulate_folder(
             "seed": cfg.seed + i,
             "files": files,
             "ratio": sim.ratio,
+            "ratio_nominal": cfg.ratio,
             "center": list(sim.center),
             "rotation_deg": sim.rotation_deg,
             "tele_to_uw": sim.tele_to_uw.tolist(),
+            **_fitted(sim.tele_to_uw_fit, uw_size, tele_size),
             "uw_size": list(uw_size),
             "tele_size": list(tele_size),
             **extra,
