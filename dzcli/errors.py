@@ -30,6 +30,15 @@ class AlignmentError(DzsrError):
     exit_code = 4
 
 
+class TeleNotFoundError(AlignmentError):
+    """The tele is not found in the wide photo, or covers too little of it to be used (no overlap, an
+    implausible or mostly outside footprint, too small a footprint, too little consistent area).
+
+    ``dzsr zoom`` then zooms the wide photo without the reference (unless ``--require-ref``); photos given
+    in the wrong order stay a plain :class:`AlignmentError`.
+    """
+
+
 class DatasetError(DzsrError):
     """A prepared dataset is missing, corrupt, of another version, or has no usable pair."""
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 
@@ -19,6 +21,28 @@ PHOTOS = ("life", "picos", "seeding", "free")
 def scene(name: str) -> torch.Tensor:
     """A real photo (640 px wide) as a (3,H,W) float tensor in [0,1]."""
     return load_photo(DATA / f"{name}.jpg").pixels
+
+
+def low_texture_scene(seed: int, size: tuple[int, int] = (640, 480)) -> torch.Tensor:
+    """A scene that defeats feature matching: a sky-like gradient, soft bokeh discs and a smooth, shaded cup
+    (placed by the seed), lightly blurred. ``(3, H, W)`` in [0, 1]."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.zeros((h, w, 3), np.float32)
+    for c, (top, bottom) in enumerate([(0.35, 0.75), (0.45, 0.8), (0.7, 0.9)]):
+        img[..., c] = top + (bottom - top) * yy / h
+    for _ in range(14):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h * 0.6), rng.uniform(12, 45)
+        disc = np.clip((r - np.hypot(xx - cx, yy - cy)) / 3.0, 0, 1)[..., None]
+        img = img * (1 - 0.6 * disc) + 0.6 * disc * rng.uniform(0.6, 1.0, 3)
+    cx, cy, a, b = w * rng.uniform(0.35, 0.65), h * rng.uniform(0.45, 0.7), w * 0.12, h * 0.16
+    cup = ((xx - cx) / a) ** 2 + ((yy - cy) / b) ** 2 <= 1
+    shade = 0.35 + 0.5 * np.clip((xx - (cx - a)) / (2 * a), 0, 1)
+    img[cup] = np.stack([shade, shade * 0.9, shade * 0.8], -1)[cup]
+    img[np.abs(np.hypot(xx - (cx + a), yy - cy) - b * 0.45) < 5] = (0.4, 0.35, 0.3)
+    img = cv2.GaussianBlur(img, (0, 0), 1.2)
+    return torch.from_numpy(np.clip(img, 0, 1).transpose(2, 0, 1).copy())
 
 
 def write_capture(

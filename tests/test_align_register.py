@@ -16,6 +16,8 @@ from dzcli.align.register import Registration, align_pair, footprint_box, regist
 from dzcli.errors import AlignmentError
 from dzcli.simulate import simulate_pair
 
+from .conftest import low_texture_scene
+
 DATA = Path(__file__).parent / "data"
 
 
@@ -60,6 +62,57 @@ def test_register_recovers_ratio_centre_and_rotation(
     assert reg.density == pytest.approx(ratio, rel=0.01)  # equal pixel counts: density = ratio
 
 
+HARD_TONES = {"gain": 0.25, "gamma": (0.75, 1.33)}
+"""The tele through a colour pipeline far from the uw's (white balance ±25 %, gammas 0.75–1.33)."""
+
+
+@pytest.mark.parametrize(("seed", "ratio", "hint"), [(0, 2.0, 2.0), (1, 2.0, 2.03), (2, 3.0, 3.0), (3, 2.0, None)])
+def test_a_low_texture_capture_with_other_tones_is_registered(seed: int, ratio: float, hint: float | None) -> None:
+    p = simulate_pair(
+        low_texture_scene(seed), ratio=ratio, offset=(9.0, -6.0), rotation_deg=0.8, noise=0.01, seed=seed,
+        **HARD_TONES,  # type: ignore[arg-type]
+    )
+    features = register_module._feature_attempts(register_module._gray(p.uw), register_module._gray(p.tele), hint, 30)
+    assert max(a.inliers for a in features) < 30  # what feature matching alone refused
+    reg = register(p.uw, p.tele, ratio_hint=hint)
+    assert reg.ratio == pytest.approx(p.ratio, rel=0.005)
+    assert math.dist(reg.center, p.center) < 1.0
+    assert reg.rotation_deg == pytest.approx(p.rotation_deg, abs=0.3)
+    assert reg.method == "direct" and reg.correlation > 0.15
+
+
+def test_low_texture_pairs_that_do_not_belong_together_are_refused() -> None:
+    a = simulate_pair(low_texture_scene(0), ratio=2.0, offset=(9.0, -6.0), seed=0, **HARD_TONES)  # type: ignore[arg-type]
+    b = simulate_pair(_photo("seeding"), ratio=2.0, seed=1)
+    for hint in (2.0, None):
+        with pytest.raises(AlignmentError, match=r"^no overlap found between a\.jpg and b\.jpg \(correlation"):
+            register(a.uw, b.tele, ratio_hint=hint, uw_name="a.jpg", tele_name="b.jpg")
+        with pytest.raises(AlignmentError, match=r"^no overlap found between b\.jpg and a\.jpg \(correlation"):
+            register(b.uw, a.tele, ratio_hint=hint, uw_name="b.jpg", tele_name="a.jpg")
+    for hint in (0.5, None):  # swapped: the wide photo given as the tele
+        with pytest.raises(AlignmentError, match=r"^w\.jpg is not narrower than t\.jpg \(zoom ratio 0\.50\); pass"):
+            register(a.tele, a.uw, ratio_hint=hint, uw_name="t.jpg", tele_name="w.jpg")
+    for hint in (1.0, None):  # the same photo twice
+        with pytest.raises(AlignmentError, match=r"^u\.jpg is not narrower than u\.jpg \(zoom ratio 1\.00\); pass"):
+            register(a.uw, a.uw.clone(), ratio_hint=hint, uw_name="u.jpg", tele_name="u.jpg")
+
+
+def test_tone_matching_undoes_a_gamma_and_a_gain() -> None:
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (64, 64)).astype(np.float32)
+    b = 0.8 * a**1.4 + 0.05
+    out = register_module._match_tones(b, a)
+    assert np.abs(out - a).max() < 0.01 and np.abs(b - a).max() > 0.15
+
+
+def test_the_direct_search_finds_a_known_position_and_ratio() -> None:
+    p = simulate_pair(low_texture_scene(4), ratio=2.5, offset=(-14.0, 8.0), seed=4, noise=0.0, isp=False)
+    gray = register_module._gray
+    found = register_module._locate(gray(p.uw), gray(p.tele), [2.4, 2.45, 2.5, 2.55, 2.6], 1.0)
+    reg = register_module._describe(found[0].homography, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1]))
+    assert reg.ratio == pytest.approx(2.5, rel=0.021) and math.dist(reg.center, p.center) < 1.5
+
+
 def test_dense_refinement_corrects_a_rough_homography() -> None:
     p = simulate_pair(_photo("seeding"), ratio=2.0, offset=(23.0, -17.0), rotation_deg=1.0, seed=4)
     nudge = np.array(
@@ -85,15 +138,20 @@ def test_registration_is_json_ready() -> None:
     p = simulate_pair(_photo("life"), ratio=2.0, offset=(10.0, 5.0), seed=2)
     reg = register(p.uw, p.tele, ratio_hint=2.0)
     d = json.loads(json.dumps(reg.to_dict()))
-    assert set(d) == {"homography", "inliers", "matches", "density", "ratio", "center", "rotation_deg"}
+    assert set(d) == {
+        "homography", "inliers", "matches", "density", "ratio", "center", "rotation_deg", "method", "correlation"
+    }
     np.testing.assert_allclose(np.array(d["homography"]), reg.homography)
+    assert d["method"] == "features" and 0.5 < d["correlation"] <= 1.0
 
 
 def test_unrelated_photos_have_no_overlap() -> None:
     a = simulate_pair(_photo("life"), ratio=2.0, seed=1)
     b = simulate_pair(_photo("picos"), ratio=2.0, seed=1)
     with pytest.raises(
-        AlignmentError, match=r"^no overlap found between a\.jpg and b\.jpg \(\d+ inlier matches, need 30\)$"
+        AlignmentError,
+        match=r"^no overlap found between a\.jpg and b\.jpg \(correlation -?0\.\d\d over the tele's footprint at best, "
+        r"need 0\.\d\d; \d+ feature matches\)$",
     ):
         register(a.uw, b.tele, ratio_hint=2.0, uw_name="a.jpg", tele_name="b.jpg")
 

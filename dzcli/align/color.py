@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F  # noqa: N812
 
-from dzcli.errors import AlignmentError
+from dzcli.errors import TeleNotFoundError
 
 LUT_SIZE = 256
 """Knots per channel of the LUT."""
@@ -122,7 +122,7 @@ def fit_color(
         The fitted model.
 
     Raises:
-        AlignmentError: fewer than ``MIN_PIXELS`` valid unclipped pixels.
+        TeleNotFoundError: fewer than ``MIN_PIXELS`` valid unclipped pixels.
     """
     if src.shape != dst.shape:
         raise ValueError(
@@ -135,7 +135,7 @@ def fit_color(
     valid = m & unclipped
     n = int(valid.sum())
     if n < MIN_PIXELS:
-        raise AlignmentError(f"cannot match colours: only {n} valid unclipped pixels (need {MIN_PIXELS})")
+        raise TeleNotFoundError(f"cannot match colours: only {n} valid unclipped pixels (need {MIN_PIXELS})")
     sigma = max(gain_sigma * w, 1e-3)
     shrink = min(1.0, GAIN_GRID_SIGMA / sigma)
     gw, gh = max(1, round(w * shrink)), max(1, round(h * shrink))
