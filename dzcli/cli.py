@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -178,18 +179,34 @@ def simulate(
     wide_ratio: Annotated[
         float | None, typer.Option(help="Zoom ratio of the wide to the uw (with --triple). Default: ratio/2.")
     ] = None,
+    max_offset: Annotated[
+        float, typer.Option(help="Tele centre off the wide's by up to this fraction of its width.")
+    ] = 0.03,
+    max_rotation: Annotated[float, typer.Option(help="Tele rotated by up to this many degrees.")] = 1.0,
+    ratio_error: Annotated[
+        float, typer.Option(help="True zoom ratio off the EXIF one by up to this fraction (e.g. 0.015).")
+    ] = 0.0,
+    gain: Annotated[float, typer.Option(help="Tele white-balance gains drawn in 1 ± GAIN.")] = 0.15,
+    gamma: Annotated[
+        tuple[float, float], typer.Option(help="Tele per-channel gamma range LOW HIGH.")
+    ] = (0.85, 1.18),
+    parallax: Annotated[float, typer.Option(help="Largest parallax displacement of the tele, in pixels.")] = 1.5,
+    noise: Annotated[float, typer.Option(help="Gaussian noise sigma of both photos (0..1 scale).")] = 0.01,
+    jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of both photos.")] = 92,
 ) -> None:
     """Simulate phone wide + tele captures, with ground truth, from single high-resolution photos.
 
     Example: [bold]dzsr simulate photos/ sim/ --ratio 2 --max-side 2400[/]
-    (ultra-wide + wide + tele: [bold]--ratio 4 --triple[/])
+    (ultra-wide + wide + tele: [bold]--ratio 4 --triple[/]; harder captures: [bold]--ratio-error 0.015
+    --gain 0.25 --gamma 0.75 1.33 --noise 0.02 --jpeg-quality 85[/])
     """
     from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 
     with _boundary():
         cfg = SimulateConfig(
             photos=photos, out=out, ratio=ratio, seed=seed, max_side=max_side, triple=triple,
-            wide_ratio=wide_ratio,
+            wide_ratio=wide_ratio, max_offset=max_offset, max_rotation=max_rotation, ratio_error=ratio_error,
+            gain=gain, gamma=gamma, parallax=parallax, noise=noise, jpeg_quality=jpeg_quality,
         )
         with _progress() as bar:
             task = bar.add_task("simulate", total=None, item="")
@@ -228,8 +245,15 @@ def zoom(
     adapt: Annotated[
         int, typer.Option(help="First fine-tune the model for N self-supervised steps on each capture itself.")
     ] = 0,
+    require_ref: Annotated[
+        bool, typer.Option("--require-ref", help="A tele that cannot be found is an error (exit 4) instead of "
+                           "zooming the wide photo without the reference.")
+    ] = False,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
+
+    Where the tele cannot be found in the wide photo, the wide photo is zoomed without it (and the
+    summary line says so), unless --require-ref.
 
     Example: [bold]dzsr zoom examples/seeding_uw.jpg examples/seeding_tele.jpg -o out.png[/]
     """
@@ -245,9 +269,12 @@ def zoom(
         filt = "" if r.out_size == (r.scale * r.in_size[0], r.scale * r.in_size[1]) else (
             f" then x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}"
         )
+        how = f"zoom ratio {r.ratio:.2f}" if r.no_ref is None else (
+            f"[yellow]tele not found ({escape(r.no_ref)}): zoomed without the reference[/]"
+        )
         return (
             f"{r.uw.name} -> {r.output}: {r.in_size[0]}x{r.in_size[1]} -> {r.out_size[0]}x{r.out_size[1]} "
-            f"(zoom ratio {r.ratio:.2f}, output x{r.outscale:.2f}: x{r.scale} network {r.model}{filt}), "
+            f"({how}, output x{r.outscale:.2f}: x{r.scale} network {r.model}{filt}), "
             f"{r.seconds:.1f} s on {r.device}, {r.tiles} tiles"
         )
 
@@ -255,7 +282,7 @@ def zoom(
         cfg = ZoomConfig(
             inputs=tuple(inputs), out=output, model=model, outscale=outscale, suffix=suffix, ext=ext,
             overwrite=overwrite, tile=tile, tile_overlap=tile_overlap, device=device, fp32=fp32,
-            max_megapixels=max_megapixels, ratio=ratio, quality=quality, adapt=adapt,
+            max_megapixels=max_megapixels, ratio=ratio, quality=quality, adapt=adapt, require_ref=require_ref,
         )
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -273,8 +300,10 @@ def zoom(
         failed = [r for r in results if r.status not in ("ok", "skipped")]
         if len(results) > 1:
             done = sum(r.ok for r in results)
+            alone = sum(r.ok and r.no_ref is not None for r in results)
             console.print(
-                f"{done} zoomed, {sum(r.status == 'skipped' for r in results)} skipped, {len(failed)} failed"
+                f"{done} zoomed ({done - alone} with the reference, {alone} without: tele not found), "
+                f"{sum(r.status == 'skipped' for r in results)} skipped, {len(failed)} failed"
             )
         if failed:
             raise typer.Exit(1)
@@ -373,7 +402,13 @@ def eval_cmd(
         console.print(table)
         failed = [(im.id, m, r) for im in report.images for m, r in im.failed.items()]
         for image, method, reason in failed:
-            console.print(f"[yellow]{image}: {method} not evaluated: {reason}[/]", highlight=False)
+            console.print(f"[yellow]{image}: {method} not evaluated: {escape(reason)}[/]", highlight=False)
+        for im in report.images:
+            for method, reason in im.no_ref.items():
+                console.print(
+                    f"[yellow]{im.id}: {method} zoomed it without the reference (tele not found: {escape(reason)})[/]",
+                    highlight=False,
+                )
         others = ", ".join(p.name for k, p in files.items() if k != "html")
         console.print(f"report: {files['html']} (also {others})")
         if failed:

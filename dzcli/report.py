@@ -69,6 +69,8 @@ class ImageResult:
         scores: ``{method: {region: {metric: value}}}`` for the methods that ran.
         seconds: wall time of each method on this image (the model's includes registration for ``dzsr zoom``).
         failed: ``{method: reason}`` for methods that could not run on this image.
+        no_ref: ``{method: reason}`` for models that zoomed this image without the reference because its tele
+            was not found (scored like the others: what ``dzsr zoom`` writes for this capture).
         info: facts about the run (registered ratio, valid fraction, model scale, ...).
         crops: ``{region: {method or "ground truth": file}}``, files relative to the report folder.
         crop_boxes: ``{region: (x0, y0, w, h)}`` of the crops in output pixels.
@@ -80,6 +82,7 @@ class ImageResult:
     scores: Scores = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    no_ref: dict[str, str] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     crops: dict[str, dict[str, str]] = field(default_factory=dict)
     crop_boxes: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
@@ -264,6 +267,8 @@ def to_markdown(report: EvalReport, *, title: str | None = None) -> str:
     for im in report.images:
         for method, reason in im.failed.items():
             lines.append(f"\n{im.id} is left out of the means: {method} failed ({reason}).")
+        for method, reason in im.no_ref.items():
+            lines.append(f"\n{im.id}: {method} zoomed it without the reference (tele not found: {reason}).")
     return "\n".join(lines) + "\n"
 
 
@@ -381,6 +386,12 @@ def to_html(report: EvalReport) -> str:
             out.append(
                 "<p class=note>not evaluated: "
                 + "; ".join(f"{esc(m)}: {esc(r)}" for m, r in im.failed.items())
+                + "</p>"
+            )
+        if im.no_ref:
+            out.append(
+                "<p class=note>zoomed without the reference (tele not found): "
+                + "; ".join(f"{esc(m)}: {esc(r)}" for m, r in im.no_ref.items())
                 + "</p>"
             )
         rows = []

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from dzsr_models import create_model, save_checkpoint
 from PIL import ImageCms
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from dzcli.pipeline import zoom as zoom_module
 from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, resample, zoom
 from dzcli.simulate import SimulatedPair, simulate_pair
 from dzcli.viz import fit_within
-from dzsr_models import create_model, save_checkpoint
 
 from .conftest import scene, write_capture
 
@@ -186,13 +186,28 @@ def test_existing_output_is_skipped_unless_overwrite(pair: tuple[Path, Path], ti
     assert res.ok and load_photo(out).kind == "png"
 
 
-def test_unrelated_photos_say_no_overlap(
+def test_a_tele_not_found_is_zoomed_without_the_reference(
     tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
 ) -> None:
     uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
     _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
-    with pytest.raises(AlignmentError, match="no overlap found between a_uw.jpg and b_tele.jpg"):
-        zoom(_cfg((uw, tele), tiny_ckpt))
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
+    assert res.ok and res.no_ref is not None and "no overlap found between a_uw.jpg and b_tele.jpg" in res.no_ref
+    assert res.box is None and res.valid_fraction is None and res.out_size == (2 * res.in_size[0], 2 * res.in_size[1])
+    # exactly the network without the reference (the EXIF ratio sets the output scale: x2 here)
+    model, _ = engine.load_model(str(tiny_ckpt))
+    expected = engine.super_resolve(model, load_photo(uw).pixels, tile=0)
+    assert psnr(load_photo(res.output).pixels, expected) > 45
+
+
+def test_require_ref_makes_a_missing_tele_an_error(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
+    uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
+    _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
+    with pytest.raises(AlignmentError, match="^no overlap found between a_uw.jpg and b_tele.jpg"):
+        zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png", require_ref=True))
+    assert not (tmp_path / "out.png").exists()
 
 
 def test_tele_wider_than_the_uw(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
@@ -253,9 +268,19 @@ def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: 
     assert set(by_id) == {"life", "mixed", "trip_picos"}
     assert by_id["life"].ok and by_id["life"].output == tmp_path / "out" / "life_uw_out.jpg"
     assert by_id["trip_picos"].ok and by_id["trip_picos"].output == tmp_path / "out" / "trip" / "picos_uw_out.jpg"
-    assert "no overlap" in by_id["mixed"].status and not by_id["mixed"].output.exists()
-    for r in (by_id["life"], by_id["trip_picos"]):
+    assert by_id["mixed"].ok and "no overlap" in (by_id["mixed"].no_ref or "")  # zoomed without the reference
+    assert by_id["life"].no_ref is None and by_id["trip_picos"].no_ref is None
+    for r in by_id.values():
         assert load_photo(r.output).size == r.out_size
+    res = runner.invoke(app, ["zoom", str(src), "-o", str(tmp_path / "cli"), "-m", str(tiny_ckpt), "--device", "cpu"],
+                        terminal_width=300)
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    assert "3 zoomed (2 with the reference, 1 without: tele not found), 0 skipped, 0 failed" in text
+    res = runner.invoke(app, ["zoom", str(src), "-o", str(tmp_path / "strict"), "-m", str(tiny_ckpt), "--device",
+                              "cpu", "--require-ref"], terminal_width=300)
+    assert res.exit_code == 1 and "2 zoomed (2 with the reference, 0 without" in " ".join(res.output.split())
+    assert not (tmp_path / "strict" / "mixed_uw_out.jpg").exists()
 
 
 # ------------------------------------------------------------------------------------------------ bundled models
@@ -295,6 +320,24 @@ def test_cli_zoom_summary_and_errors(pair: tuple[Path, Path], tiny_ckpt: Path, t
     assert load_photo(out).kind == "png"
     res = runner.invoke(app, ["zoom", str(tele), str(uw), "-m", str(tiny_ckpt)])
     assert res.exit_code == 4 and "not narrower" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["zoom", str(uw), str(uw), "-m", str(tiny_ckpt)])  # the same photo twice
+    assert res.exit_code == 4 and "not narrower" in res.output and "Traceback" not in res.output
+
+
+def test_cli_zoom_without_the_tele(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path) -> None:
+    uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
+    _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
+    out = tmp_path / "o.png"
+    args = ["zoom", str(uw), str(tele), "-o", str(out), "-m", str(tiny_ckpt), "--device", "cpu"]
+    res = runner.invoke(app, args, terminal_width=400)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "tele not found (no overlap found between a_uw.jpg and b_tele.jpg" in text
+    assert "zoomed without the reference" in text and load_photo(out).size == (2 * sims["life"].uw.shape[2],
+                                                                               2 * sims["life"].uw.shape[1])
+    out.unlink()
+    res = runner.invoke(app, [*args, "--require-ref"], terminal_width=400)
+    assert res.exit_code == 4 and "error: no overlap found between a_uw.jpg and b_tele.jpg" in res.output
+    assert not out.exists() and "Traceback" not in res.output
     res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(uw), "--overwrite", "-m", str(tiny_ckpt)])
     assert res.exit_code == 2 and "refusing to overwrite" in res.output
     res = runner.invoke(app, ["zoom", str(uw), str(tele), "-m", str(tmp_path / "missing.safetensors")])

@@ -298,7 +298,7 @@ def choose_bundled(outscale: float | None, models: list[BundledModel]) -> Bundle
 
 
 def load_model(
-    spec: str | Path | None,
+    spec: str | Path | None = None,
     *,
     device: str | torch.device = "cpu",
     outscale: float | None = None,

@@ -42,6 +42,7 @@ __all__ = [
     "RAW_DEVELOP",
     "RAW_SUFFIXES",
     "Photo",
+    "as_image",
     "from_hwc",
     "is_image_file",
     "load_photo",
@@ -160,6 +161,19 @@ def from_hwc(a: np.ndarray) -> torch.Tensor:
         else:
             np.divide(a[:, :, k], scale, out=out[k])
     return torch.from_numpy(out)
+
+
+def as_image(x: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """An RGB image given as a tensor ``(3, H, W)`` in [0, 1] or a numpy array ``(H, W, 3)`` (uint8, uint16
+    or float in [0, 1]; RGB, not OpenCV's BGR), as a float32 CPU tensor ``(3, H, W)``.
+
+    Raises:
+        ValueError: not a 3-channel image.
+    """
+    t = from_hwc(x) if isinstance(x, np.ndarray) else x.detach().to("cpu", torch.float32)
+    if t.ndim != 3 or t.shape[0] != 3:
+        raise ValueError(f"expected an RGB image, (3, H, W) tensor or (H, W, 3) array; got shape {tuple(x.shape)}")
+    return t
 
 
 def to_hwc(t: torch.Tensor) -> np.ndarray:

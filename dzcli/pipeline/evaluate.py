@@ -7,10 +7,11 @@ Two kinds of data (DESIGN §7):
   training) by :func:`dzcli.infer.engine.super_resolve` and compared with ``hr``; regions: centre (the
   Ref's field of view), corner (the rest), full; masked variants over the registration's valid pixels.
 - a **simulated set** (``simulation.json`` from ``dzsr simulate``): the whole uw photo is zoomed exactly as
-  ``dzsr zoom UW TELE --outscale r`` does it (:func:`dzcli.pipeline.zoom.zoom`: registration, alignment,
-  colour matching, tiled SR, resampling, written as a PNG) and compared with the ground truth, with ``r``
-  the true density ratio so that the output lands on the truth's pixel grid; centre = the bounding box of
-  the tele's true footprint in the output.
+  ``dzsr zoom UW TELE --outscale r`` does it (:func:`dzcli.pipeline.zoom.zoom_photo`, with the model already
+  loaded: registration, alignment, colour matching, tiled SR, resampling) and compared with the ground
+  truth, with ``r`` the true density ratio so that the output lands on the truth's pixel grid; centre =
+  the bounding box of the tele's true footprint in the output. A capture whose tele is not found is zoomed
+  without the reference, as ``dzsr zoom`` does, scored, and reported as such (``no_ref``).
 
 Every report has the baselines a user would otherwise use: bicubic and Lanczos interpolation (OpenCV
 ``INTER_CUBIC`` and ``INTER_LANCZOS4``) and each model with its reference disabled (``ref=None``, the same
@@ -22,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,14 +34,16 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dzcli.align.capture import read_capture
 from dzcli.data.dataset import PreparedPair, dataset_scale, load_pairs
 from dzcli.data.manifest import MANIFEST_NAME
+from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.engine import load_model, resolve_device, super_resolve
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
-from dzcli.pipeline.zoom import ZoomConfig, resample, zoom
+from dzcli.pipeline.zoom import resample, zoom_photo
 from dzcli.report import TRUTH, EvalReport, ImageResult, crop_file, write_report
 
 __all__ = [
@@ -341,16 +343,17 @@ def _density(record: dict[str, Any]) -> float:
 
 
 def _eval_simulated(
-    record: dict[str, Any], root: Path, work: Path, models: list[_Model], cfg: EvalConfig,
+    record: dict[str, Any], root: Path, models: list[_Model], cfg: EvalConfig,
     device: torch.device, lpips_net: LPIPS | None, crop_methods: list[str],
 ) -> ImageResult:
     files = record["files"]
-    uw_path, tele_path = root / files["uw"], root / files["tele"]
+    cap = Capture(id=str(record["name"]), uw=root / files["uw"], tele=root / files["tele"], method="simulated")
     try:
         truth = load_photo(root / files["truth"]).pixels
-        uw = load_photo(uw_path).pixels
+        photos = read_capture(cap)
     except InputError as exc:
         raise DatasetError(f"{root}: {record['name']} is incomplete ({exc})") from exc
+    uw, tele = photos.uw.pixels, photos.tele.pixels
     H, W = int(truth.shape[-2]), int(truth.shape[-1])
     density = _density(record)
     if (round(density * uw.shape[-1]), round(density * uw.shape[-2])) != (W, H):
@@ -362,30 +365,35 @@ def _eval_simulated(
         t = time.perf_counter()
         out = interpolate(uw, (H, W), name)
         scorer.add(name, out, time.perf_counter() - t)
-    for k, m in enumerate(models):
+    for m in models:
         sr, secs = _run_model(m.model, uw, cfg, device)
         t = time.perf_counter()
         out = resample(sr, (H, W))
         scorer.add(f"{m.name} (no ref)", out, secs + time.perf_counter() - t)
         del sr, out
-        target = work / f"{k}.png"
-        zcfg = ZoomConfig(
-            inputs=(uw_path, tele_path), out=target, model=m.path, outscale=density, device=cfg.device,
-            tile=cfg.tile, tile_overlap=cfg.tile_overlap, fp32=cfg.fp32, overwrite=True,
-        )
+        t = time.perf_counter()
         try:
-            (res,) = zoom(zcfg)
-        except (AlignmentError, InputError) as exc:
+            zoomed = zoom_photo(
+                m.model, uw, tele, outscale=density, ratio=photos.ratio.value, tile=cfg.tile,
+                overlap=cfg.tile_overlap, device=device, half=not cfg.fp32, uw_name=cap.uw.name,
+                tele_name=cap.tele.name,
+            )
+        except AlignmentError as exc:  # photos in the wrong order: nothing a zoom would write
             log.warning("%s: %s not evaluated: %s", record["name"], m.name, exc)
             result.failed[m.name] = str(exc)
             continue
-        out = load_photo(target).pixels
-        target.unlink()
+        secs = time.perf_counter() - t
+        reg, aligned = zoomed.registration, zoomed.aligned
         result.info[m.name] = {
-            "registered_ratio": res.ratio, "valid_fraction": res.valid_fraction, "model_scale": res.scale,
-            "resample": res.resample, "tiles": res.tiles,
+            "reference": "used" if zoomed.no_ref is None else f"not used: {zoomed.no_ref}",
+            "registered_ratio": None if reg is None else reg.ratio,
+            "registration": None if reg is None else reg.method,
+            "valid_fraction": None if aligned is None else aligned.valid_fraction,
+            "model_scale": zoomed.scale, "resample": zoomed.outscale / zoomed.scale, "tiles": zoomed.tiles,
         }
-        scorer.add(m.name, out, float(res.seconds or 0.0))
+        if zoomed.no_ref is not None:
+            result.no_ref[m.name] = zoomed.no_ref
+        scorer.add(m.name, zoomed.image, secs)
     return scorer.finish()
 
 
@@ -475,16 +483,15 @@ def evaluate(cfg: EvalConfig, *, progress: ProgressFn | None = None) -> tuple[Ev
         protocol=_protocol(kind, cfg, scale), crop_methods=crop_methods,
     )
     cfg.out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".eval-", dir=cfg.out) as tmp:
-        for i, item in enumerate(items):
-            if kind == "prepared":
-                assert scale is not None
-                result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods)
-            else:
-                result = _eval_simulated(item, root, Path(tmp), models, cfg, device, lpips_net, crop_methods)
-            report.images.append(result)
-            if progress:
-                progress(i + 1, len(items), result.id)
+    for i, item in enumerate(items):
+        if kind == "prepared":
+            assert scale is not None
+            result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods)
+        else:
+            result = _eval_simulated(item, root, models, cfg, device, lpips_net, crop_methods)
+        report.images.append(result)
+        if progress:
+            progress(i + 1, len(items), result.id)
     if not report.complete:
         log.warning("no image was evaluated by every method; the means are empty")
     files = write_report(report, cfg.out)

@@ -1,8 +1,9 @@
 """``dzsr prepare``: a folder of real captures → an aligned LR / Ref / HR dataset with a manifest.
 
-Per capture: read both photos (EXIF orientation applied once) → EXIF zoom ratio → SIFT + MAGSAC
-homography (no centred-tele assumption) → DIS residual flow both ways and a validity mask → colour
-matching of the tele to the wide → ``pairs/<id>/{lr,hr,ref,mask}.png`` and a preview image.
+Per capture, the path ``zoom`` and ``eval`` share (:mod:`dzcli.align.capture`): read both photos (EXIF
+orientation applied once) → EXIF zoom ratio → registration (SIFT + MAGSAC, or the direct search on
+low-texture scenes; no centred-tele assumption) → DIS residual flow both ways and a validity mask → colour
+matching of the tele to the wide; then ``pairs/<id>/{lr,hr,ref,mask}.png`` and a preview image.
 
 Each pair is written to a hidden temporary folder and renamed into place when complete; the manifest
 is rewritten atomically after every pair. A re-run reuses pairs whose source files and options have
@@ -21,17 +22,25 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from dzsr_models.dzsr import centre_box
 
 from dzcli import __version__
+from dzcli.align.capture import align_capture, read_capture
 from dzcli.align.color import match_colors
 from dzcli.align.ratio import exif_ratio
 from dzcli.align.register import align_pair, register
 from dzcli.data.manifest import MANIFEST_VERSION, read_manifest, write_manifest
 from dzcli.data.pairs import Capture, discover_captures
-from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError, ResourceError
+from dzcli.errors import (
+    AlignmentError,
+    ConfigError,
+    DatasetError,
+    InputError,
+    ResourceError,
+    TeleNotFoundError,
+)
 from dzcli.io.images import Photo, load_photo, save_image
 from dzcli.viz import pair_preview, resize
-from dzsr_models.dzsr import centre_box
 
 log = logging.getLogger(__name__)
 
@@ -136,20 +145,16 @@ def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> f
     return round(10 * math.log10(1 / max(mse, 1e-10)), 2)
 
 
-def _load(path: Path, cfg: PrepareConfig) -> Photo:
-    return load_photo(path, max_megapixels=cfg.max_megapixels)
-
-
 def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any]) -> None:
     """Align one capture and write its files into ``work``; fills ``record`` as it goes.
 
     Raises:
         InputError, AlignmentError, ResourceError: the capture cannot be used (reason in the message).
     """
-    uw, tele = _load(cap.uw, cfg), _load(cap.tele, cfg)
+    photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
+    uw, tele, est = photos.uw, photos.tele, photos.ratio
     record["camera"] = {"uw": uw.info.camera, "tele": tele.info.camera}
     record["exif"] = {"uw": uw.info.to_dict(), "tele": tele.info.to_dict()}
-    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_ratio=cfg.ratio)
     record["ratio_exif"] = None if est.value is None else round(est.value, 4)
     record["ratio_source"] = est.source
     reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name)
@@ -159,48 +164,49 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
         inliers=reg.inliers,
         registration=reg.to_dict(),
     )
-    if est.value is not None and abs(reg.ratio / est.value - 1) > 0.05:
-        log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", cap.id, reg.ratio, est.value)
     if reg.density < cfg.scale * 0.9:
         log.warning(
             "%s: the tele has only %.2fx the wide's pixel density, below the x%d scale: its detail is upsampled",
             cap.id, reg.density, cfg.scale,
         )
-    pair = align_pair(uw.pixels, tele.pixels, reg, scale=cfg.scale)
-    record["valid_fraction"] = round(pair.valid_fraction, 4)
-    record["box"] = list(pair.box)
-    if min(pair.lr.shape[-2:]) < cfg.min_size:
-        raise AlignmentError(
-            f"{cap.tele.name}: the tele covers only {pair.lr.shape[-1]}x{pair.lr.shape[-2]} wide pixels, "
+    aligned = align_capture(
+        uw.pixels, tele.pixels, scale=cfg.scale, ratio=est.value, registration=reg,
+        uw_name=cap.uw.name, tele_name=cap.tele.name,
+    )
+    record["valid_fraction"] = round(aligned.valid_fraction, 4)
+    record["box"] = list(aligned.box)
+    lr, hr, mask = aligned.lr, aligned.ref, aligned.mask
+    if min(lr.shape[-2:]) < cfg.min_size:
+        raise TeleNotFoundError(
+            f"{cap.tele.name}: the tele covers only {lr.shape[-1]}x{lr.shape[-2]} pixels of {cap.uw.name}, "
             f"too small (need {cfg.min_size})"
         )
-    if pair.valid_fraction < cfg.min_valid:
-        raise AlignmentError(
-            f"{cap.tele.name}: only {pair.valid_fraction:.0%} of the registered tele is consistent with "
+    if aligned.valid_fraction < cfg.min_valid:
+        raise TeleNotFoundError(
+            f"{cap.tele.name}: only {aligned.valid_fraction:.0%} of the registered tele is consistent with "
             f"{cap.uw.name} (need {cfg.min_valid:.0%}): moving scene or strong parallax"
         )
-    hr, colour = match_colors(pair.hr, pair.lr, pair.mask)
-    h, w = pair.lr.shape[-2:]
+    h, w = lr.shape[-2:]
     s = cfg.scale
     x0, y0, bw, bh = centre_box(h, w, s)
     ref = hr[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
     depth = max(uw.bit_depth, tele.bit_depth)
     files = {"lr": "lr.png", "hr": "hr.png", "ref": "ref.png", "mask": "mask.png", "preview": "preview.jpg"}
-    save_image(work / files["lr"], pair.lr, bit_depth=depth)
+    save_image(work / files["lr"], lr, bit_depth=depth)
     save_image(work / files["hr"], hr, bit_depth=depth)
     save_image(work / files["ref"], ref, bit_depth=depth)
-    save_image(work / files["mask"], pair.mask, bit_depth=8)
-    save_image(work / files["preview"], pair_preview(pair.lr, hr, pair.mask), quality=90)
+    save_image(work / files["mask"], mask, bit_depth=8)
+    save_image(work / files["preview"], pair_preview(lr, hr, mask), quality=90)
     record.update(
         bit_depth=depth,
         size={"lr": [w, h], "hr": [hr.shape[-1], hr.shape[-2]], "ref": [ref.shape[-1], ref.shape[-2]]},
         ref_box=[x0, y0, bw, bh],
-        flow=pair.flow,
-        colour=colour.to_dict(),
-        alignment_psnr=_alignment_psnr(pair.lr, hr, pair.mask),
+        flow=aligned.flow,
+        colour=aligned.colour.to_dict(),
+        alignment_psnr=_alignment_psnr(lr, hr, mask),
     )
     if cap.wide is not None:
-        record["mid"] = _process_mid(cap, cfg, uw, pair.box, pair.lr, work, files, depth)
+        record["mid"] = _process_mid(cap, cfg, uw, aligned.box, lr, work, files, depth)
     record["files"] = {k: f"{PAIRS_DIR}/{cap.id}/{v}" for k, v in files.items()}
 
 
@@ -210,10 +216,11 @@ def _process_mid(
 ) -> dict[str, Any]:
     """Register the middle camera of a triple capture onto the same LR grid (``mid.png``, ``mid_mask.png``)."""
     assert cap.wide is not None
-    wide = _load(cap.wide, cfg)
+    wide = load_photo(cap.wide, max_megapixels=cfg.max_megapixels)
     est = exif_ratio(uw.info, wide.info, uw_size=uw.size, tele_size=wide.size)
     reg = register(uw.pixels, wide.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name)
-    pair = align_pair(uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box)
+    pair = align_pair(uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box, uw_name=cap.uw.name,
+                      tele_name=cap.wide.name)
     mid, _ = match_colors(pair.hr, lr, pair.mask)
     files["mid"], files["mid_mask"] = "mid.png", "mid_mask.png"
     save_image(work / files["mid"], mid, bit_depth=max(depth, wide.bit_depth))

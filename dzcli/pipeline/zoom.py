@@ -1,9 +1,10 @@
 """``dzsr zoom``: super-resolve the whole wide photo of a capture to the tele's pixel density.
 
-Per capture (the same reading, registration, alignment and colour code as ``dzsr prepare``):
+Per capture (the same reading, registration, alignment and colour code as ``dzsr prepare``,
+:mod:`dzcli.align.capture`; :func:`zoom_photo` is the in-memory part, also the Python API):
 
-1. read both photos (EXIF orientation applied once), EXIF zoom ratio, SIFT + MAGSAC registration of the
-   tele inside the uw (no centred-tele assumption);
+1. read both photos (EXIF orientation applied once), EXIF zoom ratio, registration of the tele inside the
+   uw (features, or the direct search on low-texture scenes; no centred-tele assumption);
 2. the tele resampled onto the uw's grid at the network's ``s×`` density over its footprint, mapped to
    the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
    upsampled uw, so nothing misregistered is ever pasted;
@@ -14,6 +15,8 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
    within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
 5. an atomic write in the uw's format and bit depth, EXIF kept (Orientation 1, new size) and ICC kept.
 
+A capture whose tele is not found (or of which too little is consistent with the uw) is zoomed by the
+network without the reference, and its result says why (``no_ref``); ``require_ref`` makes that an error.
 Inputs are never overwritten; existing outputs are skipped unless ``overwrite``.
 """
 
@@ -33,11 +36,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dzcli.align.color import match_colors
-from dzcli.align.ratio import exif_ratio
-from dzcli.align.register import align_pair, register
+from dzcli.align.capture import AlignedCapture, align_capture, read_capture
+from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
-from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError
+from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.engine import (
     BundledModel,
     available_memory,
@@ -48,7 +50,7 @@ from dzcli.infer.engine import (
     super_resolve,
 )
 from dzcli.io.exif import update_exif
-from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, load_photo, save_image
+from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, save_image
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,8 @@ SNAP_TOLERANCE = 0.005
 (registration measures it to about 0.1%; resampling by 1.001 would only soften the result)."""
 MEMORY_FRACTION = 0.9
 """Share of the available RAM the output buffers may take before zoom refuses (ResourceError)."""
+MIN_REF_VALID = 0.05
+"""Below this fraction of registration-consistent tele pixels the reference is not used at all."""
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, item)``: stage ``"pairs"`` (after each capture), ``"adapt"`` (after each
@@ -91,6 +95,8 @@ class ZoomConfig:
             itself (its wide crop under the tele, the registered tele, their validity mask).
         adapt_batch: patches per fine-tuning step.
         adapt_patch: LR patch side of the fine-tuning steps.
+        require_ref: a capture whose tele cannot be found or used is an error (exit 4) instead of being
+            zoomed without the reference.
     """
 
     inputs: tuple[Path, ...]
@@ -111,6 +117,7 @@ class ZoomConfig:
     adapt: int = 0
     adapt_batch: int = 4
     adapt_patch: int = 48
+    require_ref: bool = False
 
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
@@ -140,7 +147,8 @@ class ZoomConfig:
 
 @dataclass
 class ZoomResult:
-    """What happened to one capture. ``status`` is ``ok``, ``skipped`` (output exists) or the error."""
+    """What happened to one capture. ``status`` is ``ok``, ``skipped`` (output exists) or the error;
+    ``no_ref`` says why a written output was made without the reference (None when the tele was used)."""
 
     id: str
     uw: Path
@@ -161,6 +169,7 @@ class ZoomResult:
     valid_fraction: float | None = None
     box: tuple[int, int, int, int] | None = None
     bit_depth: int | None = None
+    no_ref: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -343,11 +352,11 @@ def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int]) -> None:
 
 def _adapt(
     model: nn.Module,
-    lr: Tensor,
-    hr: Tensor,
-    mask: Tensor,
-    cfg: ZoomConfig,
-    cid: str,
+    aligned: AlignedCapture,
+    steps: int,
+    batch: int,
+    patch: int,
+    name: str,
     device: torch.device,
     progress: ProgressFn | None,
 ) -> nn.Module:
@@ -355,12 +364,207 @@ def _adapt(
     from dzcli.data.dataset import PreparedPair
     from dzcli.train.loop import adapt
 
-    pair = PreparedPair.from_tensors(lr, hr, mask, id=cid)
-    report = None if progress is None else (lambda k, n, loss: progress("adapt", k, n, cid))
-    log.info("%s: adapting the model for %d steps on the capture", cid, cfg.adapt)
-    return adapt(
-        model, [pair], cfg.adapt, batch_size=cfg.adapt_batch, patch_size=cfg.adapt_patch, device=device,
-        progress=report,
+    pair = PreparedPair.from_tensors(aligned.lr, aligned.ref, aligned.mask, id=name)
+    report = None if progress is None else (lambda k, n, loss: progress("adapt", k, n, name))
+    log.info("%s: adapting the model for %d steps on the capture", name, steps)
+    return adapt(model, [pair], steps, batch_size=batch, patch_size=patch, device=device, progress=report)
+
+
+@dataclass(frozen=True, eq=False)
+class ZoomedPhoto:
+    """A wide photo super-resolved, and how.
+
+    Attributes:
+        image: ``(3, H', W')`` float32 in [0, 1], the whole wide photo at ``outscale``× its size.
+        outscale: output pixels per wide pixel.
+        scale: the network's scale ``s`` (its ``s×`` output was resampled by ``outscale / s``).
+        registration: where the tele lies in the wide photo, or None when it was not found.
+        aligned: the reference the network was given (the tele on the grid of the wide crop it covers), or
+            None when the photo was zoomed without it.
+        no_ref: why the reference was not used (None when it was).
+        tiles: tiles the network ran on.
+        timings: seconds per stage (``register``, ``align``, ``adapt``, ``sr``, ``resample``).
+    """
+
+    image: Tensor
+    outscale: float
+    scale: int
+    registration: Registration | None
+    aligned: AlignedCapture | None
+    no_ref: str | None
+    tiles: int
+    timings: dict[str, float]
+
+
+def _locate_tele(
+    uw: Tensor, tele: Tensor, *, ratio: float | None, require_ref: bool, uw_name: str, tele_name: str,
+    timings: dict[str, float],
+) -> tuple[Registration | None, str | None]:
+    """The registration, or ``(None, why)`` when the tele is not found (an error with ``require_ref``)."""
+    t = time.perf_counter()
+    try:
+        return register(uw, tele, ratio_hint=ratio, uw_name=uw_name, tele_name=tele_name), None
+    except TeleNotFoundError as exc:
+        if require_ref:
+            raise
+        log.warning("%s: tele not found (%s): zooming without the reference", uw_name, exc)
+        return None, str(exc)
+    finally:
+        timings["register"] = time.perf_counter() - t
+
+
+def _density(reg: Registration | None, ratio: float | None, uw_size: tuple[int, int], tele_size: tuple[int, int]) -> float | None:
+    """Tele pixels per wide pixel: registered, else from the EXIF ratio, else unknown."""
+    if reg is not None:
+        return reg.density
+    return ratio * tele_size[0] / uw_size[0] if ratio else None
+
+
+def _output_scale(requested: float | None, density: float | None, s: int) -> float:
+    """``--outscale``, else the tele's density (``s`` when within :data:`SNAP_TOLERANCE`), else ``s``."""
+    if requested is not None:
+        return requested
+    if density is None or abs(density / s - 1) < SNAP_TOLERANCE:
+        return float(s)
+    return density
+
+
+def _zoom_located(
+    model: nn.Module,
+    uw: Tensor,
+    tele: Tensor,
+    reg: Registration | None,
+    no_ref: str | None,
+    *,
+    outscale: float,
+    ratio: float | None,
+    require_ref: bool,
+    tile: int,
+    overlap: int,
+    device: torch.device,
+    half: bool,
+    adapt: tuple[int, int, int],
+    uw_name: str,
+    tele_name: str,
+    progress: ProgressFn | None,
+    timings: dict[str, float],
+) -> ZoomedPhoto:
+    """:func:`zoom_photo` once the tele has been looked for (``reg``, or None and why in ``no_ref``)."""
+    s = int(model.scale)
+    aligned = None
+    if reg is not None:
+        t = time.perf_counter()
+        try:
+            aligned = align_capture(
+                uw, tele, scale=s, ratio=ratio, registration=reg, uw_name=uw_name, tele_name=tele_name
+            )
+            if aligned.valid_fraction < MIN_REF_VALID:
+                raise TeleNotFoundError(
+                    f"only {aligned.valid_fraction:.0%} of {tele_name} is consistent with {uw_name}"
+                )
+        except TeleNotFoundError as exc:
+            if require_ref:
+                raise
+            log.warning("%s: tele not usable (%s): zooming without the reference", uw_name, exc)
+            aligned, no_ref = None, str(exc)
+        timings["align"] = time.perf_counter() - t
+    if aligned is not None and aligned.valid_fraction < 0.2:
+        log.warning(
+            "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
+            "the rest of its footprint is not used", uw_name, 100 * aligned.valid_fraction,
+        )
+    steps, batch, patch = adapt
+    if steps > 0 and aligned is not None:
+        t = time.perf_counter()
+        model = _adapt(model, aligned, steps, batch, patch, uw_name, device, progress)
+        timings["adapt"] = time.perf_counter() - t
+    elif steps > 0:
+        log.warning("%s: no reference to adapt the model on; --adapt skipped", uw_name)
+    tiles = [0]
+
+    def on_tile(done: int, total: int) -> None:
+        tiles[0] = total
+        if progress:
+            progress("tiles", done, total, uw_name)
+
+    t = time.perf_counter()
+    ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
+    sr = super_resolve(
+        model, uw, ref=ref, box=None if aligned is None else aligned.box, tile=tile, overlap=overlap,
+        device=device, half=half, progress=on_tile,
+    )
+    del ref
+    timings["sr"] = time.perf_counter() - t
+    t = time.perf_counter()
+    W, H = int(uw.shape[-1]), int(uw.shape[-2])
+    out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
+    del sr
+    timings["resample"] = time.perf_counter() - t
+    return ZoomedPhoto(
+        image=out, outscale=outscale, scale=s, registration=reg, aligned=aligned, no_ref=no_ref,
+        tiles=tiles[0], timings=timings,
+    )
+
+
+def zoom_photo(
+    model: nn.Module,
+    uw: Tensor | np.ndarray,
+    tele: Tensor | np.ndarray,
+    *,
+    outscale: float | None = None,
+    ratio: float | None = None,
+    require_ref: bool = False,
+    tile: int = 0,
+    overlap: int = 16,
+    device: str | torch.device = "auto",
+    half: bool = True,
+    adapt: int = 0,
+    uw_name: str = "uw",
+    tele_name: str = "tele",
+    progress: ProgressFn | None = None,
+) -> ZoomedPhoto:
+    """Super-resolve a whole wide photo with its tele as the reference (the Python API of ``dzsr zoom``).
+
+    The tele is registered inside the wide photo, resampled onto the wide crop it covers and colour-matched
+    (:func:`dzcli.align.capture.align_capture`); the network runs tile by tile over the whole photo, each
+    tile with the part of the tele that covers it; its ``s×`` output is resampled to ``outscale``. When the
+    tele is not found, the photo is zoomed without the reference (``no_ref`` says why).
+
+    Args:
+        model: an SR network (:func:`dzcli.infer.engine.load_model` or ``dzsr_models.create_model``).
+        uw: the wide photo, ``(3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` RGB array (uint8, uint16, float).
+        tele: the tele photo, likewise.
+        outscale: output pixels per wide pixel; None: the tele's pixel density.
+        ratio: the expected zoom ratio (from EXIF), a hint for the registration.
+        require_ref: raise instead of zooming without the reference.
+        tile: tile side in wide pixels; 0 picks it from free memory.
+        overlap: least tile overlap in wide pixels.
+        device: ``auto`` (CUDA, then MPS, then the CPU), ``cpu``, ``cuda[:N]`` or ``mps``.
+        half: float16 on CUDA.
+        adapt: first fine-tune a copy of the model for this many self-supervised steps on the capture.
+        uw_name: how to call the wide photo in messages.
+        tele_name: how to call the tele in messages.
+        progress: see :data:`ProgressFn` (stages ``adapt`` and ``tiles``).
+
+    Returns:
+        The zoomed photo and how it was made.
+
+    Raises:
+        TeleNotFoundError: (``require_ref``) the tele is not found, or too little of it is usable.
+        AlignmentError: the photos are given in the wrong order (the tele is the wider one).
+    """
+    uw_t, tele_t = as_image(uw), as_image(tele)
+    dev = resolve_device(device)
+    timings: dict[str, float] = {}
+    reg, no_ref = _locate_tele(
+        uw_t, tele_t, ratio=ratio, require_ref=require_ref, uw_name=uw_name, tele_name=tele_name,
+        timings=timings,
+    )
+    density = _density(reg, ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2]))
+    return _zoom_located(
+        model, uw_t, tele_t, reg, no_ref, outscale=_output_scale(outscale, density, int(model.scale)),
+        ratio=ratio, require_ref=require_ref, tile=tile, overlap=overlap, device=dev, half=half,
+        adapt=(adapt, 4, 48), uw_name=uw_name, tele_name=tele_name, progress=progress, timings=timings,
     )
 
 
@@ -380,69 +584,41 @@ def zoom_capture(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    uw = load_photo(cap.uw, max_megapixels=cfg.max_megapixels)
-    tele = load_photo(cap.tele, max_megapixels=cfg.max_megapixels)
-    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_ratio=cfg.ratio)
-    reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name)
-    if est.value is not None and abs(reg.ratio / est.value - 1) > 0.05:
-        log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", cap.id, reg.ratio, est.value)
-    outscale = cfg.outscale if cfg.outscale is not None else reg.density
-    model, info = models.get(outscale)
+    photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
+    uw, tele, est = photos.uw, photos.tele, photos.ratio
+    reg, no_ref = _locate_tele(
+        uw.pixels, tele.pixels, ratio=est.value, require_ref=cfg.require_ref, uw_name=cap.uw.name,
+        tele_name=cap.tele.name, timings=timings,
+    )
+    density = _density(reg, est.value, uw.size, tele.size)
+    model, info = models.get(cfg.outscale if cfg.outscale is not None else density)
     s = int(model.scale)
-    if cfg.outscale is None and abs(outscale / s - 1) < SNAP_TOLERANCE:
-        outscale = float(s)
+    outscale = _output_scale(cfg.outscale, density, s)
     W, H = uw.size
     out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))
     _check_memory(uw, s, out_size)
-    t = time.perf_counter()
-    pair = align_pair(uw.pixels, tele.pixels, reg, scale=s, uw_name=cap.uw.name, tele_name=cap.tele.name)
-    del tele
-    hr, _ = match_colors(pair.hr, pair.lr, pair.mask)
-    ref = fill_invalid(hr, pair.lr, pair.mask, s)
-    timings["align"] = time.perf_counter() - t
-    name = str(info["name"])
-    if cfg.adapt > 0:
-        t = time.perf_counter()
-        model = _adapt(model, pair.lr, hr, pair.mask, cfg, cap.id, device, progress)
-        name += f"+adapt{cfg.adapt}"
-        timings["adapt"] = time.perf_counter() - t
-    del hr
-    if pair.valid_fraction < 0.2:
-        log.warning(
-            "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
-            "the rest of its footprint is not used", cap.id, 100 * pair.valid_fraction,
-        )
-    tiles = [0]
-
-    def on_tile(done: int, total: int) -> None:
-        tiles[0] = total
-        if progress:
-            progress("tiles", done, total, cap.id)
-
-    t = time.perf_counter()
-    sr = super_resolve(
-        model, uw.pixels, ref=ref, box=pair.box, tile=cfg.tile, overlap=cfg.tile_overlap,
-        device=device, half=not cfg.fp32, progress=on_tile,
+    zoomed = _zoom_located(
+        model, uw.pixels, tele.pixels, reg, no_ref, outscale=outscale, ratio=est.value,
+        require_ref=cfg.require_ref, tile=cfg.tile, overlap=cfg.tile_overlap, device=device, half=not cfg.fp32,
+        adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch), uw_name=cap.uw.name, tele_name=cap.tele.name,
+        progress=progress, timings=timings,
     )
-    timings["sr"] = time.perf_counter() - t
-    del ref
-    t = time.perf_counter()
-    out = resample(sr, (out_size[1], out_size[0]))
-    del sr
-    timings["resample"] = time.perf_counter() - t
+    del tele
+    name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and zoomed.aligned is not None else "")
     depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
     if depth < uw.bit_depth:
         log.info("%s: %s holds 8-bit pixels; the 16-bit input is written as 8-bit", cap.id, output.suffix)
     exif = update_exif(uw.exif, width=out_size[0], height=out_size[1]) if uw.exif else None
     t = time.perf_counter()
-    save_image(output, out, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
+    save_image(output, zoomed.image, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
     timings["write"] = time.perf_counter() - t
+    aligned = zoomed.aligned
     return ZoomResult(
         id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok",
-        in_size=(W, H), out_size=out_size, ratio=reg.ratio, density=reg.density, outscale=outscale,
-        scale=s, resample=outscale / s, model=name, device=str(device), tiles=tiles[0],
-        seconds=time.perf_counter() - t_start, valid_fraction=pair.valid_fraction, box=pair.box,
-        bit_depth=depth, timings=timings,
+        in_size=(W, H), out_size=out_size, ratio=reg.ratio if reg is not None else est.value, density=density,
+        outscale=outscale, scale=s, resample=outscale / s, model=name, device=str(device), tiles=zoomed.tiles,
+        seconds=time.perf_counter() - t_start, valid_fraction=None if aligned is None else aligned.valid_fraction,
+        box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=zoomed.no_ref, timings=timings,
     )
 
 

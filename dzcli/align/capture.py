@@ -1,0 +1,134 @@
+"""One capture, from its files to an aligned pair: the path ``prepare``, ``zoom``, ``eval`` and the Python
+API share.
+
+- :func:`read_capture`: both photos read (EXIF orientation applied once) and the EXIF zoom ratio;
+- :func:`align_capture`: the tele registered inside the uw (:func:`dzcli.align.register.register`),
+  resampled onto the grid of the uw crop under it at ``scale``× density
+  (:func:`dzcli.align.register.align_pair`) and mapped to the uw's colours
+  (:func:`dzcli.align.color.match_colors`).
+
+Images follow the image convention (``(3, H, W)`` float32 RGB in [0, 1]); :func:`align_capture` also takes
+numpy ``(H, W, 3)`` RGB arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from torch import Tensor
+
+from dzcli.align.color import ColorModel, match_colors
+from dzcli.align.ratio import RatioEstimate, exif_ratio
+from dzcli.align.register import Registration, align_pair, register
+from dzcli.data.pairs import Capture
+from dzcli.io.images import Photo, as_image, load_photo
+
+__all__ = ["AlignedCapture", "CapturePhotos", "align_capture", "read_capture"]
+
+log = logging.getLogger(__name__)
+
+RATIO_WARNING = 0.05
+"""Relative difference between the registered and the EXIF zoom ratio above which a warning is logged."""
+
+
+@dataclass(frozen=True, eq=False)
+class CapturePhotos:
+    """The photos of a capture as read, and the zoom ratio their EXIF gives.
+
+    Attributes:
+        uw: the short-focus photo.
+        tele: the long-focus photo.
+        ratio: the EXIF (or ``--ratio``) estimate of the field-of-view ratio.
+    """
+
+    uw: Photo
+    tele: Photo
+    ratio: RatioEstimate
+
+
+def read_capture(cap: Capture, *, max_megapixels: float | None = None, ratio: float | None = None) -> CapturePhotos:
+    """Read a capture's wide and tele photos and estimate their zoom ratio from EXIF.
+
+    Args:
+        cap: the capture (its ``uw`` and ``tele`` files).
+        max_megapixels: refuse larger photos.
+        ratio: a zoom ratio given by the user (overrides EXIF).
+
+    Raises:
+        InputError: a file is missing, unreadable or too large.
+        ConfigError: ``ratio`` is not a positive number.
+    """
+    uw = load_photo(cap.uw, max_megapixels=max_megapixels)
+    tele = load_photo(cap.tele, max_megapixels=max_megapixels)
+    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_ratio=ratio)
+    return CapturePhotos(uw=uw, tele=tele, ratio=est)
+
+
+@dataclass(frozen=True, eq=False)
+class AlignedCapture:
+    """A tele registered inside its wide photo and resampled onto the grid of the wide crop it covers.
+
+    Attributes:
+        registration: where the tele lies in the uw.
+        lr: ``(3, h, w)`` float32 in [0, 1], the uw inside ``box``.
+        ref: ``(3, s·h, s·w)`` float32 in [0, 1], the tele on ``lr``'s grid at ``s``× density, in the uw's
+            colours (pixel ``(i, j)`` shows uw point ``(x0 + (j + 0.5)/s - 0.5, y0 + (i + 0.5)/s - 0.5)``).
+        mask: ``(1, s·h, s·w)`` float32 in {0, 1}, where the registration is valid.
+        box: ``(x0, y0, w, h)`` of ``lr`` in uw pixels.
+        scale: ``s``.
+        valid_fraction: mean of ``mask``.
+        flow: residual flow after the homography, in ``ref`` pixels: ``{"mean": ..., "p95": ...}``.
+        colour: the fitted colour mapping (tele → uw).
+    """
+
+    registration: Registration
+    lr: Tensor
+    ref: Tensor
+    mask: Tensor
+    box: tuple[int, int, int, int]
+    scale: int
+    valid_fraction: float
+    flow: dict[str, float]
+    colour: ColorModel
+
+
+def align_capture(
+    uw: Tensor | np.ndarray,
+    tele: Tensor | np.ndarray,
+    *,
+    scale: int = 2,
+    ratio: float | None = None,
+    registration: Registration | None = None,
+    uw_name: str = "uw",
+    tele_name: str = "tele",
+) -> AlignedCapture:
+    """Register the tele inside the uw, resample it onto the uw crop it covers at ``scale``×, match colours.
+
+    Args:
+        uw: the wide photo, ``(3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` RGB array (uint8, uint16, float).
+        tele: the tele photo, likewise.
+        scale: ``s``, reference pixels per uw pixel (the network's scale).
+        ratio: the expected zoom ratio (from EXIF), a hint only.
+        registration: a registration already made (then it is not repeated).
+        uw_name: how to call the uw in messages (its file name).
+        tele_name: how to call the tele in messages.
+
+    Returns:
+        The aligned capture.
+
+    Raises:
+        TeleNotFoundError: the tele is not found in the uw, or covers too little of it.
+        AlignmentError: the photos are given in the wrong order (the tele is the wider one).
+    """
+    uw_t, tele_t = as_image(uw), as_image(tele)
+    reg = registration or register(uw_t, tele_t, ratio_hint=ratio, uw_name=uw_name, tele_name=tele_name)
+    if ratio is not None and abs(reg.ratio / ratio - 1) > RATIO_WARNING:
+        log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", tele_name, reg.ratio, ratio)
+    pair = align_pair(uw_t, tele_t, reg, scale=scale, uw_name=uw_name, tele_name=tele_name)
+    ref, colour = match_colors(pair.hr, pair.lr, pair.mask)
+    return AlignedCapture(
+        registration=reg, lr=pair.lr, ref=ref, mask=pair.mask, box=pair.box, scale=int(scale),
+        valid_fraction=pair.valid_fraction, flow=pair.flow, colour=colour,
+    )
