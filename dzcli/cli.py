@@ -89,6 +89,14 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
+def _found_by(record: dict[str, Any]) -> str:
+    """How a prepared pair was registered: ``N matches`` (features) or ``direct, r 0.31`` (correlation)."""
+    reg = record.get("registration") or {}
+    if reg.get("method") == "direct":
+        return f"direct, r {reg['correlation']:.2f}"
+    return "–" if record.get("inliers") is None else f"{record['inliers']} matches"
+
+
 # Options shared by several commands (one declaration each).
 RatioOpt = Annotated[
     float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
@@ -139,7 +147,7 @@ def prepare(
         table = Table(title=f"dataset {out}  (x{scale})", title_justify="left")
         table.add_column("pair", overflow="fold")
         table.add_column("camera", overflow="fold")
-        for col in ("EXIF ratio", "registered", "inliers", "valid %"):
+        for col in ("EXIF ratio", "registered", "found by", "valid %"):
             table.add_column(col, justify="right", no_wrap=True)
         table.add_column("split", no_wrap=True)
         table.add_column("status", overflow="fold")
@@ -151,7 +159,7 @@ def prepare(
                 cam.get("tele") or cam.get("uw") or "",
                 _fmt(r["ratio_exif"]),
                 _fmt(r["ratio"]),
-                _fmt(r["inliers"], "d"),
+                _found_by(r),
                 _fmt(None if r["valid_fraction"] is None else 100 * r["valid_fraction"], ".1f"),
                 r["split"] or "",
                 "[green]ok[/]" if ok else f"[yellow]{r['status']}[/]",
