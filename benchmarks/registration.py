@@ -111,6 +111,7 @@ def register_one(root: Path, record: dict[str, Any], tele_record: dict[str, Any]
         centre_error=math.dist(reg.center, record["center_fit"]),
         inliers=reg.inliers,
         method=reg.method,
+        correlation=reg.correlation,
     )
     row["correct"] = row["ratio_error"] < MAX_RATIO_ERROR and row["centre_error"] < MAX_CENTRE_ERROR
     return row
@@ -207,7 +208,7 @@ def time_12mp(work: Path, photos: Path, repeats: int) -> dict[str, Any]:
             t = time.perf_counter()
             try:
                 reg = register(uw.pixels, tele.pixels, ratio_hint=est.value)
-                status = f"registered ({getattr(reg, 'method', 'features')}, ratio {reg.ratio:.4f})"
+                status = f"registered ({reg.method}, ratio {reg.ratio:.4f})"
             except AlignmentError as exc:
                 status = f"refused: {exc}"
             times.append(time.perf_counter() - t)

@@ -330,7 +330,7 @@ class _Models:
         else:
             self._choose(None)
 
-    def get(self, outscale: float) -> tuple[nn.Module, dict[str, Any]]:
+    def get(self, outscale: float | None) -> tuple[nn.Module, dict[str, Any]]:
         """The model for a capture whose output scale is ``outscale``: ``(model, info)``."""
         spec = self.spec if self.spec is not None else str(self._choose(outscale).path)
         if spec not in self._cache:
@@ -407,7 +407,7 @@ def _locate_tele(
     except TeleNotFoundError as exc:
         if require_ref:
             raise
-        log.warning("%s: tele not found (%s): zooming without the reference", uw_name, exc)
+        log.info("%s: tele not found (%s): zooming without the reference", uw_name, exc)
         return None, str(exc)
     finally:
         timings["register"] = time.perf_counter() - t
@@ -429,50 +429,63 @@ def _output_scale(requested: float | None, density: float | None, s: int) -> flo
     return density
 
 
-def _zoom_located(
-    model: nn.Module,
+def _reference(
     uw: Tensor,
     tele: Tensor,
     reg: Registration | None,
     no_ref: str | None,
     *,
-    outscale: float,
+    scale: int,
     ratio: float | None,
     require_ref: bool,
+    uw_name: str,
+    tele_name: str,
+    timings: dict[str, float],
+) -> tuple[AlignedCapture | None, str | None]:
+    """The reference for the network once the tele has been looked for (``reg``, or None and why in
+    ``no_ref``): the aligned capture, or ``(None, why)`` when too little of the tele is usable."""
+    if reg is None:
+        return None, no_ref
+    t = time.perf_counter()
+    try:
+        aligned = align_capture(
+            uw, tele, scale=scale, ratio=ratio, registration=reg, uw_name=uw_name, tele_name=tele_name
+        )
+        if aligned.valid_fraction < MIN_REF_VALID:
+            raise TeleNotFoundError(f"only {aligned.valid_fraction:.0%} of {tele_name} is consistent with {uw_name}")
+    except TeleNotFoundError as exc:
+        if require_ref:
+            raise
+        log.info("%s: tele not usable (%s): zooming without the reference", uw_name, exc)
+        return None, str(exc)
+    finally:
+        timings["align"] = time.perf_counter() - t
+    if aligned.valid_fraction < 0.2:
+        log.warning(
+            "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
+            "the rest of its footprint is not used", uw_name, 100 * aligned.valid_fraction,
+        )
+    return aligned, None
+
+
+def _super_resolve(
+    model: nn.Module,
+    uw: Tensor,
+    aligned: AlignedCapture | None,
+    *,
+    outscale: float,
     tile: int,
     overlap: int,
     device: torch.device,
     half: bool,
     adapt: tuple[int, int, int],
     uw_name: str,
-    tele_name: str,
     progress: ProgressFn | None,
     timings: dict[str, float],
-) -> ZoomedPhoto:
-    """:func:`zoom_photo` once the tele has been looked for (``reg``, or None and why in ``no_ref``)."""
+) -> tuple[Tensor, int]:
+    """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
+    with the reference where it has one, resampled to ``outscale``: ``(image, tiles)``."""
     s = int(model.scale)
-    aligned = None
-    if reg is not None:
-        t = time.perf_counter()
-        try:
-            aligned = align_capture(
-                uw, tele, scale=s, ratio=ratio, registration=reg, uw_name=uw_name, tele_name=tele_name
-            )
-            if aligned.valid_fraction < MIN_REF_VALID:
-                raise TeleNotFoundError(
-                    f"only {aligned.valid_fraction:.0%} of {tele_name} is consistent with {uw_name}"
-                )
-        except TeleNotFoundError as exc:
-            if require_ref:
-                raise
-            log.warning("%s: tele not usable (%s): zooming without the reference", uw_name, exc)
-            aligned, no_ref = None, str(exc)
-        timings["align"] = time.perf_counter() - t
-    if aligned is not None and aligned.valid_fraction < 0.2:
-        log.warning(
-            "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
-            "the rest of its footprint is not used", uw_name, 100 * aligned.valid_fraction,
-        )
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
         t = time.perf_counter()
@@ -500,10 +513,7 @@ def _zoom_located(
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
     del sr
     timings["resample"] = time.perf_counter() - t
-    return ZoomedPhoto(
-        image=out, outscale=outscale, scale=s, registration=reg, aligned=aligned, no_ref=no_ref,
-        tiles=tiles[0], timings=timings,
-    )
+    return out, tiles[0]
 
 
 def zoom_photo(
@@ -560,11 +570,21 @@ def zoom_photo(
         uw_t, tele_t, ratio=ratio, require_ref=require_ref, uw_name=uw_name, tele_name=tele_name,
         timings=timings,
     )
+    s = int(model.scale)
     density = _density(reg, ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2]))
-    return _zoom_located(
-        model, uw_t, tele_t, reg, no_ref, outscale=_output_scale(outscale, density, int(model.scale)),
-        ratio=ratio, require_ref=require_ref, tile=tile, overlap=overlap, device=dev, half=half,
-        adapt=(adapt, 4, 48), uw_name=uw_name, tele_name=tele_name, progress=progress, timings=timings,
+    aligned, no_ref = _reference(
+        uw_t, tele_t, reg, no_ref, scale=s, ratio=ratio, require_ref=require_ref, uw_name=uw_name,
+        tele_name=tele_name, timings=timings,
+    )
+    del tele_t
+    final = _output_scale(outscale, density, s)
+    image, tiles = _super_resolve(
+        model, uw_t, aligned, outscale=final, tile=tile, overlap=overlap, device=dev, half=half,
+        adapt=(adapt, 4, 48), uw_name=uw_name, progress=progress, timings=timings,
+    )
+    return ZoomedPhoto(
+        image=image, outscale=final, scale=s, registration=reg, aligned=aligned, no_ref=no_ref, tiles=tiles,
+        timings=timings,
     )
 
 
@@ -585,40 +605,42 @@ def zoom_capture(
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
-    uw, tele, est = photos.uw, photos.tele, photos.ratio
+    uw, est = photos.uw, photos.ratio
     reg, no_ref = _locate_tele(
-        uw.pixels, tele.pixels, ratio=est.value, require_ref=cfg.require_ref, uw_name=cap.uw.name,
+        uw.pixels, photos.tele.pixels, ratio=est.value, require_ref=cfg.require_ref, uw_name=cap.uw.name,
         tele_name=cap.tele.name, timings=timings,
     )
-    density = _density(reg, est.value, uw.size, tele.size)
+    density = _density(reg, est.value, uw.size, photos.tele.size)
     model, info = models.get(cfg.outscale if cfg.outscale is not None else density)
     s = int(model.scale)
     outscale = _output_scale(cfg.outscale, density, s)
     W, H = uw.size
     out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))
     _check_memory(uw, s, out_size)
-    zoomed = _zoom_located(
-        model, uw.pixels, tele.pixels, reg, no_ref, outscale=outscale, ratio=est.value,
-        require_ref=cfg.require_ref, tile=cfg.tile, overlap=cfg.tile_overlap, device=device, half=not cfg.fp32,
-        adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch), uw_name=cap.uw.name, tele_name=cap.tele.name,
+    aligned, no_ref = _reference(
+        uw.pixels, photos.tele.pixels, reg, no_ref, scale=s, ratio=est.value, require_ref=cfg.require_ref,
+        uw_name=cap.uw.name, tele_name=cap.tele.name, timings=timings,
+    )
+    del photos  # the tele is not needed any more
+    image, tiles = _super_resolve(
+        model, uw.pixels, aligned, outscale=outscale, tile=cfg.tile, overlap=cfg.tile_overlap, device=device,
+        half=not cfg.fp32, adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch), uw_name=cap.uw.name,
         progress=progress, timings=timings,
     )
-    del tele
-    name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and zoomed.aligned is not None else "")
+    name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
     if depth < uw.bit_depth:
         log.info("%s: %s holds 8-bit pixels; the 16-bit input is written as 8-bit", cap.id, output.suffix)
     exif = update_exif(uw.exif, width=out_size[0], height=out_size[1]) if uw.exif else None
     t = time.perf_counter()
-    save_image(output, zoomed.image, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
+    save_image(output, image, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
     timings["write"] = time.perf_counter() - t
-    aligned = zoomed.aligned
     return ZoomResult(
         id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok",
         in_size=(W, H), out_size=out_size, ratio=reg.ratio if reg is not None else est.value, density=density,
-        outscale=outscale, scale=s, resample=outscale / s, model=name, device=str(device), tiles=zoomed.tiles,
+        outscale=outscale, scale=s, resample=outscale / s, model=name, device=str(device), tiles=tiles,
         seconds=time.perf_counter() - t_start, valid_fraction=None if aligned is None else aligned.valid_fraction,
-        box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=zoomed.no_ref, timings=timings,
+        box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=no_ref, timings=timings,
     )
 
 
