@@ -93,3 +93,28 @@ def test_cli_triple(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "s" / "truth" / "seeding.json").read_text())["wide_ratio"] == 1.5
     bad = runner.invoke(app, ["simulate", str(PHOTO), str(tmp_path / "b"), "--ratio", "2", "--triple"])
     assert bad.exit_code == 2 and "--wide-ratio" in bad.output
+
+
+def test_harder_capture_conditions_are_options(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from dzcli.cli import app
+
+    args = ["simulate", str(PHOTO), str(tmp_path / "h"), "--ratio", "3", "--ratio-error", "0.015", "--gain", "0.25",
+            "--gamma", "0.75", "1.33", "--noise", "0.02", "--jpeg-quality", "85", "--max-offset", "0.02",
+            "--max-rotation", "1", "--seed", "4"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rec = json.loads((tmp_path / "h" / "truth" / "seeding.json").read_text())
+    tele = read_capture_info(tmp_path / "h" / "captures" / "seeding_tele.jpg")
+    assert tele.focal_35mm == 78 and rec["ratio_nominal"] == 3.0  # EXIF says the nominal ratio ...
+    assert rec["ratio"] != pytest.approx(3.0, abs=1e-4) and abs(rec["ratio"] / 3.0 - 1) <= 0.015  # ... not the true
+    # the affine fit of the true mapping (parallax 1.5 px by default) is close to the parallax-free geometry
+    assert rec["ratio_fit"] == pytest.approx(rec["ratio"], rel=0.005)
+    assert math.dist(rec["center_fit"], rec["center"]) < 1.0
+    uw_w = rec["uw_size"][0]
+    assert abs(rec["center"][0] - (uw_w - 1) / 2) <= 0.02 * uw_w + 1e-9 and abs(rec["rotation_deg"]) <= 1.0
+    plain = simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "p", ratio=3.0, seed=4))[0]
+    assert plain["ratio"] == pytest.approx(3.0, abs=1e-9)  # without --ratio-error the EXIF ratio is the truth
+    bad = CliRunner().invoke(app, ["simulate", str(PHOTO), str(tmp_path / "b"), "--gamma", "1.2", "0.8"])
+    assert bad.exit_code == 2 and "--gamma" in bad.output

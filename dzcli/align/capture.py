@@ -23,6 +23,7 @@ from dzcli.align.color import ColorModel, match_colors
 from dzcli.align.ratio import RatioEstimate, exif_ratio
 from dzcli.align.register import Registration, align_pair, register
 from dzcli.data.pairs import Capture
+from dzcli.errors import TeleNotFoundError
 from dzcli.io.images import Photo, as_image, load_photo
 
 __all__ = ["AlignedCapture", "CapturePhotos", "align_capture", "read_capture"]
@@ -127,7 +128,10 @@ def align_capture(
     if ratio is not None and abs(reg.ratio / ratio - 1) > RATIO_WARNING:
         log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", tele_name, reg.ratio, ratio)
     pair = align_pair(uw_t, tele_t, reg, scale=scale, uw_name=uw_name, tele_name=tele_name)
-    ref, colour = match_colors(pair.hr, pair.lr, pair.mask)
+    try:
+        ref, colour = match_colors(pair.hr, pair.lr, pair.mask)
+    except TeleNotFoundError as exc:
+        raise TeleNotFoundError(f"{tele_name} onto {uw_name}: {exc}") from exc
     return AlignedCapture(
         registration=reg, lr=pair.lr, ref=ref, mask=pair.mask, box=pair.box, scale=int(scale),
         valid_fraction=pair.valid_fraction, flow=pair.flow, colour=colour,
