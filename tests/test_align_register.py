@@ -107,8 +107,9 @@ def test_tone_matching_undoes_a_gamma_and_a_gain() -> None:
 
 def test_the_direct_search_finds_a_known_position_and_ratio() -> None:
     p = simulate_pair(low_texture_scene(4), ratio=2.5, offset=(-14.0, 8.0), seed=4, noise=0.0, isp=False)
+    luma = register_module._Luma
     gray = register_module._gray
-    found = register_module._locate(gray(p.uw), gray(p.tele), [2.4, 2.45, 2.5, 2.55, 2.6], 1.0)
+    found = register_module._locate(luma(gray(p.uw)), luma(gray(p.tele)), [2.4, 2.45, 2.5, 2.55, 2.6], 1.0)
     reg = register_module._describe(found[0].homography, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1]))
     assert reg.ratio == pytest.approx(2.5, rel=0.021) and math.dist(reg.center, p.center) < 1.5
 
@@ -119,8 +120,8 @@ def test_dense_refinement_corrects_a_rough_homography() -> None:
         [[1.006, 0.004, 1.2], [-0.003, 0.997, -0.9], [0.0, 0.0, 1.0]]
     )  # ~1.5 uw px off at the edges
     rough = nudge @ p.tele_to_uw
-    gray = register_module._gray
-    refined, n = register_module._refine(gray(p.uw), gray(p.tele), rough)
+    gray, luma = register_module._gray, register_module._Luma
+    refined, n = register_module._refine(luma(gray(p.uw)), luma(gray(p.tele)), rough)
     assert n > 500
     ht, wt = p.tele.shape[1:]
     pts = np.array(

@@ -104,7 +104,7 @@ EVIDENCE_Z = 3.5
 ``1/sqrt(n)`` over ``n`` independent samples, ``n`` counting only the samples that carry the images' structure
 (:func:`_participation`), at the normalisation's correlation area. Measured on every wide photo of the 14
 project photos with every other photo's tele (2 × 182 pairs, at ×2 and ×5.9, search and polish included):
-none accepted, the closest at 0.86 of its threshold; true low-texture captures sit at 1.3–5 times theirs."""
+none accepted, the closest at 0.86 of its threshold (``benchmarks/README.md``)."""
 
 
 @contextmanager
@@ -355,20 +355,18 @@ def _fb_error(fwd: np.ndarray, bwd: np.ndarray) -> np.ndarray:
     return err
 
 
-def _refine(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, int]:
+def _refine(uw: _Luma, tele: _Luma, h: np.ndarray) -> tuple[np.ndarray, int]:
     """Fit the homography to dense DIS correspondences between the tele and the uw resampled onto it.
 
     Returns:
         The refined homography (tele → uw) and the number of correspondences it was fitted on
         (0 when too few: then ``h`` is returned unchanged).
     """
-    th, tw = tele_gray.shape
-    cx, cy = (tw - 1) / 2.0, (th - 1) / 2.0
-    density = 1.0 / math.sqrt(abs(float(np.linalg.det(_jacobian(h, cx, cy)))))
-    st = min(1.0, REFINE_DENSITY / density, REFINE_SIDE / max(tw, th))
-    grid, to_grid = _resize(tele_gray, st)
-    su = min(1.0, density * st)
-    uw_small, to_uw = _resize(uw_gray, su)
+    tw, th = tele.wh
+    density = _density_of(h, tele.wh)
+    grid, to_grid = tele.at(min(1.0, REFINE_DENSITY / density, REFINE_SIDE / max(tw, th)))
+    su = min(1.0, density * to_grid[0, 0])
+    uw_small, to_uw = uw.at(su)
     gh, gw = grid.shape
     px, py = np.meshgrid(np.arange(gw, dtype=np.float64), np.arange(gh, dtype=np.float64))
     grid_to_uw = to_uw @ h @ np.linalg.inv(to_grid)
@@ -483,6 +481,42 @@ def _normalised(a: np.ndarray) -> np.ndarray:
     return out
 
 
+class _Luma:
+    """A photo's luma, ``(H, W)`` float32 in [0, 1], with its smaller versions made once per scale.
+
+    Scales are rounded to 1/16 of an octave, so that the many nearby requests of one registration (a level
+    per candidate) share their images.
+    """
+
+    def __init__(self, full: np.ndarray) -> None:
+        self.full = full
+        self._levels: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._normalised: dict[int, np.ndarray] = {}
+
+    @property
+    def wh(self) -> tuple[int, int]:
+        """``(width, height)``."""
+        return self.full.shape[1], self.full.shape[0]
+
+    @staticmethod
+    def _key(scale: float) -> int:
+        return 0 if scale >= 1.0 else round(math.log2(scale) * 16)
+
+    def at(self, scale: float) -> tuple[np.ndarray, np.ndarray]:
+        """The luma resized by about ``scale`` (never enlarged) and the exact coordinate map into it."""
+        key = self._key(scale)
+        if key not in self._levels:
+            self._levels[key] = _resize(self.full, 2.0 ** (key / 16))
+        return self._levels[key]
+
+    def normalised_at(self, scale: float) -> np.ndarray:
+        """:func:`_normalised` of :meth:`at` ``(scale)``."""
+        key = self._key(scale)
+        if key not in self._normalised:
+            self._normalised[key] = _normalised(self.at(scale)[0])
+        return self._normalised[key]
+
+
 def _subpixel(res: np.ndarray, x: int, y: int) -> tuple[float, float]:
     """Parabolic sub-pixel offset of the peak of ``res`` at ``(x, y)``."""
 
@@ -502,8 +536,8 @@ class _Found:
 
 
 def _locate(
-    uw_gray: np.ndarray,
-    tele_gray: np.ndarray,
+    uw: _Luma,
+    tele: _Luma,
     densities: list[float],
     uw_scale: float,
     reach: float | None = None,
@@ -511,8 +545,8 @@ def _locate(
     """Direct search: the tele shrunk to each density, slid over the uw by normalised cross-correlation.
 
     Args:
-        uw_gray: uw luma (H, W) float32.
-        tele_gray: tele luma float32.
+        uw: uw luma.
+        tele: tele luma.
         densities: tele pixels per uw pixel to try.
         uw_scale: resize factor of the uw for the search (``<= 1``).
         reach: when given, only positions whose tele centre lies within ``reach`` (a fraction of the uw's
@@ -521,12 +555,14 @@ def _locate(
     Returns:
         The :data:`DIRECT_KEEP` best distinct translations (tele → uw homographies), best first.
     """
-    uw_small, to_uw = _resize(uw_gray, uw_scale)
-    a = _normalised(uw_small)
+    _, to_uw = uw.at(uw_scale)
+    a = uw.normalised_at(uw_scale)
     ah, aw = a.shape
+    base, to_base = tele.at(uw_scale / min(densities))  # each density is resized from this, not the full tele
     found: list[_Found] = []
     for d in densities:
-        tele_small, to_tele = _resize(tele_gray, uw_scale / d)
+        tele_small, base_to_small = _resize(base, uw_scale / d / to_base[0, 0])
+        to_tele = base_to_small @ to_base
         th, tw = tele_small.shape
         pad = max(th, tw) // 4
         if min(th, tw) < 8 or th > ah + 2 * pad or tw > aw + 2 * pad:
@@ -545,7 +581,7 @@ def _locate(
         h = np.linalg.inv(to_uw) @ shift @ to_tele
         found.append(_Found(h / h[2, 2], float(score)))
     found.sort(key=lambda f: f.score, reverse=True)
-    tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
+    tele_wh = tele.wh
     distinct: list[_Found] = []
     for f in found:
         c = _point(f.homography, (tele_wh[0] - 1) / 2.0, (tele_wh[1] - 1) / 2.0)
@@ -561,23 +597,19 @@ def _locate(
     return distinct
 
 
-def _direct_stages(
-    uw_gray: np.ndarray, tele_gray: np.ndarray, hint_density: float | None
-) -> Iterator[list[np.ndarray]]:
+def _direct_stages(uw: _Luma, tele: _Luma, hint_density: float | None) -> Iterator[list[np.ndarray]]:
     """Direct-search candidates, cheapest stage first: near the hinted ratio and the uw's centre, then
     every plausible ratio anywhere in the uw."""
-    uw_wh = (uw_gray.shape[1], uw_gray.shape[0])
-    tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
     if hint_density is not None and hint_density >= MIN_DENSITY:
-        scale = min(1.0, DIRECT_SIDE * hint_density / max(tele_wh))
+        scale = min(1.0, DIRECT_SIDE * hint_density / max(tele.wh))
         lo, hi, step = HINT_SPAN
         densities = [hint_density * (1 + k * step) for k in range(lo, hi + 1)]
-        yield [f.homography for f in _locate(uw_gray, tele_gray, densities, scale, reach=CENTRE_REACH)]
+        yield [f.homography for f in _locate(uw, tele, densities, scale, reach=CENTRE_REACH)]
     first, last, factor = FREE_DENSITIES
     n = int(math.log(last / first) / math.log(factor)) + 1
     densities = [first * factor**k for k in range(n)]
-    scale = min(1.0, FREE_SIDE / max(uw_wh))
-    yield [f.homography for f in _locate(uw_gray, tele_gray, densities, scale)]
+    scale = min(1.0, FREE_SIDE / max(uw.wh))
+    yield [f.homography for f in _locate(uw, tele, densities, scale)]
 
 
 @dataclass(frozen=True)
@@ -593,7 +625,7 @@ class _Evidence:
 
 
 def _pyramid_level(
-    uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray, side: int
+    uw: _Luma, tele: _Luma, h: np.ndarray, side: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Both photos, locally normalised, at the resolution where the tele's footprint is about ``side`` px
     (never above the uw's own, and the tele never enlarged).
@@ -601,16 +633,14 @@ def _pyramid_level(
     Returns:
         ``(uw_small, tele_small, to_uw, to_tele)``: the images and the coordinate maps into them.
     """
-    tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
-    density = _density_of(h, tele_wh)
-    scale = min(1.0, side * density / max(tele_wh))
-    uw_small, to_uw = _resize(uw_gray, scale)
-    tele_small, to_tele = _resize(tele_gray, min(1.0, scale / density))
+    density = _density_of(h, tele.wh)
+    scale = min(1.0, side * density / max(tele.wh))
+    uw_small, to_uw = uw.at(scale)
+    tele_small, to_tele = tele.at(scale / density)
     size = (uw_small.shape[1], uw_small.shape[0])
     warp = to_uw @ h @ np.linalg.inv(to_tele)
     cover = cv2.warpPerspective(np.ones_like(tele_small), warp, size, flags=cv2.INTER_NEAREST) > 0.5
-    tele_small = _match_tones(tele_small, uw_small[cover])
-    return _normalised(uw_small), _normalised(tele_small), to_uw, to_tele
+    return uw.normalised_at(scale), _normalised(_match_tones(tele_small, uw_small[cover])), to_uw, to_tele
 
 
 def _match_tones(a: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -631,11 +661,11 @@ def _match_tones(a: np.ndarray, target: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ecc(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray) -> np.ndarray | None:
+def _ecc(uw: _Luma, tele: _Luma, h: np.ndarray) -> np.ndarray | None:
     """Affine ECC (``cv2.findTransformECC``) on locally normalised images, coarse to fine
     (:data:`ECC_SIDES`): the homography that maximises the correlation, or None when ECC diverges."""
     for side in ECC_SIDES:
-        a, t, to_uw, to_tele = _pyramid_level(uw_gray, tele_gray, h, side)
+        a, t, to_uw, to_tele = _pyramid_level(uw, tele, h, side)
         warp = to_uw @ h @ np.linalg.inv(to_tele)
         warp = (warp / warp[2, 2])[:2].astype(np.float32)
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, 1e-6)
@@ -650,14 +680,14 @@ def _ecc(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray) -> np.ndarra
     return h
 
 
-def _evidence(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray, side: int = EVIDENCE_SIDE) -> _Evidence:
+def _evidence(uw: _Luma, tele: _Luma, h: np.ndarray, side: int = EVIDENCE_SIDE) -> _Evidence:
     """The photometric check of a registration (see :data:`MIN_CORRELATION`, :data:`EVIDENCE_Z`).
 
     Both photos are brought to a resolution where the footprint is about ``side`` px (never above the uw's
     own), locally normalised, and the tele warped onto the uw by ``h``; the correlation is taken over the
     footprint, away from its edges.
     """
-    a, t, to_uw, to_tele = _pyramid_level(uw_gray, tele_gray, h, side)
+    a, t, to_uw, to_tele = _pyramid_level(uw, tele, h, side)
     warp = to_uw @ h @ np.linalg.inv(to_tele)
     size = (a.shape[1], a.shape[0])
     warped = cv2.warpPerspective(t, warp, size, flags=cv2.INTER_LINEAR, borderValue=0.0)
@@ -689,9 +719,7 @@ class _Candidate:
     method: str
 
 
-def _settle(
-    uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray, method: str, *, polish: bool = True
-) -> _Candidate:
+def _settle(uw: _Luma, tele: _Luma, h: np.ndarray, method: str, *, polish: bool = True) -> _Candidate:
     """Refine a candidate and measure its evidence.
 
     The dense-flow refinement (:data:`REFINE_ROUNDS`) is accurate where the scene has texture. With
@@ -700,30 +728,29 @@ def _settle(
     :data:`ECC_SIDES`' finest resolution is kept (ECC's own results first among equals: they maximise that
     very correlation), and :func:`_climb` polishes it.
     """
-    tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
     start = h
     for _ in range(REFINE_ROUNDS):
-        h_new, n_dense = _refine(uw_gray, tele_gray, h)
-        if n_dense == 0 or not _plausible(h_new, tele_wh):
+        h_new, n_dense = _refine(uw, tele, h)
+        if n_dense == 0 or not _plausible(h_new, tele.wh):
             break
         h = h_new
     if polish:
-        options = [e for e in (_ecc(uw_gray, tele_gray, x) for x in (start, h)) if e is not None]
-        options = [o for o in options if _plausible(o, tele_wh)] + [h, start]
-        scores = [_evidence(uw_gray, tele_gray, o, ECC_SIDES[-1]).correlation for o in options]
+        options = [e for e in (_ecc(uw, tele, x) for x in (start, h)) if e is not None]
+        options = [o for o in options if _plausible(o, tele.wh)] + [h, start]
+        scores = [_evidence(uw, tele, o, ECC_SIDES[-1]).correlation for o in options]
         h = next(o for o, v in zip(options, scores, strict=True) if v >= max(scores) - 1e-3)
-        h = _climb(uw_gray, tele_gray, h)
-    return _Candidate(h, _evidence(uw_gray, tele_gray, h), method)
+        h = _climb(uw, tele, h)
+    return _Candidate(h, _evidence(uw, tele, h), method)
 
 
-def _climb(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray) -> np.ndarray:
+def _climb(uw: _Luma, tele: _Luma, h: np.ndarray) -> np.ndarray:
     """Hill-climb the correlation of the warped tele with the uw (locally normalised, at the finest level of
     :data:`ECC_SIDES`) over small similarity changes of ``h``: shift, scale and rotation about the tele's
     centre, steps halving from :data:`CLIMB_STEPS` until the shift step is :data:`CLIMB_FINEST` px.
 
     Unblurred and over the exact footprint, this polishes what ECC (which needs blurred images) leaves.
     """
-    a, t, to_uw, to_tele = _pyramid_level(uw_gray, tele_gray, h, ECC_SIDES[-1])
+    a, t, to_uw, to_tele = _pyramid_level(uw, tele, h, ECC_SIDES[-1])
     w0 = to_uw @ h @ np.linalg.inv(to_tele)
     size = (a.shape[1], a.shape[0])
     cover = cv2.warpPerspective(np.ones_like(t), w0, size, flags=cv2.INTER_NEAREST, borderValue=0.0)
@@ -768,16 +795,13 @@ def _climb(uw_gray: np.ndarray, tele_gray: np.ndarray, h: np.ndarray) -> np.ndar
     return out / out[2, 2]
 
 
-def _direct(
-    uw_gray: np.ndarray, tele_gray: np.ndarray, hint_density: float | None, tried: list[_Candidate]
-) -> _Candidate | None:
+def _direct(uw: _Luma, tele: _Luma, hint_density: float | None, tried: list[_Candidate]) -> _Candidate | None:
     """The direct search, stage after stage until one has an accepted candidate: the best of that stage.
 
     Every candidate (accepted or not) is appended to ``tried``.
     """
-    tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
-    for stage in _direct_stages(uw_gray, tele_gray, hint_density):
-        settled = [_settle(uw_gray, tele_gray, h, "direct") for h in stage if _plausible(h, tele_wh)]
+    for stage in _direct_stages(uw, tele, hint_density):
+        settled = [_settle(uw, tele, h, "direct") for h in stage if _plausible(h, tele.wh)]
         tried += settled
         good = [c for c in settled if c.evidence.ok]
         if good:
@@ -817,11 +841,11 @@ def register(
     t_start = time.perf_counter()
     uw_wh = (int(uw.shape[2]), int(uw.shape[1]))
     tele_wh = (int(tele.shape[2]), int(tele.shape[1]))
-    uw_gray, tele_gray = _gray(uw), _gray(tele)
+    uw_luma, tele_luma = _Luma(_gray(uw)), _Luma(_gray(tele))
     hint_density = ratio_hint * tele_wh[0] / uw_wh[0] if ratio_hint is not None and ratio_hint > 0 else None
     tried: list[_Candidate] = []
     with _cv_threads():
-        attempts = _feature_attempts(uw_gray, tele_gray, ratio_hint, min_inliers)
+        attempts = _feature_attempts(uw_luma.full, tele_luma.full, ratio_hint, min_inliers)
         usable = [a for a in attempts if _plausible(a.homography, tele_wh)]
         best = max(usable, key=lambda a: a.inliers, default=None)
         implausible = best is None and max((a.inliers for a in attempts), default=0) >= min_inliers
@@ -830,10 +854,10 @@ def register(
             if best.inliers >= min_inliers:
                 _check_geometry(best.homography, uw_wh, tele_wh, uw_name, tele_name)
             strong = best.inliers >= min_inliers
-            tried.append(_settle(uw_gray, tele_gray, best.homography, "features", polish=not strong))
+            tried.append(_settle(uw_luma, tele_luma, best.homography, "features", polish=not strong))
             found = tried[-1] if strong and tried[-1].evidence.ok else None
         if found is None:  # few feature matches: the direct search too, and the best of all candidates
-            _direct(uw_gray, tele_gray, hint_density, tried)
+            _direct(uw_luma, tele_luma, hint_density, tried)
             found = max((c for c in tried if c.evidence.ok), key=lambda c: c.evidence.correlation, default=None)
         if found is None:
             if implausible:
@@ -841,7 +865,7 @@ def register(
                     f"implausible geometry between {uw_name} and {tele_name} (mirrored or strongly "
                     "distorted footprint); check that both photos show the same scene"
                 )
-            _refuse_swapped(uw_gray, tele_gray, hint_density, uw_name, tele_name)
+            _refuse_swapped(uw_luma, tele_luma, hint_density, uw_name, tele_name)
             closest = max(tried, key=lambda c: c.evidence.correlation - c.evidence.required, default=None)
             n = max((a.inliers for a in attempts), default=0)
             detail = (
@@ -890,16 +914,12 @@ def _check_geometry(
         raise TeleNotFoundError(f"{tele_name} does not lie inside {uw_name}")
 
 
-def _refuse_swapped(
-    uw_gray: np.ndarray, tele_gray: np.ndarray, hint_density: float | None, uw_name: str, tele_name: str
-) -> None:
+def _refuse_swapped(uw: _Luma, tele: _Luma, hint_density: float | None, uw_name: str, tele_name: str) -> None:
     """When the tele was not found in the uw, look for the uw inside the tele: swapped photos get their own
     message."""
-    swapped_hint = 1.0 / hint_density if hint_density else None
-    found = _direct(tele_gray, uw_gray, swapped_hint, [])
-    if found is not None and _density_of(found.homography, (uw_gray.shape[1], uw_gray.shape[0])) >= MIN_DENSITY:
-        ratio = 1.0 / (_density_of(found.homography, (uw_gray.shape[1], uw_gray.shape[0])) * tele_gray.shape[1]
-                       / uw_gray.shape[1])
+    found = _direct(tele, uw, 1.0 / hint_density if hint_density else None, [])
+    if found is not None and (density := _density_of(found.homography, uw.wh)) >= MIN_DENSITY:
+        ratio = uw.wh[0] / (density * tele.wh[0])
         raise AlignmentError(
             f"{tele_name} is not narrower than {uw_name} (zoom ratio {ratio:.2f}); pass the wide photo first"
         )
