@@ -11,8 +11,7 @@ Usage::
     python benchmarks/bench_zoom.py                      # 1, 4, 12 MP on the CPU (and CUDA if present)
     python benchmarks/bench_zoom.py --sizes 1 4 --device cpu --json bench.json
 
-The model is the bundled default when there is one, else a ``dzsr-small`` ×2 with random weights
-(the same computation as trained weights).
+The model is the bundled default (or ``--model``).
 """
 
 from __future__ import annotations
@@ -83,20 +82,6 @@ def make_capture(folder: Path, megapixels: float, photo: Path = PHOTO) -> tuple[
     return uw_path, tele_path
 
 
-def default_model(folder: Path) -> str:
-    """The bundled default model, or a random-weight dzsr-small ×2 checkpoint written to ``folder``."""
-    from dzcli.infer.engine import bundled_models, choose_bundled
-
-    found = bundled_models()
-    if found:
-        return str(choose_bundled(2.0, found).path)
-    from dzsr_models import create_model, save_checkpoint
-
-    path = folder / "dzsr-small-random.safetensors"
-    save_checkpoint(create_model("dzsr-small", scale=2), path, metadata={"note": "random weights (benchmark)"})
-    return str(path)
-
-
 def child(uw: str, tele: str, out: str, model: str, device: str, tile: int) -> None:
     """Run one zoom in this process and print its result as JSON on the last line."""
     import torch
@@ -148,12 +133,14 @@ def main() -> None:
 
     import torch
 
+    from dzsr_models.bundled import choose_bundled
+
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     info = machine()
     rows = []
     with tempfile.TemporaryDirectory(prefix="dzsr-bench-") as tmp:
         folder = Path(tmp)
-        model = args.model or default_model(folder)
+        model = args.model or choose_bundled(2.0).name
         for mp in args.sizes:
             uw, tele = make_capture(folder, mp)
             for device in devices:

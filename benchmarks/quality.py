@@ -41,7 +41,7 @@ def _sha(path: str) -> str:
 def run(args: argparse.Namespace, work: Path) -> str:
     """Simulate, evaluate and return the Markdown text."""
     from dzcli import __version__
-    from dzcli.infer.engine import resolve_device
+    from dzcli.infer.devices import resolve_device
     from dzcli.pipeline.evaluate import EvalConfig, evaluate
     from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
     from dzcli.report import to_markdown

@@ -36,7 +36,7 @@ _API = {
     "align_capture": "dzcli.align.capture",
     "ZoomedPhoto": "dzcli.pipeline.zoom",
     "zoom_photo": "dzcli.pipeline.zoom",
-    "load_model": "dzcli.infer.engine",
+    "load_model": "dzsr_models.bundled",
     "load_photo": "dzcli.io.images",
     "save_image": "dzcli.io.images",
 }

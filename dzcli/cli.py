@@ -320,23 +320,21 @@ def zoom(
 @app.command("models")
 def models_cmd() -> None:
     """List the models bundled with dzsr (used by dzsr zoom when --model is not given)."""
-    from dzcli.infer.engine import DEFAULT_MODEL, WEIGHTS_DIR, bundled_models
+    from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, WEIGHTS_DIR, weight_count
 
     with _boundary():
-        found = bundled_models()
-        if not found:
-            console.print(f"no bundled models in {WEIGHTS_DIR}")
-            return
         table = Table(title=f"bundled models ({WEIGHTS_DIR})", title_justify="left")
         table.add_column("name", no_wrap=True)
         for col in ("scale", "params", "size"):
             table.add_column(col, justify="right", no_wrap=True)
         table.add_column("sha256", no_wrap=True)
+        table.add_column("licence", overflow="fold")
         table.add_column("card", overflow="fold")
-        for m in found:
+        for m in BUNDLED:
+            path = m.verified_path()
             table.add_row(
-                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""), f"x{m.scale}", f"{m.params:,}",
-                f"{m.size_bytes / 2**20:.1f} MiB", m.sha256, m.summary,
+                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""), f"x{m.scale}",
+                f"{weight_count(path):,}", f"{path.stat().st_size / 2**20:.1f} MiB", m.sha256, m.licence, m.summary,
             )
         console.print(table)
 

@@ -18,13 +18,17 @@ Geometry convention (all images ``(B, 3, ·, ·)`` float RGB in ``[0, 1]``):
   sees zeros for the Ref (the "model with its reference disabled" baseline).
 
 Matching happens at the LR's density: the Ref is area-downsampled by ``s`` and both images go through the
-frozen ImageNet VGG16 up to conv3_1 (pools removed), features are average-pooled by ``match_stride``
-(4) and 3×3 feature patches are compared by cosine similarity. Each 4×4 LR cell is matched to a Ref cell,
-giving integer offsets in LR pixels. Ref features are made at LR density by space-to-depth (the Ref's
-``s²`` sub-pixels become channels), and the matched offsets drive a depthwise deformable 3×3 conv whose
-9 taps all share the matched offset; because the offsets are integers, it is evaluated exactly as a
-depthwise conv on the Ref features followed by a gather (:func:`shifted_depthwise_conv`, equal to
-``torchvision.ops.deform_conv2d`` with those offsets).
+frozen ImageNet VGG16 up to conv3_1 at its natural 1/4 resolution (one feature cell per 4×4 LR pixels),
+and 3×3 feature patches are compared by cosine similarity. With a box, each cell is compared only with
+the Ref cells within ``match_radius`` cells of its registered position (the Ref has been registered to
+sub-pixel accuracy; training registers it by construction), so a pixel more than about
+``match_radius + 1`` cells outside the Ref has no match and gets the reference-free path's zero
+features; without a box, all pairs are compared. Each cell's match gives integer offsets in LR pixels.
+Ref features are made at LR density by space-to-depth (the Ref's ``s²`` sub-pixels become channels), and
+the matched offsets drive a depthwise deformable 3×3 conv whose 9 taps all share the matched offset;
+because the offsets are integers, it is evaluated exactly as a depthwise conv on the Ref features
+followed by a gather (:func:`shifted_depthwise_conv`). In ``eval()`` the Ref's own features are pasted
+over its box, so a tile that lies inside the box needs no matching at all.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from torch import Tensor, nn
 
 from dzcli.errors import ConfigError, InputError
 
+from .descriptor import ModelDescriptor
 from .pretrained import VGG16Features
 
 Box = tuple[int, int, int, int]
@@ -177,17 +182,87 @@ def match_features(query: Tensor, ref: Tensor, *, chunk_elements: int = 1 << 24)
     return arg, best / qnorm.squeeze(1).clamp_min(1e-8)
 
 
+def _box3(x: Tensor) -> Tensor:
+    """``(B, h + 2, w + 2)`` → ``(B, h, w)``: sum over each 3×3 neighbourhood (no padding)."""
+    return F.conv2d(x[:, None], x.new_ones(1, 1, 3, 3))[:, 0]
+
+
+def _place(x: Tensor, oy: int, ox: int, height: int, width: int, margin: int) -> Tensor:
+    """``canvas[..., i + margin, j + margin] = x[..., i + oy, j + ox]``, zero where ``x`` has nothing.
+
+    Args:
+        x: ``(..., h, w)``.
+        oy, ox: where canvas cell ``(0, 0)`` (after the margin) reads ``x``.
+        height, width: canvas size (margins included).
+        margin: canvas cells before cell ``(0, 0)``.
+
+    Returns:
+        ``(..., height, width)``.
+    """
+    h, w = x.shape[-2:]
+    return F.pad(x, (margin - ox, width - margin + ox - w, margin - oy, height - margin + oy - h))
+
+
+def match_local(query: Tensor, ref: Tensor, offset: tuple[int, int], radius: int) -> tuple[Tensor, Tensor]:
+    """Best Ref 3×3 feature patch near a known position, for every query position.
+
+    The same cosine similarity of zero-padded 3×3 patches as :func:`match_features`, but query cell
+    ``(i, j)`` is only compared with the Ref cells ``(i + oy + dy, j + ox + dx)``, ``|dy|, |dx| <=
+    radius``, that exist: ``(2·radius + 1)²`` candidates per cell instead of all of them. On a registered
+    pair the best match lies near the registered position, where this finds the same cell as the
+    all-pairs search (ties: the first in row-major order, as there) at a cost independent of the Ref's size.
+
+    Args:
+        query: ``(B, C, hq, wq)`` features, L2-normalised over channels per pixel.
+        ref: ``(B, C, hr, wr)`` features, L2-normalised over channels per pixel.
+        offset: ``(oy, ox)``, the Ref cell registered with query cell ``(0, 0)``.
+        radius: search radius in cells.
+
+    Returns:
+        ``index``: ``(B, hq, wq)`` int64, row-major ``y·wr + x`` of the best Ref patch centre, ``-1`` where
+        no candidate exists (the query cell is more than ``radius`` cells away from the Ref);
+        ``score``: ``(B, hq, wq)`` its cosine similarity (``-inf`` where ``index`` is ``-1``).
+    """
+    B, C, hq, wq = query.shape
+    hr, wr = ref.shape[-2:]
+    oy, ox = offset
+    m = radius + 1
+    H, W = hq + 2 * m, wq + 2 * m
+    canvas = _place(ref, oy, ox, H, W, m)
+    rnorm = _place(_box3(F.pad(ref.pow(2).sum(1), (2, 2, 2, 2)))[:, 1:-1, 1:-1].sqrt(), oy, ox, H, W, m)
+    exists = _place(ref.new_ones(1, hr, wr, dtype=torch.bool), oy, ox, H, W, m)
+    qp = F.pad(query, (1, 1, 1, 1))
+    qnorm = _box3(qp.pow(2).sum(1)).sqrt().clamp_min(1e-8)
+    iy = torch.arange(hq, device=query.device).view(hq, 1) + oy
+    ix = torch.arange(wq, device=query.device).view(1, wq) + ox
+    best = query.new_full((B, hq, wq), -math.inf)
+    arg = torch.full((B, hq, wq), -1, dtype=torch.int64, device=query.device)
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            ya, xa = m + dy, m + dx  # canvas position of query cell (0, 0)'s candidate
+            dot = _box3((qp * canvas[:, :, ya - 1 : ya + hq + 1, xa - 1 : xa + wq + 1]).sum(1))
+            cos = dot / rnorm[:, ya : ya + hq, xa : xa + wq].clamp_min(1e-8) / qnorm
+            cos = cos.masked_fill(~exists[:, ya : ya + hq, xa : xa + wq], -math.inf)
+            better = cos > best
+            best = torch.where(better, cos, best)
+            arg = torch.where(better, (iy + dy) * wr + (ix + dx), arg)
+    return arg, best
+
+
 class PatchMatcher(nn.Module):
     """Frozen correspondence between an LR image and a Ref at the same pixel density.
 
-    Features: ImageNet VGG16 up to conv3_1 at full resolution (pools removed), average-pooled by
-    ``stride`` (images are edge-padded to a multiple of ``stride`` first), L2-normalised per pixel.
-    Matching: :func:`match_features`. Weights are non-persistent buffers (never in a checkpoint).
+    Features: ImageNet VGG16 up to conv3_1 with its pools, i.e. at its natural ``1/4`` resolution (one
+    feature cell per ``4×4`` pixels; average-pooled further for a larger ``stride``), L2-normalised per
+    pixel. Images are edge-padded so that cells start at multiples of ``stride`` from the Ref's origin.
+    Matching: around the registered position (:func:`match_local`) when the Ref's position is known,
+    else all pairs (:func:`match_features`). Weights are non-persistent buffers (never in a checkpoint).
 
     Args:
         weights: ``"imagenet"`` (offline, :mod:`.pretrained`) or ``"random"`` (seeded, for tests).
-        stride: Feature cell size in image pixels (4).
-        chunk_elements: Memory budget of one correlation slab, in elements (may be changed at run time).
+        stride: Feature cell size in image pixels, a multiple of 4.
+        radius: Local search radius in cells.
+        chunk_elements: Memory budget of one all-pairs correlation slab, in elements.
     """
 
     def __init__(
@@ -195,62 +270,99 @@ class PatchMatcher(nn.Module):
         *,
         weights: Literal["imagenet", "random"] = "imagenet",
         stride: int = 4,
+        radius: int = 3,
         chunk_elements: int = 1 << 24,
     ) -> None:
         super().__init__()
-        if stride < 1:
-            raise ConfigError(f"match stride must be >= 1, got {stride}")
-        self.hparams = {"weights": weights, "stride": stride, "chunk_elements": chunk_elements}
+        if stride < 4 or stride % 4:
+            raise ConfigError(f"match stride must be a positive multiple of 4, got {stride}")
+        if radius < 0:
+            raise ConfigError(f"match radius must be >= 0, got {radius}")
+        self.hparams = {"weights": weights, "stride": stride, "radius": radius, "chunk_elements": chunk_elements}
         self.stride = stride
+        self.radius = radius
         self.chunk_elements = chunk_elements
-        self.trunk = VGG16Features("conv3_1", pool=False, weights=weights)
+        self.trunk = VGG16Features("conv3_1", pool=True, weights=weights)
 
-    def features(self, image: Tensor) -> Tensor:
+    def features(self, image: Tensor, shift: tuple[int, int] = (0, 0)) -> Tensor:
         """Matching features.
 
         Args:
             image: ``(B, 3, H, W)`` RGB in ``[0, 1]``.
+            shift: ``(sy, sx)`` in ``[0, stride)``: pixels of edge padding before the image, so that cell
+                ``(0, 0)`` starts at pixel ``(-sy, -sx)``.
 
         Returns:
-            ``(B, 256, ceil(H/stride), ceil(W/stride))``, unit L2 norm per pixel.
+            ``(B, 256, ceil((H + sy) / stride), ceil((W + sx) / stride))``, unit L2 norm per pixel.
         """
         s = self.stride
+        sy, sx = shift
         H, W = image.shape[-2:]
-        image = F.pad(image, (0, -W % s, 0, -H % s), mode="replicate")
-        return F.normalize(F.avg_pool2d(self.trunk(image), s), dim=1, eps=1e-8)
+        image = F.pad(image, (sx, -(W + sx) % s, sy, -(H + sy) % s), mode="replicate")
+        feats = self.trunk(image)
+        if s > 4:
+            feats = F.avg_pool2d(feats, s // 4)
+        return F.normalize(feats, dim=1, eps=1e-8)
+
+    def _match(self, image: Tensor, ref: Tensor, origin: tuple[int, int] | None) -> tuple[Tensor, Tensor]:
+        s = self.stride
+        H, W = image.shape[-2:]
+        if origin is None:
+            shift, offset = (0, 0), (0, 0)
+        else:  # query cells start at the Ref's origin + multiples of s
+            shift = (-origin[1] % s, -origin[0] % s)
+            offset = (-(origin[1] + shift[0]) // s, -(origin[0] + shift[1]) // s)
+        fq, fr = self.features(image, shift), self.features(ref)
+        if origin is None:
+            index, score = match_features(fq, fr, chunk_elements=self.chunk_elements)
+        else:
+            index, score = match_local(fq, fr, offset, self.radius)
+        hq, wq = fq.shape[-2:]
+        wr = fr.shape[-1]
+        qy = torch.arange(hq, device=index.device).view(1, hq, 1)
+        qx = torch.arange(wq, device=index.device).view(1, 1, wq)
+        none = index < 0  # no candidate: the registered position (outside the Ref)
+        ky = torch.where(none, qy + offset[0], index // wr)
+        kx = torch.where(none, qx + offset[1], index % wr)
+        flow = torch.stack((ky - qy, kx - qx), dim=1) * s + torch.tensor(shift, device=index.device).view(1, 2, 1, 1)
+        flow = flow.to(image.dtype).repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
+        score = score.masked_fill(none, 0.0).repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
+        rows, cols = slice(shift[0], shift[0] + H), slice(shift[1], shift[1] + W)
+        return flow[..., rows, cols], score[..., rows, cols]
 
     @torch.no_grad()
-    def forward(self, image: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, image: Tensor, ref: Tensor, origins: Sequence[tuple[int, int]] | None = None
+    ) -> tuple[Tensor, Tensor]:
         """Match every ``stride×stride`` cell of ``image`` to a cell of ``ref``.
 
         Args:
             image: ``(B, 3, H, W)`` RGB in ``[0, 1]`` (the LR, or the aux-LR in training).
             ref: ``(B, 3, h, w)`` RGB in ``[0, 1]`` at the same density as ``image``.
+            origins: per sample, ``(x0, y0)``: where the Ref's top-left pixel lies in ``image`` (its
+                registered position; local search); None: unknown (all pairs).
 
         Returns:
             ``flow``: ``(B, 2, H, W)`` float, integer-valued ``(dy, dx)`` in pixels such that LR pixel
-            ``p`` corresponds to Ref pixel ``p + flow(p)`` (constant over each cell); ``score``:
-            ``(B, H, W)`` the cell's cosine similarity.
+            ``p`` corresponds to Ref pixel ``p + flow(p)`` (constant over each cell; the registered
+            position where no Ref cell is within reach); ``score``: ``(B, H, W)`` the cell's cosine
+            similarity (0 where nothing was within reach).
         """
-        s = self.stride
-        H, W = image.shape[-2:]
-        fq, fr = self.features(image), self.features(ref)
-        index, score = match_features(fq, fr, chunk_elements=self.chunk_elements)
-        hq, wq = fq.shape[-2:]
-        wr = fr.shape[-1]
-        qy = torch.arange(hq, device=index.device).view(1, hq, 1)
-        qx = torch.arange(wq, device=index.device).view(1, 1, wq)
-        flow = torch.stack((index // wr - qy, index % wr - qx), dim=1).to(image.dtype) * s
-        flow = flow.repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)[..., :H, :W]
-        score = score.repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)[..., :H, :W]
-        return flow, score
+        if origins is None:
+            return self._match(image, ref, None)
+        if len(set(origins)) == 1:
+            return self._match(image, ref, origins[0])
+        parts = [self._match(image[b : b + 1], ref[b : b + 1], o) for b, o in enumerate(origins)]
+        return torch.cat([f for f, _ in parts]), torch.cat([sc for _, sc in parts])
 
 
 def shifted_depthwise_conv(feats: Tensor, flow: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """Depthwise deformable 3×3 conv whose 9 taps share one integer offset per output pixel.
 
-    Output pixel ``p`` is the depthwise 3×3 conv of ``feats`` (zero outside) centred at ``p + flow(p)``.
-    Identical to ``torchvision.ops.deform_conv2d`` on ``feats`` placed at the top-left of a zero canvas
+    Output pixel ``p`` is the depthwise 3×3 conv of ``feats`` (zero outside) centred at ``p + flow(p)``,
+    plus the bias, and exactly 0 where that 3×3 window does not meet ``feats`` (a pixel the Ref has
+    nothing for gets the reference-free path's zero features). Where the window meets ``feats`` it is
+    identical to ``torchvision.ops.deform_conv2d`` on ``feats`` placed at the top-left of a zero canvas
     of the output's size, with offsets ``flow`` repeated for all 9 taps, but one conv + gather instead of
     a sampled im2col.
 
@@ -271,8 +383,10 @@ def shifted_depthwise_conv(feats: Tensor, flow: Tensor, weight: Tensor, bias: Te
     qx = torch.arange(W, device=flow.device).view(1, 1, W) + fx + 1
     inside = (qy >= 0) & (qy < h + 2) & (qx >= 0) & (qx < w + 2)
     lin = (qy.clamp(0, h + 1) * (w + 2) + qx.clamp(0, w + 1)).view(B, 1, H * W).expand(B, C, H * W)
-    out = conv.flatten(2).gather(2, lin).view(B, C, H, W) * inside.unsqueeze(1)
-    return out if bias is None else out + bias.view(1, C, 1, 1)
+    out = conv.flatten(2).gather(2, lin).view(B, C, H, W)
+    if bias is not None:
+        out = out + bias.view(1, C, 1, 1)
+    return out * inside.unsqueeze(1)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -490,7 +604,8 @@ class DZSR(nn.Module):
         triple: Add the second (middle-camera) reference.
         ref2_scale: Density of ``ref2`` relative to the LR; default ``max(1, s // 2)``.
         matcher_weights: ``"imagenet"`` (needs the offline VGG16, see :mod:`.pretrained`) or ``"random"``.
-        match_stride: Matching cell size in LR pixels.
+        match_stride: Matching cell size in LR pixels (a multiple of 4).
+        match_radius: Search radius (cells) around the Ref's registered position.
         match_chunk_elements: Memory budget of one correlation slab (elements).
         bicubic_skip: Add the bicubic upsampled LR to the output (the network learns a residual, so it
             starts from bicubic quality and trains much faster); ``False`` adds the RGB mean as in SelfDZSR.
@@ -514,6 +629,7 @@ class DZSR(nn.Module):
         ref2_scale: int | None = None,
         matcher_weights: Literal["imagenet", "random"] = "imagenet",
         match_stride: int = 4,
+        match_radius: int = 3,
         match_chunk_elements: int = 1 << 24,
         bicubic_skip: bool = True,
     ) -> None:
@@ -544,6 +660,7 @@ class DZSR(nn.Module):
             "ref2_scale": ref2_scale,
             "matcher_weights": matcher_weights,
             "match_stride": match_stride,
+            "match_radius": match_radius,
             "match_chunk_elements": match_chunk_elements,
             "bicubic_skip": bicubic_skip,
         }
@@ -556,7 +673,7 @@ class DZSR(nn.Module):
         self.head = nn.Conv2d(3, channels, 3, padding=1)
         self.adastn = nn.ModuleList(AdaSTN(channels, collapse_p=collapse_p) for _ in range(adastn))
         self.matcher = PatchMatcher(
-            weights=matcher_weights, stride=match_stride, chunk_elements=match_chunk_elements
+            weights=matcher_weights, stride=match_stride, radius=match_radius, chunk_elements=match_chunk_elements
         )
         self.ref = RefBranch(scale, channels, ref_layers)
         self.fuse = nn.Conv2d(2 * channels, channels, 3, padding=1)
@@ -598,6 +715,28 @@ class DZSR(nn.Module):
             if (b[2], b[3]) != (w, h):
                 raise InputError(f"{name} box {b} does not match the reference's LR footprint w={w}, h={h}")
         return boxes
+
+    def describe(self) -> ModelDescriptor:
+        """What the inference engine needs to know (see :class:`~dzsr_models.descriptor.ModelDescriptor`).
+
+        Memory per LR pixel (float32, conservative; dzsr-small ×2 measures about 2 kB per pixel in
+        peak RSS): the tile's and its Ref window's VGG conv1 maps (64 channels, two at a time, full
+        resolution), about ``12·C`` of body activations, and ``4C`` channels at each PixelShuffle. The
+        Ref context: the local search reaches ``match_radius`` cells beyond a pixel's own cell, a 3×3
+        patch one more, and a conv3_1 feature sees about 12 pixels around its cell (16 with the pooling).
+        """
+        hp = self.hparams
+        channels, stride, s = int(hp["channels"]), int(hp["match_stride"]), self.scale
+        floats = 2 * 2 * 64 + 12 * channels + 4 * channels * s * s // 2 + 3 * s * s * 3
+        return ModelDescriptor(
+            scale=s,
+            supports_half=True,
+            bytes_per_pixel=4.0 * floats,
+            workspace_bytes=0,
+            ref_context=stride * (int(hp["match_radius"]) + 1) + 16,
+            ref_grid=stride,
+            gvec_stride=8,
+        )
 
     def global_vector(self, lr: Tensor, ref: Tensor | None = None, box: BoxLike | None = None) -> Tensor:
         """The image-level modulation vector; compute it once per image and pass it to every tile.
@@ -646,13 +785,19 @@ class DZSR(nn.Module):
         if ref is None:
             return probe.new_zeros(B, channels, H, W)
         size = self._check_ref(probe, ref, density, name)
-        boxes = self._checked_boxes(box, B, size, name) if box is not None else None
-        flow, _ = self.matcher(probe, F.avg_pool2d(ref, density) if density > 1 else ref)
+        ref_lr = F.avg_pool2d(ref, density) if density > 1 else ref
         s2d = F.pixel_unshuffle(ref - self.mean, density)
+        if box is None:
+            flow, _ = self.matcher(probe, ref_lr)
+            return shifted_depthwise_conv(branch.extractor(s2d), flow, branch.align_weight, branch.align_bias)
+        boxes = self._checked_boxes(box, B, size, name)
+        pasted = branch.paste_head(s2d)
+        if bool(keep.all()) and all(x0 <= 0 and y0 <= 0 and x0 + w >= W and y0 + h >= H for x0, y0, w, h in boxes):
+            # the Ref's own features are pasted over every pixel: the matched ones would all be replaced
+            return _paste(pasted.new_zeros(B, channels, H, W), pasted, boxes, keep)
+        flow, _ = self.matcher(probe, ref_lr, [(b[0], b[1]) for b in boxes])
         aligned = shifted_depthwise_conv(branch.extractor(s2d), flow, branch.align_weight, branch.align_bias)
-        if boxes is None:
-            return aligned
-        return _paste(aligned, branch.paste_head(s2d), boxes, keep)
+        return _paste(aligned, pasted, boxes, keep)
 
     def forward(
         self,

@@ -6,25 +6,44 @@ from __future__ import annotations
 from datetime import datetime
 from pathlib import Path
 
+import pytest
 import torch
 
-from dzcli.infer import engine
+from dzcli.errors import WeightsError
 from dzcli.io.images import load_photo
 from dzcli.metrics.image import psnr
 from dzcli.pipeline.evaluate import footprint_box, interpolate
 from dzcli.pipeline.zoom import ZoomConfig, zoom
 from dzcli.simulate import SimulatedPair
+from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, BundledModel, load_model
 from tests.conftest import write_capture
 
 
 def test_bundled_default_model_is_shipped_with_its_card() -> None:
-    by_name = {m.name: m for m in engine.bundled_models()}
-    model = by_name[engine.DEFAULT_MODEL]
-    assert model.scale == 2 and model.arch.startswith("dzsr")
-    assert model.size_bytes < 8 * 2**20 and "held out" in model.summary
-    net, meta = engine.load_model(engine.DEFAULT_MODEL)
+    by_name = {m.name: m for m in BUNDLED}
+    model = by_name[DEFAULT_MODEL]
+    assert model.scale == 2 and model.licence
+    path = model.verified_path()  # present, with the table's SHA-256
+    assert path.stat().st_size < 8 * 2**20 and "held out" in model.summary
+    net, meta = load_model(DEFAULT_MODEL)
     assert sum(p.numel() for p in net.parameters()) > 100_000  # the small preset, not a test-sized net
-    assert meta["scale"] == 2
+    assert meta["scale"] == 2 and meta["metadata"]["arch"] == "dzsr"
+
+
+def test_a_bundled_file_with_another_sha256_is_refused(tmp_path: Path) -> None:
+    shipped = next(m for m in BUNDLED if m.name == DEFAULT_MODEL)
+    data = bytearray(shipped.path.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the last tensor: still a readable safetensors file
+    (tmp_path / shipped.file).write_bytes(bytes(data))
+    (tmp_path / shipped.card).write_text("# card\n\nA card.\n")
+    copy = BundledModel(shipped.name, shipped.file, shipped.sha256, shipped.scale, shipped.card, shipped.licence, tmp_path)
+    with pytest.raises(WeightsError, match=r"SHA-256 .* differs .*corrupt or replaced"):
+        load_model(DEFAULT_MODEL, table=(copy,))
+    with pytest.raises(WeightsError, match="SHA-256"):
+        load_model(None, table=(copy,))  # the default too
+    (tmp_path / shipped.file).unlink()
+    with pytest.raises(WeightsError, match="is missing"):
+        load_model(None, table=(copy,))
 
 
 def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
@@ -34,7 +53,7 @@ def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
     uw, tele = write_capture(tmp_path, "seeding", sim, ratio_exif=2.0, when=datetime(2026, 3, 1, 9))
     out = tmp_path / "out.png"
     (r,) = zoom(ZoomConfig(inputs=(uw, tele), out=out, device="cpu", ext="png"))
-    assert r.ok and r.model == engine.DEFAULT_MODEL, r.status
+    assert r.ok and r.model == DEFAULT_MODEL, r.status
     sr = load_photo(out).pixels
     truth = sim.truth
     assert sr.shape == truth.shape

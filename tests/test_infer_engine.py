@@ -10,15 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dzcli.errors import ConfigError, InputError, ResourceError
-from dzcli.infer.engine import (
-    RefWindows,
-    clip_reference,
-    global_vector,
-    resolve_device,
-    super_resolve,
-)
+from dzcli.infer import engine
+from dzcli.infer.devices import available_memory, resolve_device
+from dzcli.infer.engine import RefWindows, clip_reference, describe, global_vector, super_resolve
 from dzcli.infer.tiling import Tile
 from dzsr_models import create_model
+from dzsr_models.descriptor import ModelDescriptor
+
+from .conftest import scene
 
 CPU = torch.device("cpu")
 
@@ -32,6 +31,9 @@ class PasteNet(nn.Module):
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         torch.nn.init.normal_(self.conv.weight, std=0.2)
         self.calls: list[tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, int, int, int] | None]] = []
+
+    def describe(self) -> ModelDescriptor:
+        return ModelDescriptor(scale=self.scale, supports_half=False, bytes_per_pixel=64.0)
 
     def forward(self, lr: Tensor, ref: Tensor | None = None, box: tuple[int, int, int, int] | None = None) -> Tensor:
         self.calls.append((tuple(lr.shape), None if ref is None else tuple(ref.shape), box))
@@ -94,42 +96,28 @@ def test_tiled_with_reference_pastes_it_where_it_lies() -> None:
         assert (whole - tiled).abs().max() < 1e-5, (tile, overlap)
 
 
-def test_tiles_outside_get_a_searched_window_and_no_box() -> None:
+def test_tiles_far_from_the_ref_run_without_it() -> None:
     model = PasteNet()
     lr, ref, box = _inputs()
     model.calls.clear()
     super_resolve(model, lr, ref=ref, box=box, tile=32, overlap=8)
-    boxes = [b for _, _, b in model.calls]
-    assert any(b is None for b in boxes) and any(b is not None for b in boxes)
-    for shape, ref_shape, b in model.calls:
-        assert ref_shape is not None and ref_shape[-2] % 2 == 0 and ref_shape[-1] % 2 == 0
+    assert any(r is None and b is None for _, r, b in model.calls)
+    assert any(r is not None for _, r, _ in model.calls)
+    for _, ref_shape, b in model.calls:
         if b is not None:
-            assert (ref_shape[-1] // 2, ref_shape[-2] // 2) == (b[2], b[3])
+            assert ref_shape is not None and (ref_shape[-1] // 2, ref_shape[-2] // 2) == (b[2], b[3])
 
 
-def test_search_picks_the_window_with_matching_colour_and_texture() -> None:
-    s = 2
-    ref = torch.zeros(3, s * 64, s * 128)
-    ref[0, :, : s * 64] = 0.8  # left half: flat red
-    ref[1, :, s * 64 :] = torch.rand(s * 64, s * 64)  # right half: textured green
-    lr = torch.zeros(3, 200, 300)
-    lr[1] = torch.rand(200, 300)  # the LR is textured green everywhere
-    windows = RefWindows(ref, (100, 100, 128, 64), lr, s, context=0)
-    tile = Tile(x0=0, y0=0, w=48, h=48, row=0, col=0)
-    window, b = windows.window(tile)
-    assert b is None and window.shape == (3, 96, 96)
-    assert window[1].mean() > 0.3 and window[0].mean() < 0.1  # from the green half
-    lr[:] = 0
-    lr[0] = 0.8  # now flat red
-    window, _ = RefWindows(ref, (100, 100, 128, 64), lr, s, context=0).window(tile)
-    assert window[0].mean() > 0.7
+def test_a_ref_needs_its_box() -> None:
+    lr, ref, _ = _inputs()
+    with pytest.raises(InputError, match="needs its box"):
+        super_resolve(PasteNet(), lr, ref=ref)
 
 
 def test_window_meeting_the_box_is_in_tile_coordinates() -> None:
     s = 2
     ref = torch.arange(s * 40 * s * 60, dtype=torch.float32).reshape(1, s * 40, s * 60).repeat(3, 1, 1)
-    lr = torch.rand(3, 100, 100)
-    windows = RefWindows(ref, (30, 20, 60, 40), lr, s, context=4)
+    windows = RefWindows(ref, (30, 20, 60, 40), s, context=4)
     tile = Tile(x0=20, y0=10, w=32, h=32, row=0, col=0)
     window, b = windows.window(tile)
     assert b is not None
@@ -137,21 +125,36 @@ def test_window_meeting_the_box_is_in_tile_coordinates() -> None:
     assert window.shape == (3, s * bh, s * bw)
     # The window's top-left lies at tile + (bx, by) = image (30, 20) = the Ref's top-left (clamped).
     assert (tile.x0 + bx, tile.y0 + by) == (30, 20)
+    assert (bw, bh) == (20 + 32 + 4 - 30, 10 + 32 + 4 - 20)  # up to the tile's far side + context
     assert torch.equal(window, ref[:, : s * bh, : s * bw])
+    assert windows.window(Tile(x0=95, y0=10, w=32, h=32, row=0, col=1)) == (None, None)  # > 4 px away
+
+
+def test_windows_start_on_the_models_grid() -> None:
+    s = 2
+    ref = torch.rand(3, s * 80, s * 100)
+    windows = RefWindows(ref, (13, 7, 100, 80), s, context=5, grid=4)
+    for x0, y0 in [(30, 21), (47, 50), (90, 3)]:
+        window, (bx, by, bw, bh) = windows.window(Tile(x0=x0, y0=y0, w=24, h=24, row=0, col=0))
+        rx, ry = x0 + bx - 13, y0 + by - 7  # the window's origin relative to the Ref's
+        assert rx % 4 == 0 and ry % 4 == 0
+        assert rx <= max(x0 - 5 - 13, 0) and ry <= max(y0 - 5 - 7, 0)  # it holds the context
+        assert torch.equal(window, ref[:, s * ry : s * (ry + bh), s * rx : s * (rx + bw)])
 
 
 def test_global_vector_once_and_bounded() -> None:
     model = _tiny()
+    stride = describe(model).gvec_stride
+    assert stride == 8
     lr, ref, box = _inputs(200, 260, (20, 30, 200, 150))
     exact = model.eval().global_vector(lr[None], ref[None], box)
     with torch.no_grad():
-        one = global_vector(model, lr, ref, box, device=CPU)
-        many = global_vector(model, lr, ref, box, device=CPU, window=64)
-        few = global_vector(model, lr, ref, box, device=CPU, window=32, max_windows=4)
+        one = global_vector(model, stride, lr, ref, box, device=CPU)
+        many = global_vector(model, stride, lr, ref, box, device=CPU, window=64)
+        few = global_vector(model, stride, lr, ref, box, device=CPU, window=32, max_windows=4)
     assert (one - exact).abs().max() < 1e-6  # fits in one window: exactly the model's
     assert (many - exact).abs().max() < 0.2 * exact.abs().max() + 1e-3  # windows approximate the pooled mean
     assert few.shape == exact.shape
-    assert global_vector(PasteNet(), lr, ref, box, device=CPU) is None
 
 
 def test_restores_training_mode() -> None:
@@ -226,34 +229,106 @@ def test_bad_inputs_and_devices() -> None:
 
 def test_choose_bundled_prefers_the_closest_scale_then_the_default(tmp_path) -> None:
     from dzcli.errors import WeightsError
-    from dzcli.infer.engine import DEFAULT_MODEL, BundledModel, choose_bundled
+    from dzsr_models.bundled import DEFAULT_MODEL, BundledModel, choose_bundled
 
     def m(name: str, scale: int) -> BundledModel:
-        return BundledModel(name, tmp_path / name, "dzsr", scale, 1, "0" * 64, 1, "", {})
+        return BundledModel(name, f"{name}.safetensors", "0" * 64, scale, f"{name}.md", "MIT", tmp_path)
 
-    models = [m("a-x2", 2), m(DEFAULT_MODEL, 2), m("b-x4", 4)]
+    models = (m("a-x2", 2), m(DEFAULT_MODEL, 2), m("b-x4", 4))
     assert choose_bundled(2.1, models).name == DEFAULT_MODEL
     assert choose_bundled(3.5, models).name == "b-x4"
     assert choose_bundled(8**0.5, models).name == "b-x4"  # equally far in log scale: the larger s
     assert choose_bundled(None, models).scale == 2
     with pytest.raises(WeightsError, match="no bundled model"):
-        choose_bundled(2.0, [])
+        choose_bundled(2.0, ())
 
 
 def test_auto_tile_fits_memory_and_caps(monkeypatch: pytest.MonkeyPatch) -> None:
-    from dzcli.infer import engine
-
-    model = _tiny()
+    desc = describe(_tiny())
     monkeypatch.setattr(engine, "available_memory", lambda device: 64 << 30)
-    assert engine.auto_tile(model, CPU) == engine.MAX_AUTO_TILE["cpu"]
+    assert engine.auto_tile(desc, CPU) == engine.MAX_AUTO_TILE["cpu"]
     monkeypatch.setattr(engine, "available_memory", lambda device: 200 << 20)
-    small = engine.auto_tile(model, CPU)
+    small = engine.auto_tile(desc, CPU)
     assert engine.MIN_TILE <= small < engine.MAX_AUTO_TILE["cpu"] and small % 16 == 0
     monkeypatch.setattr(engine, "available_memory", lambda device: 1 << 20)
-    assert engine.auto_tile(model, CPU) == engine.MIN_TILE
+    assert engine.auto_tile(desc, CPU) == engine.MIN_TILE
 
 
 def test_available_memory_is_positive() -> None:
-    from dzcli.infer.engine import available_memory
-
     assert available_memory(CPU) > 0
+
+
+def test_a_model_without_a_descriptor_is_refused() -> None:
+    with pytest.raises(ConfigError, match="does not describe itself"):
+        super_resolve(nn.Conv2d(3, 3, 3), torch.rand(3, 8, 8))
+
+
+class ContextNet(nn.Module):
+    """A toy that is not DZSR: it reads the Ref up to ``context`` LR px around each pixel and has a global
+    vector (the mean colour of the LR under the Ref, pooled by 4), and says so in its descriptor."""
+
+    def __init__(self, context: int = 3, scale: int = 2) -> None:
+        super().__init__()
+        self.scale, self.context = scale, context
+        self.calls: list[tuple[tuple[int, ...], tuple[int, ...] | None, object, Tensor | None]] = []
+
+    def describe(self) -> ModelDescriptor:
+        return ModelDescriptor(
+            scale=self.scale, supports_half=False, bytes_per_pixel=64.0, ref_context=self.context, ref_grid=4,
+            gvec_stride=4,
+        )
+
+    def global_vector(self, lr: Tensor, ref: Tensor | None, box: object) -> Tensor:
+        return F.avg_pool2d(lr, 4, ceil_mode=True).mean(dim=(2, 3))  # (B, 3)
+
+    def forward(self, lr: Tensor, ref: Tensor | None, box: object, *, gvec: Tensor) -> Tensor:
+        self.calls.append((tuple(lr.shape), None if ref is None else tuple(ref.shape), box, gvec))
+        s, c = self.scale, self.context
+        out = F.interpolate(lr, scale_factor=s, mode="nearest") + gvec.view(1, 3, 1, 1)
+        if ref is not None:
+            x0, y0, w, h = box  # type: ignore[misc]
+            # every LR pixel within c px of the Ref gets the mean of the Ref's LR pixels within c px of it
+            small = F.avg_pool2d(ref, s)
+            canvas = torch.zeros(1, 4, lr.shape[-2] + 2 * c, lr.shape[-1] + 2 * c)
+            piece = torch.cat((small, torch.ones_like(small[:, :1])), dim=1)
+            ax0, ay0 = x0 + c, y0 + c
+            cx0, cy0 = max(ax0, 0), max(ay0, 0)
+            cx1, cy1 = min(ax0 + w, canvas.shape[-1]), min(ay0 + h, canvas.shape[-2])
+            canvas[..., cy0:cy1, cx0:cx1] = piece[..., cy0 - ay0 : cy1 - ay0, cx0 - ax0 : cx1 - ax0]
+            summed = F.avg_pool2d(canvas, 2 * c + 1, stride=1) * (2 * c + 1) ** 2
+            mean = summed[:, :3] / summed[:, 3:].clamp_min(1)
+            out = out + F.interpolate(mean, scale_factor=s, mode="nearest")
+        return out.clamp(0, 1) * 0.5
+
+
+def test_a_toy_models_descriptor_drives_the_engine() -> None:
+    """No DZSR code involved: windows widened by the toy's context on its grid, far tiles without the
+    Ref, the global vector passed to every tile; so its tiled output equals its untiled one exactly."""
+    toy = ContextNet(context=3)
+    lr, ref, box = _inputs(90, 120, (41, 26, 44, 36))
+    whole = super_resolve(toy, lr, ref=ref, box=box, tile=1000)
+    (_, r, b, gvec), = toy.calls
+    assert r == (1, 3, 72, 88) and b == (41, 26, 44, 36)
+    torch.testing.assert_close(gvec, toy.global_vector(lr[None, :, 26:62, 41:85], None, None))
+    toy.calls.clear()
+    tiled = super_resolve(toy, lr, ref=ref, box=box, tile=24, overlap=4)
+    assert (whole - tiled).abs().max() < 1e-6
+    near = [c for c in toy.calls if c[1] is not None]
+    assert near and any(c[1] is None and c[2] is None for c in toy.calls)
+    assert all(torch.equal(c[3], gvec) for c in toy.calls)
+
+
+def test_tiled_equals_untiled_within_the_stated_tolerance() -> None:
+    """The bundled model with a reference, 64-px tiles and the default overlap: under 1/255 (README)."""
+    from dzsr_models.bundled import load_model
+
+    model, _ = load_model(None)
+    hr = scene("life")[:, 100:260, 200:400]
+    lr = F.interpolate(hr[None], scale_factor=0.5, mode="bicubic", antialias=True, align_corners=False)[0]
+    lr = lr.clamp(0, 1)
+    box = (19, 13, 51, 43)
+    x0, y0, w, h = box
+    ref = hr[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
+    whole = super_resolve(model, lr, ref=ref, box=box, tile=1000)
+    tiled = super_resolve(model, lr, ref=ref, box=box, tile=64)
+    assert 0 < (whole - tiled).abs().max() < 1 / 255, (whole - tiled).abs().max() * 255

@@ -18,6 +18,7 @@ from dzsr_models.dzsr import (
     crop_ref,
     deform_depthwise_conv3x3,
     match_features,
+    match_local,
     shifted_depthwise_conv,
 )
 from PIL import Image
@@ -206,7 +207,7 @@ def test_matcher_recovers_a_known_shift(weights):
         xs = slice(max(3, 3 - dx), min(13, 13 - dx))
         cell_flow = flow[b, :, ::4, ::4][:, ys, xs]
         assert (cell_flow[0] == 4 * dy).all() and (cell_flow[1] == 4 * dx).all()
-        assert torch.allclose(score[b, ::4, ::4][ys, xs], torch.ones(()), atol=1e-4)
+        assert (score[b, ::4, ::4][ys, xs] > 0.995).all()
         qy, qx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
         assert torch.equal(index[b][ys, xs], ((qy + dy) * 16 + qx + dx)[ys, xs])
 
@@ -253,7 +254,56 @@ def test_shifted_conv_equals_torchvision_deform_conv():
     canvas = torch.nn.functional.pad(feats, (0, Wc - 9, 0, Hc - 6))
     offsets = torch.nn.functional.pad(flow.repeat(1, 9, 1, 1), (0, Wc - W, 0, Hc - H))
     theirs = deform_conv2d(canvas, offsets, weight, bias, padding=(1, 1))[..., :H, :W]
-    torch.testing.assert_close(ours, theirs)
+    # where the 3x3 window centred at p + flow meets the features: torchvision's; elsewhere exactly 0
+    cy = torch.arange(H).view(H, 1) + flow[:, 0]
+    cx = torch.arange(W).view(1, W) + flow[:, 1]
+    meets = ((cy >= -1) & (cy <= 6) & (cx >= -1) & (cx <= 9)).unsqueeze(1).expand_as(ours)
+    assert meets.any() and (~meets).any()
+    torch.testing.assert_close(ours[meets], theirs[meets])
+    assert (ours[~meets] == 0).all()
+
+
+def test_local_search_finds_the_all_pairs_correspondence_on_a_registered_pair():
+    """A Ref cut out of the LR at a known, unaligned place: the local search around it finds the same
+    cells as the all-pairs search wherever that one's best lies within the radius, which is everywhere
+    inside the Ref."""
+    matcher = PatchMatcher()
+    img = photo()
+    lr = img[:, 100:196, 200:328][None]
+    x0, y0 = 37, 22
+    ref = lr[..., y0 : y0 + 48, x0 : x0 + 64]
+    s = matcher.stride
+    shift = (-y0 % s, -x0 % s)
+    offset = (-(y0 + shift[0]) // s, -(x0 + shift[1]) // s)
+    fq, fr = matcher.features(lr, shift), matcher.features(ref)
+    all_idx, all_score = match_features(fq, fr)
+    loc_idx, loc_score = match_local(fq, fr, offset, matcher.radius)
+    hq, wq = fq.shape[-2:]
+    wr = fr.shape[-1]
+    dy = all_idx[0] // wr - torch.arange(hq).view(hq, 1) - offset[0]
+    dx = all_idx[0] % wr - torch.arange(wq).view(1, wq) - offset[1]
+    within = (dy.abs() <= matcher.radius) & (dx.abs() <= matcher.radius)
+    assert within.sum() >= fr.shape[-2] * fr.shape[-1]  # at least as many cells as the Ref has
+    assert torch.equal(loc_idx[0][within], all_idx[0][within])
+    torch.testing.assert_close(loc_score[0][within], all_score[0][within])
+    # In pixels: inside the Ref (away from its edge) every pixel maps to where it was cut from.
+    flow, _ = matcher(lr, ref, [(x0, y0)])
+    assert (flow[0, 0, y0 + 8 : y0 + 40, x0 + 8 : x0 + 56] == -y0).all()
+    assert (flow[0, 1, y0 + 8 : y0 + 40, x0 + 8 : x0 + 56] == -x0).all()
+    # Far from the Ref nothing is within reach: the registered position, outside the Ref.
+    assert (loc_idx[0, :, -2:] == -1).all() and (flow[0, 1, :, -4:] == -x0).all()
+
+
+def test_a_tile_inside_the_box_needs_no_matching(monkeypatch):
+    torch.manual_seed(7)
+    model = create_model("dzsr-tiny", scale=2, matcher_weights="random").eval()
+    lr, ref = torch.rand(1, 3, 16, 20), torch.rand(1, 3, 2 * 24, 2 * 28)
+    box = (-3, -5, 28, 24)  # covers the whole LR tile
+    gvec = torch.zeros(1, model.hparams["channels"])
+    with torch.no_grad():
+        expected = model(lr, ref, box, gvec=gvec)
+        monkeypatch.setattr(model.matcher, "forward", lambda *a, **k: pytest.fail("matched inside the box"))
+        torch.testing.assert_close(model(lr, ref, box, gvec=gvec), expected)
 
 
 def test_paste_clips_to_the_frame_and_respects_keep():
@@ -275,11 +325,11 @@ def test_eval_paste_puts_the_ref_inside_the_box_only():
     x0, y0, w, h = kw["box"]
     with torch.no_grad():
         a = model._reference(model.ref, 2, kw["lr"], kw["ref"], kw["box"], torch.tensor([True]), "ref")
-        b = model._reference(model.ref, 2, kw["lr"], kw["ref"], None, torch.tensor([True]), "ref")
+        b = model._reference(model.ref, 2, kw["lr"], kw["ref"], kw["box"], torch.tensor([False]), "ref")
     inside = torch.zeros(16, 20, dtype=torch.bool)
     inside[y0 : y0 + h, x0 : x0 + w] = True
     pasted = model.ref.paste_head(torch.nn.functional.pixel_unshuffle(kw["ref"] - model.mean, 2))
-    assert torch.equal(a[..., ~inside], b[..., ~inside])
+    assert torch.equal(a[..., ~inside], b[..., ~inside])  # outside the box: the matched features
     torch.testing.assert_close(a[..., y0 : y0 + h, x0 : x0 + w], pasted)
 
 

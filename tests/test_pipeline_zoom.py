@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from datetime import datetime
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from dzsr_models import create_model, save_checkpoint
+from dzsr_models import bundled, create_model, save_checkpoint
+from dzsr_models.bundled import BundledModel
 from PIL import ImageCms
 from typer.testing import CliRunner
 
@@ -195,7 +197,7 @@ def test_a_tele_not_found_is_zoomed_without_the_reference(
     assert res.ok and res.no_ref is not None and "no overlap found between a_uw.jpg and b_tele.jpg" in res.no_ref
     assert res.box is None and res.valid_fraction is None and res.out_size == (2 * res.in_size[0], 2 * res.in_size[1])
     # exactly the network without the reference (the EXIF ratio sets the output scale: x2 here)
-    model, _ = engine.load_model(str(tiny_ckpt))
+    model, _ = bundled.load_model(str(tiny_ckpt))
     expected = engine.super_resolve(model, load_photo(uw).pixels, tile=0)
     assert psnr(load_photo(res.output).pixels, expected) > 45
 
@@ -291,20 +293,24 @@ def test_bundled_default_model_and_models_command(
 ) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()
-    (weights / "dzsr-small-x2.safetensors").write_bytes(tiny_ckpt.read_bytes())
-    (weights / "dzsr-small-x2.md").write_text("# dzsr-small-x2\n\nA test card, first paragraph.\n\nMore.\n")
+    (weights / "tiny-x2.safetensors").write_bytes(tiny_ckpt.read_bytes())
+    (weights / "tiny-x2.md").write_text("# tiny-x2\n\nA test card, first paragraph.\n\nMore.\n")
     (weights / "other-x4.safetensors").write_bytes(tiny_ckpt.read_bytes())
-    monkeypatch.setattr(engine, "WEIGHTS_DIR", weights)
-    found = engine.bundled_models()
-    assert [m.name for m in found] == ["dzsr-small-x2", "other-x4"]
-    assert found[0].scale == 2 and found[0].summary == "A test card, first paragraph."
-    assert found[0].params == sum(p.numel() for p in create_model("dzsr-tiny", scale=2).state_dict().values())
-    res = runner.invoke(app, ["models"], terminal_width=250)
-    assert res.exit_code == 0 and "dzsr-small-x2 (default)" in res.output and found[0].sha256 in res.output
+    digest = hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
+    table = (
+        BundledModel("dzsr-small-x2", "tiny-x2.safetensors", digest, 2, "tiny-x2.md", "MIT", weights),
+        BundledModel("other-x4", "other-x4.safetensors", digest, 4, "none.md", "MIT", weights),
+    )
+    monkeypatch.setattr(bundled, "BUNDLED", table)
+    assert table[0].summary == "A test card, first paragraph." and table[1].summary == ""
+    res = runner.invoke(app, ["models"], terminal_width=300)
+    assert res.exit_code == 0 and "dzsr-small-x2 (default)" in res.output and digest in res.output
+    params = sum(p.numel() for p in create_model("dzsr-tiny", scale=2).state_dict().values())
+    assert f"{params:,}" in res.output
     (r,) = zoom(ZoomConfig(inputs=pair, device="cpu"))  # no --model: the bundled default
     assert r.ok and r.model == "dzsr-small-x2"
     with pytest.raises(WeightsError, match="unknown model 'nope'"):
-        engine.load_model("nope")
+        bundled.load_model("nope")
 
 
 # ------------------------------------------------------------------------------------------------ CLI

@@ -39,12 +39,14 @@ from dzcli.data.dataset import PreparedPair, dataset_scale, load_pairs
 from dzcli.data.manifest import MANIFEST_NAME
 from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
-from dzcli.infer.engine import load_model, resolve_device, super_resolve
+from dzcli.infer.devices import resolve_device
+from dzcli.infer.engine import super_resolve
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
 from dzcli.pipeline.zoom import resample, zoom_photo
 from dzcli.report import TRUTH, EvalReport, ImageResult, crop_file, write_report
+from dzsr_models.bundled import load_model
 
 __all__ = [
     "EvalConfig",

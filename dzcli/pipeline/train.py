@@ -27,7 +27,6 @@ import yaml
 
 from dzcli.data.dataset import dataset_scale, load_pairs
 from dzcli.errors import ConfigError, DatasetError
-from dzcli.infer.engine import load_model
 from dzcli.train.config import (
     TrainConfig,
     check_resume_changes,
@@ -36,6 +35,7 @@ from dzcli.train.config import (
     resolve_config,
 )
 from dzcli.train.loop import ProgressFn, RunLayout, Trainer, distributed, load_state, model_from_state
+from dzsr_models.bundled import load_model
 
 log = logging.getLogger(__name__)
 

@@ -40,17 +40,11 @@ from dzcli.align.capture import AlignedCapture, align_capture, read_capture
 from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
-from dzcli.infer.engine import (
-    BundledModel,
-    available_memory,
-    bundled_models,
-    choose_bundled,
-    load_model,
-    resolve_device,
-    super_resolve,
-)
+from dzcli.infer.devices import available_memory, resolve_device
+from dzcli.infer.engine import super_resolve
 from dzcli.io.exif import update_exif
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, save_image
+from dzsr_models.bundled import choose_bundled, load_model
 
 log = logging.getLogger(__name__)
 
@@ -315,24 +309,18 @@ class _Models:
     def __init__(self, spec: str | None, device: torch.device) -> None:
         self.spec = spec
         self.device = device
-        self._bundled: list[BundledModel] | None = None
         self._cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
-
-    def _choose(self, outscale: float | None) -> BundledModel:
-        if self._bundled is None:
-            self._bundled = bundled_models()
-        return choose_bundled(outscale, self._bundled)
 
     def check(self) -> None:
         """Fail early: load an explicit ``--model`` now, or make sure a bundled model exists."""
         if self.spec is not None:
             self.get(1.0)
         else:
-            self._choose(None)
+            choose_bundled(None)
 
     def get(self, outscale: float | None) -> tuple[nn.Module, dict[str, Any]]:
         """The model for a capture whose output scale is ``outscale``: ``(model, info)``."""
-        spec = self.spec if self.spec is not None else str(self._choose(outscale).path)
+        spec = self.spec if self.spec is not None else choose_bundled(outscale).name
         if spec not in self._cache:
             self._cache[spec] = load_model(spec, device=self.device)
         return self._cache[spec]
@@ -541,7 +529,7 @@ def zoom_photo(
     tele is not found, the photo is zoomed without the reference (``no_ref`` says why).
 
     Args:
-        model: an SR network (:func:`dzcli.infer.engine.load_model` or ``dzsr_models.create_model``).
+        model: an SR network (:func:`dzsr_models.bundled.load_model` or ``dzsr_models.create_model``).
         uw: the wide photo, ``(3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` RGB array (uint8, uint16, float).
         tele: the tele photo, likewise.
         outscale: output pixels per wide pixel; None: the tele's pixel density.

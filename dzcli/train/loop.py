@@ -41,7 +41,8 @@ from torch.nn.parallel import DistributedDataParallel
 from dzcli import __version__
 from dzcli.data.dataset import PreparedPair, TrainPatches
 from dzcli.errors import ConfigError, ResourceError, WeightsError
-from dzcli.infer.engine import resolve_device, super_resolve
+from dzcli.infer.devices import resolve_device
+from dzcli.infer.engine import super_resolve
 from dzcli.metrics.image import region_scores
 from dzcli.train.config import TrainConfig, write_config
 from dzcli.train.losses import SlicedWassersteinLoss, aux_generator_loss, masked_l1

@@ -1,0 +1,192 @@
+"""The models shipped with dzsr, and :func:`load_model` (a bundled name or a checkpoint path).
+
+:data:`BUNDLED` is the explicit table of shipped weights: each row names its file in :data:`WEIGHTS_DIR`,
+its SHA-256 (checked every time it is loaded, so a corrupt or replaced file is refused), its scale, its
+model card and its licence. A weight file in the folder that is not in the table is not a bundled model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from torch import nn
+
+from dzcli.errors import WeightsError
+from dzcli.infer.devices import resolve_device
+
+from . import load_checkpoint
+
+__all__ = [
+    "BUNDLED",
+    "DEFAULT_MODEL",
+    "WEIGHTS_DIR",
+    "BundledModel",
+    "choose_bundled",
+    "load_model",
+    "weight_count",
+]
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+"""Folder of the bundled weights (``<name>.safetensors``) and their model cards (``<name>.md``)."""
+DEFAULT_MODEL = "dzsr-small-x2"
+"""The bundled model preferred when ``--model`` is not given (among those of the best-fitting scale)."""
+
+
+@dataclass(frozen=True)
+class BundledModel:
+    """One row of the table of shipped models.
+
+    Attributes:
+        name: what ``--model NAME`` accepts.
+        file: the weights' file name in ``folder``.
+        sha256: hex digest the file must have.
+        scale: the network's scale ``s``.
+        card: the model card's file name in ``folder``.
+        licence: the weights' licence.
+        folder: where the files are (:data:`WEIGHTS_DIR`).
+    """
+
+    name: str
+    file: str
+    sha256: str
+    scale: int
+    card: str
+    licence: str
+    folder: Path = WEIGHTS_DIR
+
+    @property
+    def path(self) -> Path:
+        """The weights file."""
+        return self.folder / self.file
+
+    @property
+    def summary(self) -> str:
+        """The first paragraph of the model card that is not a heading, on one line ('' without a card)."""
+        card = self.folder / self.card
+        if not card.is_file():
+            return ""
+        paragraph: list[str] = []
+        for line in card.read_text(encoding="utf-8").splitlines():
+            text = line.strip()
+            if text.startswith("#") or (not text and not paragraph):
+                continue
+            if not text:
+                break
+            paragraph.append(text)
+        return " ".join(paragraph)
+
+    def verified_path(self) -> Path:
+        """The weights file, after checking that it is there and has the table's SHA-256.
+
+        Raises:
+            WeightsError: missing file, or a digest that differs (corrupt or replaced).
+        """
+        if not self.path.is_file():
+            raise WeightsError(f"{self.path}: bundled model {self.name!r} is missing; reinstall dzsr")
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        if digest != self.sha256:
+            raise WeightsError(
+                f"{self.path}: SHA-256 {digest[:12]}… differs from the bundled {self.name!r}'s "
+                f"{self.sha256[:12]}… (corrupt or replaced file); reinstall dzsr"
+            )
+        return self.path
+
+
+BUNDLED: tuple[BundledModel, ...] = (
+    BundledModel(
+        name="dzsr-small-x2",
+        file="dzsr-small-x2.safetensors",
+        sha256="39e3ae0c5bb6ae1e1e6552dd90397fd5be403dd067d8b583ffc7837bae16eb2e",
+        scale=2,
+        card="dzsr-small-x2.md",
+        licence="MIT",
+    ),
+)
+"""The shipped models, by name."""
+
+
+def weight_count(path: Path) -> int:
+    """Number of stored values in a safetensors file (without loading it)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            return int(sum(math.prod(fh.get_slice(k).get_shape()) for k in fh.keys()))  # noqa: SIM118
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: unreadable weights ({exc})") from exc
+
+
+def choose_bundled(outscale: float | None, models: tuple[BundledModel, ...] | None = None) -> BundledModel:
+    """The bundled model for an output scale: the scale ``s`` closest to it (log ratio, the larger ``s`` on
+    ties), :data:`DEFAULT_MODEL` among models of that scale if present.
+
+    Args:
+        outscale: the intended output scale (None: 2).
+        models: the table to choose from; default :data:`BUNDLED`.
+
+    Raises:
+        WeightsError: no bundled model.
+    """
+    models = BUNDLED if models is None else models
+    if not models:
+        raise WeightsError("no bundled model; pass --model PATH to a checkpoint from `dzsr train`")
+    target = outscale if outscale and outscale > 0 else 2.0
+    best = min({m.scale for m in models}, key=lambda sc: (abs(math.log(target / sc)), -sc))
+    same = [m for m in models if m.scale == best]
+    return next((m for m in same if m.name == DEFAULT_MODEL), same[0])
+
+
+def load_model(
+    spec: str | Path | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    outscale: float | None = None,
+    table: tuple[BundledModel, ...] | None = None,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load the SR model named by ``--model``.
+
+    Args:
+        spec: the name of a bundled model (its SHA-256 is checked), a checkpoint path (from ``dzsr train``
+            / :func:`dzsr_models.save_checkpoint`), or None for the bundled default
+            (:func:`choose_bundled` with ``outscale``).
+        device: ``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``.
+        outscale: the intended output scale, to choose among bundled models of different scales.
+        table: the bundled models; default :data:`BUNDLED`.
+
+    Returns:
+        ``(model, info)``: the model in ``eval()`` mode, and ``info`` with ``name``, ``path``, ``scale``
+        and the checkpoint's ``metadata``.
+
+    Raises:
+        WeightsError: unknown name, missing, corrupt or unusable checkpoint, no bundled model.
+        ConfigError: an unavailable device.
+    """
+    dev = resolve_device(device)
+    table = BUNDLED if table is None else table
+    by_name = {m.name: m for m in table}
+    text = None if spec is None else str(spec)
+    if text is None or text in by_name:
+        chosen = choose_bundled(outscale, table) if text is None else by_name[text]
+        path, name = chosen.verified_path(), chosen.name
+    else:
+        candidate = Path(text).expanduser()
+        if candidate.is_file():
+            path, name = candidate, candidate.stem
+        elif candidate.suffix or "/" in text or os.sep in text:
+            raise WeightsError(f"{text}: checkpoint not found")
+        else:
+            names = ", ".join(by_name) or "none"
+            raise WeightsError(f"unknown model {text!r}: bundled models are {names}; or pass the path of a checkpoint")
+    model, meta = load_checkpoint(path, device=dev)
+    if meta.get("arch") != "dzsr":
+        raise WeightsError(f"{path}: not a super-resolution model (architecture {meta.get('arch')!r})")
+    log.debug("model %s (x%d) from %s", name, model.scale, path)
+    return model, {"name": name, "path": path, "scale": int(model.scale), "metadata": meta}
