@@ -200,7 +200,12 @@ def _place(x: Tensor, oy: int, ox: int, height: int, width: int, margin: int) ->
         ``(..., height, width)``.
     """
     h, w = x.shape[-2:]
-    return F.pad(x, (margin - ox, width - margin + ox - w, margin - oy, height - margin + oy - h))
+    canvas = x.new_zeros(*x.shape[:-2], height, width)
+    y0, y1 = max(0, margin - oy), min(height, margin - oy + h)
+    x0, x1 = max(0, margin - ox), min(width, margin - ox + w)
+    if y1 > y0 and x1 > x0:
+        canvas[..., y0:y1, x0:x1] = x[..., y0 - margin + oy : y1 - margin + oy, x0 - margin + ox : x1 - margin + ox]
+    return canvas
 
 
 def match_local(query: Tensor, ref: Tensor, offset: tuple[int, int], radius: int) -> tuple[Tensor, Tensor]:

@@ -292,6 +292,8 @@ def test_local_search_finds_the_all_pairs_correspondence_on_a_registered_pair():
     assert (flow[0, 1, y0 + 8 : y0 + 40, x0 + 8 : x0 + 56] == -x0).all()
     # Far from the Ref nothing is within reach: the registered position, outside the Ref.
     assert (loc_idx[0, :, -2:] == -1).all() and (flow[0, 1, :, -4:] == -x0).all()
+    far_idx, far_score = match_local(fq, fr, (-40, 3), matcher.radius)  # the Ref far below: no candidate
+    assert (far_idx == -1).all() and torch.isinf(far_score).all()
 
 
 def test_a_tile_inside_the_box_needs_no_matching(monkeypatch):
