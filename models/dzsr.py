@@ -606,6 +606,8 @@ class DZSR(nn.Module):
         ref_layers: Depth of the Ref feature extractor.
         collapse_p: AdaSTN per-sample collapse probability in training.
         paste_p: Per-sample paste probability in training.
+        ref_drop_p: Per-sample probability in training that the Ref's features are zeroed (the model also
+            learns its reference-free path: the part of a photo the tele does not reach, or no tele).
         triple: Add the second (middle-camera) reference.
         ref2_scale: Density of ``ref2`` relative to the LR; default ``max(1, s // 2)``.
         matcher_weights: ``"imagenet"`` (needs the offline VGG16, see :mod:`.pretrained`) or ``"random"``.
@@ -630,6 +632,7 @@ class DZSR(nn.Module):
         ref_layers: int = 4,
         collapse_p: float = 0.3,
         paste_p: float = 0.3,
+        ref_drop_p: float = 0.25,
         triple: bool = False,
         ref2_scale: int | None = None,
         matcher_weights: Literal["imagenet", "random"] = "imagenet",
@@ -645,8 +648,10 @@ class DZSR(nn.Module):
             raise ConfigError(
                 f"invalid DZSR size: channels={channels}, blocks={blocks}, adastn={adastn}, ref_layers={ref_layers}"
             )
-        if not (0.0 <= collapse_p <= 1.0 and 0.0 <= paste_p <= 1.0):
-            raise ConfigError(f"collapse_p and paste_p must be in [0, 1], got {collapse_p}, {paste_p}")
+        if not (0.0 <= collapse_p <= 1.0 and 0.0 <= paste_p <= 1.0 and 0.0 <= ref_drop_p <= 1.0):
+            raise ConfigError(
+                f"collapse_p, paste_p and ref_drop_p must be in [0, 1], got {collapse_p}, {paste_p}, {ref_drop_p}"
+            )
         if triple:
             ref2_scale = max(1, scale // 2) if ref2_scale is None else int(ref2_scale)
             if not 1 <= ref2_scale <= scale:
@@ -661,6 +666,7 @@ class DZSR(nn.Module):
             "ref_layers": ref_layers,
             "collapse_p": collapse_p,
             "paste_p": paste_p,
+            "ref_drop_p": ref_drop_p,
             "triple": triple,
             "ref2_scale": ref2_scale,
             "matcher_weights": matcher_weights,
@@ -673,6 +679,7 @@ class DZSR(nn.Module):
         self.bicubic_skip = bicubic_skip
         self.ref2_scale = ref2_scale
         self.paste_p = paste_p
+        self.ref_drop_p = ref_drop_p
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)
 
         self.head = nn.Conv2d(3, channels, 3, padding=1)
@@ -848,6 +855,9 @@ class DZSR(nn.Module):
         else:
             keep = torch.ones(B, dtype=torch.bool, device=lr.device)
         tele = self._reference(self.ref, self.scale, probe, ref, box, keep, "ref")
+        if self.training and self.ref_drop_p > 0:
+            kept = (torch.rand(B, device=lr.device) >= self.ref_drop_p).to(tele.dtype).view(B, 1, 1, 1)
+            tele = tele * kept
         if gvec is None:
             gvec = self.global_vector(lr, ref, box)
         elif gvec.dim() != 2 or gvec.shape[0] not in (1, B) or gvec.shape[1] != self.hparams["channels"]:

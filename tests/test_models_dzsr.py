@@ -408,3 +408,16 @@ def test_checkpoint_saved_before_bicubic_skip_loads_without_it(tmp_path: Path) -
     assert not model.bicubic_skip
     with torch.no_grad():
         assert torch.allclose(model.eval()(lr, ref), old(lr, ref), atol=1e-6)
+
+
+def test_ref_dropout_trains_the_reference_free_path():
+    torch.manual_seed(8)
+    model = create_model("dzsr-tiny", scale=2, matcher_weights="random", collapse_p=0.0, ref_drop_p=1.0).train()
+    lr, ref = torch.rand(2, 3, 16, 20), torch.rand(2, 3, 2 * 8, 2 * 10)
+    gvec = torch.rand(2, model.hparams["channels"])
+    dropped = model(lr, ref, centre_box(16, 20, 2), gvec=gvec)
+    torch.testing.assert_close(dropped, model(lr, None, None, gvec=gvec))  # the Ref's features are zero
+    model.ref_drop_p = 0.0
+    assert (model(lr, ref, centre_box(16, 20, 2), gvec=gvec) - dropped).abs().max() > 1e-4
+    with pytest.raises(ConfigError, match="ref_drop_p"):
+        create_model("dzsr-tiny", ref_drop_p=1.5)
