@@ -106,7 +106,7 @@ BUNDLED: tuple[BundledModel, ...] = (
     BundledModel(
         name="dzsr-small-x2",
         file="dzsr-small-x2.safetensors",
-        sha256="39e3ae0c5bb6ae1e1e6552dd90397fd5be403dd067d8b583ffc7837bae16eb2e",
+        sha256="7ab56d5b450de09ff63322a7e012ef1623529c527db0a06527cbdfe1b8db10e3",
         scale=2,
         card="dzsr-small-x2.md",
         licence="MIT",
