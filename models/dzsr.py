@@ -254,6 +254,11 @@ def match_local(query: Tensor, ref: Tensor, offset: tuple[int, int], radius: int
     return arg, best
 
 
+RING_MARGIN = 24
+"""Pixels of image context around each strip of :meth:`PatchMatcher.ring_flow` (>= the 17 a cell's
+conv3_1 features and 3×3 patch reach, plus up to 3 of cell alignment)."""
+
+
 class PatchMatcher(nn.Module):
     """Frozen correspondence between an LR image and a Ref at the same pixel density.
 
@@ -334,6 +339,52 @@ class PatchMatcher(nn.Module):
         score = score.masked_fill(none, 0.0).repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
         rows, cols = slice(shift[0], shift[0] + H), slice(shift[1], shift[1] + W)
         return flow[..., rows, cols], score[..., rows, cols]
+
+    @torch.no_grad()
+    def ring_flow(self, image: Tensor, ref: Tensor, box: Box) -> Tensor:
+        """:meth:`forward`'s flow where it is used when the Ref is pasted over its box, in bounded work.
+
+        Inside ``box`` the Ref's own features replace the matched ones, and beyond the local search's reach
+        (``(radius + 1)·stride`` pixels) there is nothing to match; so only the ring in between is matched,
+        as four strips with :data:`RING_MARGIN` pixels of context (each cell's features and 3×3 patch see
+        at most 17 pixels beyond it), on the Ref's part within reach (the whole image at once when the
+        strips would cover more than half of it). Elsewhere the flow is the registered position.
+
+        Args:
+            image: ``(1, 3, H, W)`` RGB in ``[0, 1]``.
+            ref: ``(1, 3, h, w)`` at the same density, lying at ``box = (x0, y0, w, h)`` in ``image``.
+
+        Returns:
+            ``(1, 2, H, W)``, as :meth:`forward`'s flow (equal to it on the ring).
+        """
+        H, W = image.shape[-2:]
+        x0, y0, w, h = box
+        s, reach, m = self.stride, self.stride * (self.radius + 1), RING_MARGIN
+        flow = torch.empty(1, 2, H, W, dtype=image.dtype, device=image.device)
+        flow[:, 0], flow[:, 1] = -y0, -x0
+        cores = [
+            (y0 - reach, y0, x0 - reach, x0 + w + reach),  # top
+            (y0 + h, y0 + h + reach, x0 - reach, x0 + w + reach),  # bottom
+            (y0, y0 + h, x0 - reach, x0),  # left
+            (y0, y0 + h, x0 + w, x0 + w + reach),  # right
+        ]
+        strips = []
+        for cy0, cy1, cx0, cx1 in cores:
+            cy0, cy1, cx0, cx1 = max(cy0, 0), min(cy1, H), max(cx0, 0), min(cx1, W)
+            if cy1 > cy0 and cx1 > cx0:
+                strips.append((cy0, cy1, cx0, cx1, max(cy0 - m, 0), min(cy1 + m, H), max(cx0 - m, 0), min(cx1 + m, W)))
+        if sum((yb - ya) * (xb - xa) for *_, ya, yb, xa, xb in strips) > H * W // 2:  # cheaper at once
+            return self._match(image, ref, (x0, y0))[0]
+        for cy0, cy1, cx0, cx1, ya, yb, xa, xb in strips:
+            rya, rxa = max(ya - y0 - reach - m, 0) // s * s, max(xa - x0 - reach - m, 0) // s * s
+            ryb, rxb = min(yb - y0 + reach + m, h), min(xb - x0 + reach + m, w)
+            if ryb <= rya or rxb <= rxa:
+                continue
+            part, _ = self._match(image[..., ya:yb, xa:xb], ref[..., rya:ryb, rxa:rxb], (x0 + rxa - xa, y0 + rya - ya))
+            part[:, 0] += rya - ya
+            part[:, 1] += rxa - xa
+            flow[..., cy0:cy1, cx0:cx1] = part[..., cy0 - ya : cy1 - ya, cx0 - xa : cx1 - xa]
+        return flow
 
     @torch.no_grad()
     def forward(
@@ -804,10 +855,12 @@ class DZSR(nn.Module):
             return shifted_depthwise_conv(branch.extractor(s2d), flow, branch.align_weight, branch.align_bias)
         boxes = self._checked_boxes(box, B, size, name)
         pasted = branch.paste_head(s2d)
-        if bool(keep.all()) and all(x0 <= 0 and y0 <= 0 and x0 + w >= W and y0 + h >= H for x0, y0, w, h in boxes):
-            # the Ref's own features are pasted over every pixel: the matched ones would all be replaced
-            return _paste(pasted.new_zeros(B, channels, H, W), pasted, boxes, keep)
-        flow, _ = self.matcher(probe, ref_lr, [(b[0], b[1]) for b in boxes])
+        if bool(keep.all()):  # the Ref's own features replace the matched ones inside every box
+            if all(x0 <= 0 and y0 <= 0 and x0 + w >= W and y0 + h >= H for x0, y0, w, h in boxes):
+                return _paste(pasted.new_zeros(B, channels, H, W), pasted, boxes, keep)
+            flow = torch.cat([self.matcher.ring_flow(probe[b : b + 1], ref_lr[b : b + 1], bx) for b, bx in enumerate(boxes)])
+        else:
+            flow, _ = self.matcher(probe, ref_lr, [(b[0], b[1]) for b in boxes])
         aligned = shifted_depthwise_conv(branch.extractor(s2d), flow, branch.align_weight, branch.align_bias)
         return _paste(aligned, pasted, boxes, keep)
 

@@ -421,3 +421,25 @@ def test_ref_dropout_trains_the_reference_free_path():
     assert (model(lr, ref, centre_box(16, 20, 2), gvec=gvec) - dropped).abs().max() > 1e-4
     with pytest.raises(ConfigError, match="ref_drop_p"):
         create_model("dzsr-tiny", ref_drop_p=1.5)
+
+
+@pytest.mark.parametrize("box", [(100, -16, 200, 288), (-20, -30, 120, 100), (150, 170, 60, 50), (37, 22, 150, 120)])
+def test_ring_flow_equals_the_full_matching_where_it_is_used(box):
+    """In eval() only the ring outside the box and within the search's reach is matched (in strips, or at
+    once when they would cover most of the tile); there it equals matching the whole tile, elsewhere it is
+    the registered position."""
+    matcher = PatchMatcher()
+    img = photo()
+    lr = img[:, 40:296, 60:316][None]
+    x0, y0, w, h = box
+    ref = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    ref[..., max(-y0, 0) :, max(-x0, 0) :] = img[None, :, 40 + max(y0, 0) : 40 + y0 + h, 60 + max(x0, 0) : 60 + x0 + w]
+    full, _ = matcher(lr, ref, [(x0, y0)])
+    ring = matcher.ring_flow(lr, ref, box)
+    yy, xx = torch.arange(256).view(256, 1), torch.arange(256).view(1, 256)
+    inside = (yy >= y0) & (yy < y0 + h) & (xx >= x0) & (xx < x0 + w)
+    reach = matcher.stride * (matcher.radius + 1)
+    near = (yy >= y0 - reach) & (yy < y0 + h + reach) & (xx >= x0 - reach) & (xx < x0 + w + reach)
+    assert (near & ~inside).sum() > 1000
+    assert torch.equal(ring[0][:, near & ~inside], full[0][:, near & ~inside])
+    assert (ring[0, 0][~near] == -y0).all() and (ring[0, 1][~near] == -x0).all()
