@@ -3,8 +3,9 @@
 The capture is the one ``bench_zoom.py`` builds (a real photo as the wide photo, its centre half ×2 as the
 tele, so the tele covers a quarter of the wide photo as at ×2), but the Ref is handed over already
 registered: only the network is counted. ``torch.utils.flop_counter`` counts the multiply-adds of every
-convolution and matrix product (2 FLOPs each) under each module; "correlation" is the matcher's
-patch comparison (what its VGG trunk does not account for).
+convolution and matrix product (2 FLOPs each) under each module; "correlation" is the matcher's patch
+comparison (its convolutions, and the products of the local search, which are elementwise and counted
+here from the shapes). AdaSTN's bilinear sampling is not counted (it is not a convolution).
 
 Usage::
 
@@ -48,24 +49,39 @@ def main() -> None:
     x0, y0 = (W - bw) // 2, (H - bh) // 2
     big = F.interpolate(photo[None], size=(2 * H, 2 * W), mode="area")[0]
     ref = big[:, 2 * y0 : 2 * (y0 + bh), 2 * x0 : 2 * (x0 + bw)]
+    import dzsr_models.dzsr as dzsr_module
+
+    local = getattr(dzsr_module, "match_local", None)  # the local search's products are elementwise
+    elementwise = [0]
+    if local is not None:
+
+        def counted(query, ref, offset, radius):  # 2 FLOPs per channel product, per candidate cell
+            B, C, hq, wq = query.shape
+            elementwise[0] += 2 * B * C * (hq + 2) * (wq + 2) * (2 * radius + 1) ** 2
+            return local(query, ref, offset, radius)
+
+        dzsr_module.match_local = counted
     counter = FlopCounterMode(display=False, depth=None)
     with counter:
         super_resolve(model, uw, ref=ref, box=(x0, y0, bw, bh), tile=args.tile)
-    counts = counter.get_flop_counts()
-    total = counter.get_total_flops()
+    counts = {k: int(sum(v.values())) for k, v in counter.get_flop_counts().items()}
 
-    def under(prefix: str) -> int:
-        return int(sum(counts.get(prefix, {}).values()))
+    def part(*names: str) -> int:
+        return sum(counts.get(n, 0) for n in names)
 
-    matcher = under("DZSR.matcher")
-    trunk = under("DZSR.matcher.trunk")
+    body_names = [k for k in counts if k in {f"DZSR.{n}" for n in ("head", "fuse", "body_tail", "upsampler", "tail")}
+                  or k.count(".") == 2 and k.startswith(("DZSR.blocks.", "DZSR.adastn."))]
+    trunk = part("DZSR.matcher.trunk")
+    refb = part("DZSR.ref.extractor", "DZSR.ref.paste_head")
+    body = part(*body_names)
     parts = {
         "matcher VGG16 trunk": trunk,
-        "correlation": matcher - trunk,
-        "Ref branch (extractor, paste head)": under("DZSR.ref"),
-        "global vector (encoder)": under("DZSR.encoder"),
+        "correlation": part("DZSR") - trunk - refb - body - part("DZSR.encoder") + elementwise[0],
+        "Ref branch (extractor, paste head)": refb,
+        "global vector (encoder)": part("GlobalEncoder", "DZSR.encoder"),
+        "SR body": body,
     }
-    parts["SR body (the rest)"] = total - sum(parts.values())
+    total = sum(parts.values())
     pixels = H * W
     print(f"wide photo {W}x{H}, tile {args.tile}, total {total / 1e9:.1f} GFLOP = {total / pixels / 1e3:.0f} kFLOP per wide pixel")
     print("| part | kFLOP per wide pixel | share |")

@@ -6,8 +6,11 @@
 # PHOTOS_DIR: the project's photographs (shared/data/photos). The five photos held out for evaluation
 # (benchmarks/quality.py) and the Bridge photo's seeds that do not register are excluded below or by
 # prepare. Data: 9 photos x 3 simulation seeds, x2, at most 2800 px; training: dzsr-small, l1 loss,
-# batch 16, LR patch 48, lr 2e-4, 3000 steps, one thread per process (CPU). Re-running continues an
-# interrupted run (--resume).
+# batch 16, LR patch 48, lr 2e-4, 3000 steps, one thread per process (CPU); then the fine-tuning for the
+# local matcher (400 steps at lr 1e-4 from the first run's best weights, reference dropout 0.25 by default;
+# the shipped weights are its best validation checkpoint). Re-running continues an interrupted run (--resume).
+# The first run of the shipped model was made with dzsr's earlier all-pairs matcher, so a re-run of the
+# first stage gives close, not identical, weights.
 set -euo pipefail
 photos=$(realpath "$1"); work=$2
 mkdir -p "$work/photos" "$work/captures"
@@ -30,4 +33,9 @@ resume=""
 [ -f run_small/resume.pt ] && resume="--resume"
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} dzsr train data --out run_small --preset small --loss l1 --lr 2e-4 \
   --batch-size 16 --patch-size 48 --steps 3000 --val-every 200 --save-every 200 --device cpu --seed 0 $resume
-echo "best checkpoint: $work/run_small/checkpoints/best.safetensors"
+resume=""
+[ -f run_ft/resume.pt ] && resume="--resume"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} dzsr train data --out run_ft --init run_small/checkpoints/best.safetensors \
+  --loss l1 --lr 1e-4 --batch-size 16 --patch-size 48 --steps 400 --val-every 100 --save-every 100 --device cpu \
+  --seed 1 $resume
+echo "best checkpoint: $work/run_ft/checkpoints/best.safetensors"
