@@ -348,7 +348,7 @@ class VGG16Features(nn.Module):
     Args:
         until: Last layer computed, e.g. ``"conv3_1"``, ``"relu3_2"``, ``"relu5_2"`` (see
             :data:`VGG16_LAYER_NAMES`).
-        pool: Keep the max-pool layers. ``False`` runs every conv at full resolution (the matcher).
+        pool: Keep the max-pool layers. ``False`` runs every conv at full resolution.
         weights: ``"imagenet"`` (offline, see module doc) or ``"random"`` (seeded He initialisation,
             for tests and weight-less environments).
         seed: Seed of the random weights.
