@@ -201,12 +201,16 @@ def simulate(
     parallax: Annotated[float, typer.Option(help="Largest parallax displacement of the tele, in pixels.")] = 1.5,
     noise: Annotated[float, typer.Option(help="Gaussian noise sigma of both photos (0..1 scale).")] = 0.01,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of both photos.")] = 92,
+    camera: Annotated[
+        str, typer.Option(help="none, or phone: each camera through its own randomised phone pipeline "
+                               "(blur, noise, denoising, sharpening, tone, JPEG 80-95 4:2:0).")
+    ] = "none",
 ) -> None:
     """Simulate phone wide + tele captures, with ground truth, from single high-resolution photos.
 
     Example: [bold]dzsr simulate photos/ sim/ --ratio 2 --max-side 2400[/]
     (ultra-wide + wide + tele: [bold]--ratio 4 --triple[/]; harder captures: [bold]--ratio-error 0.015
-    --gain 0.25 --gamma 0.75 1.33 --noise 0.02 --jpeg-quality 85[/])
+    --gain 0.25 --gamma 0.75 1.33 --noise 0.02 --jpeg-quality 85[/]; phone-processed photos: [bold]--camera phone[/])
     """
     from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 
@@ -214,7 +218,7 @@ def simulate(
         cfg = SimulateConfig(
             photos=photos, out=out, ratio=ratio, seed=seed, max_side=max_side, triple=triple,
             wide_ratio=wide_ratio, max_offset=max_offset, max_rotation=max_rotation, ratio_error=ratio_error,
-            gain=gain, gamma=gamma, parallax=parallax, noise=noise, jpeg_quality=jpeg_quality,
+            gain=gain, gamma=gamma, parallax=parallax, noise=noise, jpeg_quality=jpeg_quality, camera=camera,
         )
         with _progress() as bar:
             task = bar.add_task("simulate", total=None, item="")

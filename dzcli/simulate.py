@@ -30,6 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from dzcli.camera import CameraRanges, capture, sample_camera
 from dzcli.errors import ConfigError
 
 
@@ -200,6 +201,7 @@ def simulate_pair(
     noise: float = 0.01,
     seed: int = 0,
     tele_size: tuple[int, int] | None = None,
+    camera: CameraRanges | None = None,
 ) -> SimulatedPair:
     """Simulate a dual-camera capture of ``scene`` with known geometry.
 
@@ -216,6 +218,10 @@ def simulate_pair(
         noise: standard deviation of the Gaussian noise added to each image (values in [0, 1]).
         seed: makes the noise, the parallax field and the colour pipeline reproducible.
         tele_size: tele ``(width, height)`` in pixels; default: the uw's (phones use equal sensors).
+        camera: when given, each camera takes its photo through its own camera drawn from these ranges
+            (:func:`dzcli.camera.capture`: lens blur, sensor grid, Poisson–Gaussian noise, denoising,
+            sharpening, tone, JPEG) instead of the plain blur + area downscale + Gaussian ``noise``; the
+            geometry is the same as without it.
 
     Returns:
         The pair, its truth and its true geometry.
@@ -238,7 +244,8 @@ def simulate_pair(
         scene_np[:hg, :wg], 0, max(0, hg - hs), 0, max(0, wg - ws), cv2.BORDER_REFLECT
     )
     truth = _chw(truth_np)
-    uw = degrade(truth, ratio)
+    cams = None if camera is None else np.random.default_rng((seed, 2))
+    uw = degrade(truth, ratio) if cams is None else capture(truth, ratio, sample_camera(cams, camera), cams)
 
     c_t = np.array([(wt - 1) / 2.0, (ht - 1) / 2.0])
     tele_to_uw = _view_to_uw(ratio, rotation_deg, (wt, ht), (wu, hu), offset)
@@ -250,7 +257,9 @@ def simulate_pair(
     tele = torch.from_numpy(np.clip(tele_np, 0.0, 1.0).transpose(2, 0, 1).copy())
     if isp:
         tele = isp_change(tele, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
-    if noise > 0:
+    if cams is not None:
+        tele = capture(tele, 1.0, sample_camera(cams, camera), cams)
+    elif noise > 0:
         gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
         uw = (uw + noise * torch.randn(uw.shape, generator=gen)).clamp(0.0, 1.0)
         tele = (tele + noise * torch.randn(tele.shape, generator=gen)).clamp(0.0, 1.0)
@@ -314,6 +323,7 @@ def simulate_triple(
     gamma: tuple[float, float] = GAMMA,
     noise: float = 0.01,
     seed: int = 0,
+    camera: CameraRanges | None = None,
 ) -> SimulatedTriple:
     """Simulate an ultra-wide / wide / tele capture of ``scene`` with known geometry.
 
@@ -329,6 +339,7 @@ def simulate_triple(
         gain, gamma: the ranges of those pipelines (see :func:`isp_change`).
         noise: Gaussian noise standard deviation of every image.
         seed: reproducibility; the uw, tele and truth equal :func:`simulate_pair`'s for the same seed.
+        camera: each camera's own capture pipeline (see :func:`simulate_pair`).
 
     Returns:
         The triple, its truth and its true geometry.
@@ -343,7 +354,7 @@ def simulate_triple(
         )
     pair = simulate_pair(
         scene, ratio=ratio, offset=offset, rotation_deg=rotation_deg, parallax=parallax, isp=isp,
-        gain=gain, gamma=gamma, noise=noise, seed=seed,
+        gain=gain, gamma=gamma, noise=noise, seed=seed, camera=camera,
     )
     rng = np.random.default_rng((seed, 1))
     hu, wu = pair.uw.shape[-2:]
@@ -357,12 +368,19 @@ def simulate_triple(
     wx, wy = (hx + 0.5) / d - 0.5, (hy + 0.5) / d - 0.5
     gx, gy = _scene_coords(wx, wy, wide_to_uw, ratio, rng, parallax)
     dense = cv2.remap(_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    wide = degrade(_chw(np.clip(dense, 0.0, 1.0)), d)
-    if isp:
-        wide = isp_change(wide, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
-    if noise > 0:
-        gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
-        wide = (wide + noise * torch.randn(wide.shape, generator=gen)).clamp(0.0, 1.0)
+    dense_t = _chw(np.clip(dense, 0.0, 1.0))
+    if camera is None:
+        wide = degrade(dense_t, d)
+        if isp:
+            wide = isp_change(wide, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
+        if noise > 0:
+            gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
+            wide = (wide + noise * torch.randn(wide.shape, generator=gen)).clamp(0.0, 1.0)
+    else:
+        if isp:
+            dense_t = isp_change(dense_t, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
+        cams = np.random.default_rng((seed, 3))
+        wide = capture(dense_t, d, sample_camera(cams, camera), cams)
     center = wide_to_uw @ np.array([(wu - 1) / 2.0, (hu - 1) / 2.0, 1.0])
     return SimulatedTriple(
         pair=pair,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from dzcli import __version__
+from dzcli.camera import CameraRanges
 from dzcli.data.manifest import write_json_atomic
 from dzcli.errors import ConfigError, InputError
 from dzcli.io.exif import CaptureInfo, make_exif
@@ -58,6 +59,10 @@ class SimulateConfig:
         gamma: per-channel gamma range of the tele's colour pipeline.
         triple: add a wide camera at ``wide_ratio`` (default ``ratio / 2``) times the uw's density.
         wide_ratio: see ``triple``.
+        camera: ``none`` (blur, area downscale, Gaussian ``noise``, JPEG at ``jpeg_quality``) or ``phone``:
+            each camera through its own randomised phone pipeline (:mod:`dzcli.camera`: lens blur,
+            resampling, Poisson–Gaussian noise, denoising, sharpening, tone, JPEG 80–95 at 4:2:0); the
+            files are then written at JPEG quality 100, and ``noise`` and ``jpeg_quality`` do not apply.
     """
 
     photos: Path
@@ -75,8 +80,11 @@ class SimulateConfig:
     gamma: tuple[float, float] = GAMMA
     triple: bool = False
     wide_ratio: float | None = None
+    camera: str = "none"
 
     def __post_init__(self) -> None:
+        if self.camera not in CAMERAS:
+            raise ConfigError(f"--camera must be one of {', '.join(CAMERAS)}, not {self.camera!r}")
         if self.ratio <= 1.0:
             raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
         if not 0.0 <= self.ratio_error < 0.2:
@@ -100,6 +108,10 @@ class SimulateConfig:
                     f"--triple needs a wide between the uw and the tele: wide ratio {wide:g} is not in "
                     f"(1, {self.ratio:g}); pass --wide-ratio"
                 )
+
+
+CAMERAS: dict[str, CameraRanges | None] = {"none": None, "phone": CameraRanges()}
+"""``--camera`` choices: the capture pipeline's ranges (None: the plain blur, noise and JPEG)."""
 
 
 def _exif(zoom: float, when: datetime, size: tuple[int, int]) -> bytes:
@@ -152,6 +164,7 @@ def simulate_folder(
     truth.mkdir(parents=True, exist_ok=True)
     records = []
     base_time = datetime(2026, 1, 1, 12, 0, 0)
+    quality = cfg.jpeg_quality if cfg.camera == "none" else 100  # a camera's own JPEG is in the pixels
     for i, path in enumerate(photos):
         rng = random.Random(cfg.seed + i)
         scene = load_photo(path).pixels
@@ -166,6 +179,7 @@ def simulate_folder(
         common: dict[str, Any] = {
             "ratio": true_ratio, "offset": offset, "rotation_deg": rotation, "parallax": cfg.parallax,
             "gain": cfg.gain, "gamma": cfg.gamma, "noise": cfg.noise, "seed": cfg.seed + i,
+            "camera": CAMERAS[cfg.camera],
         }
         name = path.stem
         when = base_time + timedelta(minutes=i)
@@ -182,7 +196,7 @@ def simulate_folder(
             wide_size = (triple.wide.shape[-1], triple.wide.shape[-2])
             save_image(cfg.out / files["wide"], triple.wide,
                        exif=_exif(triple.wide_ratio, when + timedelta(milliseconds=150), wide_size),
-                       quality=cfg.jpeg_quality)
+                       quality=quality)
             extra = {
                 "wide_ratio": triple.wide_ratio,
                 "wide_center": list(triple.wide_center),
@@ -195,10 +209,10 @@ def simulate_folder(
         files["truth"] = f"truth/{name}.png"
         uw_size = (sim.uw.shape[-1], sim.uw.shape[-2])
         tele_size = (sim.tele.shape[-1], sim.tele.shape[-2])
-        save_image(cfg.out / files["uw"], sim.uw, exif=_exif(1, when, uw_size), quality=cfg.jpeg_quality)
+        save_image(cfg.out / files["uw"], sim.uw, exif=_exif(1, when, uw_size), quality=quality)
         save_image(cfg.out / files["tele"], sim.tele,
                    exif=_exif(cfg.ratio, when + timedelta(milliseconds=300), tele_size),
-                   quality=cfg.jpeg_quality)
+                   quality=quality)
         save_image(cfg.out / files["truth"], sim.truth)
         record = {
             "name": name,
