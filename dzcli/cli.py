@@ -261,6 +261,10 @@ def zoom(
         bool, typer.Option("--require-ref", help="A tele that cannot be found is an error (exit 4) instead of "
                            "zooming the wide photo without the reference.")
     ] = False,
+    self_check: Annotated[
+        bool, typer.Option("--self-check/--no-self-check", help="Keep as much of the network's detail outside "
+                           "the tele's view as the tele shows it is worth on this capture.")
+    ] = True,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
 
@@ -284,6 +288,9 @@ def zoom(
         how = f"zoom ratio {r.ratio:.2f}" if r.no_ref is None else (
             f"[yellow]tele not found ({escape(r.no_ref)}): zoomed without the reference[/]"
         )
+        if r.residual_gain is not None:
+            how += f", self-check: network detail outside the tele x{r.residual_gain:.2f}"
+
         return (
             f"{r.uw.name} -> {r.output}: {r.in_size[0]}x{r.in_size[1]} -> {r.out_size[0]}x{r.out_size[1]} "
             f"({how}, output x{r.outscale:.2f}: x{r.scale} network {r.model}{filt}), "
@@ -295,6 +302,7 @@ def zoom(
             inputs=tuple(inputs), out=output, model=model, outscale=outscale, suffix=suffix, ext=ext,
             overwrite=overwrite, tile=tile, tile_overlap=tile_overlap, device=device, fp32=fp32,
             max_megapixels=max_megapixels, ratio=ratio, quality=quality, adapt=adapt, require_ref=require_ref,
+            self_check=self_check,
         )
         with _progress() as bar:
             tasks: dict[str, Any] = {}
@@ -366,6 +374,10 @@ def eval_cmd(
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet v0.1).")] = True,
     crop: Annotated[int, typer.Option(help="Side of the comparison crops, in output pixels.")] = 192,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
+    self_check: Annotated[
+        bool, typer.Option("--self-check/--no-self-check", help="As dzsr zoom: the network's detail outside "
+                           "the reference kept as far as the reference shows it is worth.")
+    ] = True,
 ) -> None:
     """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
 
@@ -380,7 +392,7 @@ def eval_cmd(
         out = output if output is not None else default_out(data)
         cfg = EvalConfig(
             data=data, out=out, models=tuple(model or ()), split=split, device=device, tile=tile,
-            tile_overlap=tile_overlap, fp32=fp32, lpips=lpips, crop=crop, limit=limit,
+            tile_overlap=tile_overlap, fp32=fp32, lpips=lpips, crop=crop, limit=limit, self_check=self_check,
         )
         with _progress() as bar:
             task = bar.add_task("eval", total=None, item="")

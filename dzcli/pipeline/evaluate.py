@@ -41,6 +41,7 @@ from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import super_resolve
+from dzcli.infer.selfcheck import blend_outside, residual_gain
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
@@ -83,6 +84,8 @@ class EvalConfig:
         lpips: compute LPIPS (needs the offline ImageNet AlexNet, see the README).
         crop: side in output pixels of the comparison crops (centre and corner of each image).
         limit: evaluate only the first ``limit`` images.
+        self_check: as ``dzsr zoom``: the network's reference-free detail outside the reference scaled by
+            what the reference shows it is worth on the image (:mod:`dzcli.infer.selfcheck`).
     """
 
     data: Path
@@ -96,6 +99,7 @@ class EvalConfig:
     lpips: bool = True
     crop: int = 192
     limit: int | None = None
+    self_check: bool = True
 
     def __post_init__(self) -> None:
         if self.split not in ("test", "train", "all"):
@@ -323,8 +327,14 @@ def _eval_prepared(
     for m in models:
         out, secs = _run_model(m.model, lr, cfg, device)
         scorer.add(f"{m.name} (no ref)", out, secs)
-        out, secs = _run_model(m.model, lr, cfg, device, ref=pair.ref, box=(x0, y0, bw, bh))
-        scorer.add(m.name, out, secs)
+        t = time.perf_counter()
+        out, _ = _run_model(m.model, lr, cfg, device, ref=pair.ref, box=(x0, y0, bw, bh))
+        if cfg.self_check:
+            mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
+            gain = residual_gain(m.model, lr, pair.ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32)
+            out = blend_outside(out, lr, (x0, y0, bw, bh), gain)
+            result.info[m.name] = {"residual_gain": gain}
+        scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()
 
 
@@ -377,8 +387,8 @@ def _eval_simulated(
         try:
             zoomed = zoom_photo(
                 m.model, uw, tele, outscale=density, ratio=photos.ratio.value, tile=cfg.tile,
-                overlap=cfg.tile_overlap, device=device, half=not cfg.fp32, uw_name=cap.uw.name,
-                tele_name=cap.tele.name,
+                overlap=cfg.tile_overlap, device=device, half=not cfg.fp32, self_check=cfg.self_check,
+                uw_name=cap.uw.name, tele_name=cap.tele.name,
             )
         except AlignmentError as exc:  # photos in the wrong order: nothing a zoom would write
             log.warning("%s: %s not evaluated: %s", record["name"], m.name, exc)
@@ -392,6 +402,7 @@ def _eval_simulated(
             "registration": None if reg is None else reg.method,
             "valid_fraction": None if aligned is None else aligned.valid_fraction,
             "model_scale": zoomed.scale, "resample": zoomed.outscale / zoomed.scale, "tiles": zoomed.tiles,
+            "residual_gain": zoomed.residual_gain,
         }
         if zoomed.no_ref is not None:
             result.no_ref[m.name] = zoomed.no_ref

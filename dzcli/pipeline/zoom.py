@@ -42,6 +42,7 @@ from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import super_resolve
+from dzcli.infer.selfcheck import blend_outside, residual_gain
 from dzcli.io.exif import update_exif
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, save_image
 from dzsr_models.bundled import choose_bundled, load_model
@@ -91,6 +92,8 @@ class ZoomConfig:
         adapt_patch: LR patch side of the fine-tuning steps.
         require_ref: a capture whose tele cannot be found or used is an error (exit 4) instead of being
             zoomed without the reference.
+        self_check: measure under the tele how much of the network's reference-free detail this capture
+            supports, and keep that much outside the tele's view (:mod:`dzcli.infer.selfcheck`).
     """
 
     inputs: tuple[Path, ...]
@@ -112,6 +115,7 @@ class ZoomConfig:
     adapt_batch: int = 4
     adapt_patch: int = 48
     require_ref: bool = False
+    self_check: bool = True
 
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
@@ -164,6 +168,7 @@ class ZoomResult:
     box: tuple[int, int, int, int] | None = None
     bit_depth: int | None = None
     no_ref: str | None = None
+    residual_gain: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -371,7 +376,9 @@ class ZoomedPhoto:
             None when the photo was zoomed without it.
         no_ref: why the reference was not used (None when it was).
         tiles: tiles the network ran on.
-        timings: seconds per stage (``register``, ``align``, ``adapt``, ``sr``, ``resample``).
+        timings: seconds per stage (``register``, ``align``, ``adapt``, ``self_check``, ``sr``, ``resample``).
+        residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
+            (1: all of it; None: not measured).
     """
 
     image: Tensor
@@ -382,6 +389,7 @@ class ZoomedPhoto:
     no_ref: str | None
     tiles: int
     timings: dict[str, float]
+    residual_gain: float | None = None
 
 
 def _locate_tele(
@@ -467,12 +475,14 @@ def _super_resolve(
     device: torch.device,
     half: bool,
     adapt: tuple[int, int, int],
+    self_check: bool,
     uw_name: str,
     progress: ProgressFn | None,
     timings: dict[str, float],
-) -> tuple[Tensor, int]:
+) -> tuple[Tensor, int, float | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
-    with the reference where it has one, resampled to ``outscale``: ``(image, tiles)``."""
+    with the reference where it has one, its reference-free detail outside the tele's view scaled by the
+    self-check's gain, resampled to ``outscale``: ``(image, tiles, gain)``."""
     s = int(model.scale)
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
@@ -488,20 +498,28 @@ def _super_resolve(
         if progress:
             progress("tiles", done, total, uw_name)
 
-    t = time.perf_counter()
     ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
+    gain = None
+    if self_check and aligned is not None and ref is not None:
+        t = time.perf_counter()
+        gain = residual_gain(model, uw, ref, aligned.box, aligned.mask, device=device, half=half)
+        timings["self_check"] = time.perf_counter() - t
+        log.info("%s: self-check: the network's detail outside the tele's view kept at x%.2f", uw_name, gain)
+    t = time.perf_counter()
     sr = super_resolve(
         model, uw, ref=ref, box=None if aligned is None else aligned.box, tile=tile, overlap=overlap,
         device=device, half=half, progress=on_tile,
     )
     del ref
+    if gain is not None and aligned is not None:
+        sr = blend_outside(sr, uw, aligned.box, gain)
     timings["sr"] = time.perf_counter() - t
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
     del sr
     timings["resample"] = time.perf_counter() - t
-    return out, tiles[0]
+    return out, tiles[0], gain
 
 
 def zoom_photo(
@@ -517,6 +535,7 @@ def zoom_photo(
     device: str | torch.device = "auto",
     half: bool = True,
     adapt: int = 0,
+    self_check: bool = True,
     uw_name: str = "uw",
     tele_name: str = "tele",
     progress: ProgressFn | None = None,
@@ -540,6 +559,8 @@ def zoom_photo(
         device: ``auto`` (CUDA, then MPS, then the CPU), ``cpu``, ``cuda[:N]`` or ``mps``.
         half: float16 on CUDA.
         adapt: first fine-tune a copy of the model for this many self-supervised steps on the capture.
+        self_check: scale the network's reference-free detail outside the tele's view by what the tele
+            shows it is worth on this capture (:mod:`dzcli.infer.selfcheck`).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         progress: see :data:`ProgressFn` (stages ``adapt`` and ``tiles``).
@@ -566,13 +587,13 @@ def zoom_photo(
     )
     del tele_t
     final = _output_scale(outscale, density, s)
-    image, tiles = _super_resolve(
+    image, tiles, gain = _super_resolve(
         model, uw_t, aligned, outscale=final, tile=tile, overlap=overlap, device=dev, half=half,
-        adapt=(adapt, 4, 48), uw_name=uw_name, progress=progress, timings=timings,
+        adapt=(adapt, 4, 48), self_check=self_check, uw_name=uw_name, progress=progress, timings=timings,
     )
     return ZoomedPhoto(
         image=image, outscale=final, scale=s, registration=reg, aligned=aligned, no_ref=no_ref, tiles=tiles,
-        timings=timings,
+        timings=timings, residual_gain=gain,
     )
 
 
@@ -610,10 +631,10 @@ def zoom_capture(
         uw_name=cap.uw.name, tele_name=cap.tele.name, timings=timings,
     )
     del photos  # the tele is not needed any more
-    image, tiles = _super_resolve(
+    image, tiles, gain = _super_resolve(
         model, uw.pixels, aligned, outscale=outscale, tile=cfg.tile, overlap=cfg.tile_overlap, device=device,
-        half=not cfg.fp32, adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch), uw_name=cap.uw.name,
-        progress=progress, timings=timings,
+        half=not cfg.fp32, adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch), self_check=cfg.self_check,
+        uw_name=cap.uw.name, progress=progress, timings=timings,
     )
     name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
@@ -628,7 +649,8 @@ def zoom_capture(
         in_size=(W, H), out_size=out_size, ratio=reg.ratio if reg is not None else est.value, density=density,
         outscale=outscale, scale=s, resample=outscale / s, model=name, device=str(device), tiles=tiles,
         seconds=time.perf_counter() - t_start, valid_fraction=None if aligned is None else aligned.valid_fraction,
-        box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=no_ref, timings=timings,
+        box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=no_ref, residual_gain=gain,
+        timings=timings,
     )
 
 
