@@ -9,8 +9,10 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
    the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
    upsampled uw, so nothing misregistered is ever pasted;
 3. optionally (``adapt``), a few self-supervised fine-tuning steps on this capture
-   (:func:`dzcli.train.loop.adapt`); then tiled reference-based SR of the whole uw
-   (:func:`dzcli.infer.engine.super_resolve`);
+   (:func:`dzcli.train.loop.adapt`); the self-check (``self_check``, :mod:`dzcli.infer.selfcheck`):
+   how much of the network's reference-free detail the tele supports on this capture; then tiled
+   reference-based SR of the whole uw (:func:`dzcli.infer.engine.super_resolve`), its detail outside
+   the tele's view scaled by the self-check's gain;
 4. resampling from ``s×`` to the output scale (default: the tele's density ``r``, taken as ``s`` when
    within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
 5. an atomic write in the uw's format and bit depth, EXIF kept (Orientation 1, new size) and ICC kept.
