@@ -121,7 +121,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0, 12.0], help="wide photo megapixels")
     parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
-    parser.add_argument("--model", help="checkpoint or bundled name (default: bundled, else random dzsr-small x2)")
+    parser.add_argument("--model", help="checkpoint or bundled name (default: the bundled default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side (0 = automatic)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--child", nargs=6, help=argparse.SUPPRESS)
