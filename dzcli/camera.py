@@ -16,10 +16,10 @@ from typing import Literal
 
 import cv2
 import numpy as np
-import torch
 from torch import Tensor
 
 from dzcli.errors import ConfigError
+from dzcli.io.images import from_hwc, to_hwc
 
 __all__ = [
     "CameraRanges",
@@ -46,12 +46,9 @@ _SAMPLING = {
 _LUMA = (0.299, 0.587, 0.114)
 
 
-def _hwc(img: Tensor) -> np.ndarray:
-    return np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32)
-
-
-def _chw(a: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.clip(a, 0.0, 1.0).transpose(2, 0, 1), dtype=np.float32))
+def _image(a: np.ndarray) -> Tensor:
+    """``(H, W, 3)`` float array → ``(3, H, W)`` float32 tensor, clipped to ``[0, 1]``."""
+    return from_hwc(np.clip(a, 0.0, 1.0))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -90,7 +87,7 @@ def blur_kernel(kind: BlurKind, sigma: float, *, sigma2: float | None = None, an
 
 def blur(img: Tensor, kernel: np.ndarray) -> Tensor:
     """Convolve each channel with ``kernel`` (edges reflected)."""
-    return _chw(cv2.filter2D(_hwc(img), -1, kernel, borderType=cv2.BORDER_REFLECT))
+    return _image(cv2.filter2D(to_hwc(img), -1, kernel, borderType=cv2.BORDER_REFLECT))
 
 
 def downscale(img: Tensor, ratio: float, method: Literal["area", "bicubic", "bilinear", "lanczos"] = "area") -> Tensor:
@@ -103,7 +100,7 @@ def downscale(img: Tensor, ratio: float, method: Literal["area", "bicubic", "bil
         raise ConfigError(f"unknown downscale method {method!r}: {', '.join(flags)}")
     _, h, w = img.shape
     size = (max(1, round(w / ratio)), max(1, round(h / ratio)))
-    return _chw(cv2.resize(_hwc(img), size, interpolation=flags[method]))
+    return _image(cv2.resize(to_hwc(img), size, interpolation=flags[method]))
 
 
 def sensor_noise(img: Tensor, rng: np.random.Generator, *, photons: float, read: float) -> Tensor:
@@ -111,9 +108,9 @@ def sensor_noise(img: Tensor, rng: np.random.Generator, *, photons: float, read:
 
     The variance at a pixel of value ``x`` is ``x / photons + read²`` (approximated by a Gaussian).
     """
-    x = _hwc(img).astype(np.float64)
+    x = to_hwc(img).astype(np.float64)
     sd = np.sqrt(np.clip(x, 0.0, None) / photons + read * read)
-    return _chw(x + sd * rng.standard_normal(x.shape))
+    return _image(x + sd * rng.standard_normal(x.shape))
 
 
 def denoise(img: Tensor, strength: float) -> Tensor:
@@ -124,25 +121,25 @@ def denoise(img: Tensor, strength: float) -> Tensor:
     """
     if strength <= 0:
         return img.clone()
-    a = _hwc(img)
-    return _chw(cv2.bilateralFilter(a, d=0, sigmaColor=float(strength), sigmaSpace=1.0 + 20.0 * strength))
+    a = to_hwc(img)
+    return _image(cv2.bilateralFilter(a, d=0, sigmaColor=float(strength), sigmaSpace=1.0 + 20.0 * strength))
 
 
 def sharpen(img: Tensor, *, radius: float, amount: float) -> Tensor:
     """Unsharp mask: ``x + amount·(x − blur_radius(x))``, clipped (it overshoots at edges: halos)."""
-    a = _hwc(img)
+    a = to_hwc(img)
     soft = cv2.GaussianBlur(a, (0, 0), sigmaX=radius, borderType=cv2.BORDER_REFLECT)
-    return _chw(a + amount * (a - soft))
+    return _image(a + amount * (a - soft))
 
 
 def tone(img: Tensor, *, contrast: float, saturation: float, brightness: float = 0.0) -> Tensor:
     """Tone curve and saturation: an S-curve of strength ``contrast`` (0: none), luma-preserving saturation
     ``saturation`` (1: unchanged) and an exposure offset ``brightness``."""
-    x = _hwc(img).astype(np.float64) + brightness
+    x = to_hwc(img).astype(np.float64) + brightness
     x = np.clip(x, 0.0, 1.0)
     x = (1.0 - contrast) * x + contrast * x * x * (3.0 - 2.0 * x)
     luma = (x * np.array(_LUMA)).sum(axis=2, keepdims=True)
-    return _chw(luma + saturation * (x - luma))
+    return _image(luma + saturation * (x - luma))
 
 
 def jpeg(img: Tensor, quality: int, subsampling: Subsampling = "420") -> Tensor:
@@ -151,13 +148,13 @@ def jpeg(img: Tensor, quality: int, subsampling: Subsampling = "420") -> Tensor:
         raise ConfigError(f"JPEG quality must be in [1, 100], got {quality}")
     if subsampling not in _SAMPLING:
         raise ConfigError(f"unknown chroma subsampling {subsampling!r}: {', '.join(_SAMPLING)}")
-    bgr = np.round(_hwc(img)[..., ::-1] * 255.0).clip(0, 255).astype(np.uint8)
+    bgr = np.round(to_hwc(img)[..., ::-1] * 255.0).clip(0, 255).astype(np.uint8)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SAMPLING[subsampling]]
     ok, buf = cv2.imencode(".jpg", bgr, params)
     if not ok:
         raise ConfigError("JPEG encoding failed")
     out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
-    return _chw(out)
+    return _image(out)
 
 
 # --------------------------------------------------------------------------------------------------------
