@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from dzcli.infer.engine import Box, super_resolve
 
-__all__ = ["blend_outside", "residual_gain"]
+__all__ = ["apply_self_check", "blend_outside", "residual_gain"]
 
 
 def _bicubic(lr: Tensor, scale: int) -> Tensor:
@@ -110,3 +110,27 @@ def blend_outside(sr: Tensor, lr: Tensor, box: Box, gain: float, *, feather: int
         rows = sr[:, s * a : s * b]
         rows.sub_(bic).mul_(g).add_(bic)
     return sr
+
+
+def apply_self_check(
+    model: nn.Module,
+    sr: Tensor,
+    lr: Tensor,
+    ref: Tensor,
+    box: Box,
+    mask: Tensor | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    half: bool = False,
+) -> tuple[Tensor, float]:
+    """The self-check of one capture: :func:`residual_gain` under the tele, then :func:`blend_outside`.
+
+    Args:
+        sr: ``(3, s·H, s·W)`` the network's output for ``lr`` with the reference (changed in place).
+        lr, ref, box, mask: as :func:`residual_gain`.
+
+    Returns:
+        ``(sr, gain)``.
+    """
+    gain = residual_gain(model, lr, ref, box, mask, device=device, half=half)
+    return blend_outside(sr, lr, box, gain), gain

@@ -41,7 +41,7 @@ from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import super_resolve
-from dzcli.infer.selfcheck import blend_outside, residual_gain
+from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
@@ -331,8 +331,9 @@ def _eval_prepared(
         out, _ = _run_model(m.model, lr, cfg, device, ref=pair.ref, box=(x0, y0, bw, bh))
         if cfg.self_check:
             mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
-            gain = residual_gain(m.model, lr, pair.ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32)
-            out = blend_outside(out, lr, (x0, y0, bw, bh), gain)
+            out, gain = apply_self_check(
+                m.model, out, lr, pair.ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32
+            )
             result.info[m.name] = {"residual_gain": gain}
         scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()

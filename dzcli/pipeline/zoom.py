@@ -44,7 +44,7 @@ from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import super_resolve
-from dzcli.infer.selfcheck import blend_outside, residual_gain
+from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.exif import update_exif
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, save_image
 from dzsr_models.bundled import choose_bundled, load_model
@@ -500,22 +500,20 @@ def _super_resolve(
         if progress:
             progress("tiles", done, total, uw_name)
 
-    ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
-    gain = None
-    if self_check and aligned is not None and ref is not None:
-        t = time.perf_counter()
-        gain = residual_gain(model, uw, ref, aligned.box, aligned.mask, device=device, half=half)
-        timings["self_check"] = time.perf_counter() - t
-        log.info("%s: self-check: the network's detail outside the tele's view kept at x%.2f", uw_name, gain)
     t = time.perf_counter()
+    ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
     sr = super_resolve(
         model, uw, ref=ref, box=None if aligned is None else aligned.box, tile=tile, overlap=overlap,
         device=device, half=half, progress=on_tile,
     )
-    del ref
-    if gain is not None and aligned is not None:
-        sr = blend_outside(sr, uw, aligned.box, gain)
     timings["sr"] = time.perf_counter() - t
+    gain = None
+    if self_check and aligned is not None and ref is not None:
+        t = time.perf_counter()
+        sr, gain = apply_self_check(model, sr, uw, ref, aligned.box, aligned.mask, device=device, half=half)
+        timings["self_check"] = time.perf_counter() - t
+        log.info("%s: self-check: the network's detail outside the tele's view kept at x%.2f", uw_name, gain)
+    del ref
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
