@@ -202,8 +202,9 @@ def simulate(
     noise: Annotated[float, typer.Option(help="Gaussian noise sigma of both photos (0..1 scale).")] = 0.01,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of both photos.")] = 92,
     camera: Annotated[
-        str, typer.Option(help="none, or phone: each camera through its own randomised phone pipeline "
-                               "(blur, noise, denoising, sharpening, tone, JPEG 80-95 4:2:0).")
+        str, typer.Option(help="none, or each camera through its own randomised pipeline (blur, noise, "
+                               "denoising, sharpening, tone, JPEG): phone (JPEG 80-95 4:2:0), dslr (light "
+                               "processing, JPEG 90-98) or night (heavy noise, denoising, JPEG 60-85).")
     ] = "none",
 ) -> None:
     """Simulate phone wide + tele captures, with ground truth, from single high-resolution photos.
@@ -378,21 +379,27 @@ def eval_cmd(
         bool, typer.Option("--self-check/--no-self-check", help="As dzsr zoom: the network's detail outside "
                            "the reference kept as far as the reference shows it is worth.")
     ] = True,
+    holdout: Annotated[
+        str | None, typer.Option(help="Prepared datasets: hold out this half of each tele (left, right, top "
+                                 "or bottom), give the model the other half and score both halves apart.")
+    ] = None,
 ) -> None:
     """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
 
     Writes report.json, report.csv, report.md, report.html and report.png (side-by-side crops).
 
     Example: [bold]dzsr eval sim/ -m run/ckpt/best.safetensors[/]
+    (real captures, outside the reference: [bold]dzsr eval data/ --holdout right[/])
     """
     from dzcli.pipeline.evaluate import EvalConfig, default_out, evaluate
-    from dzcli.report import DISPLAY_REGIONS, HIGHER_IS_BETTER, best_value
+    from dzcli.report import DISPLAY_REGIONS, HIGHER_IS_BETTER, best_value, region_label
 
     with _boundary():
         out = output if output is not None else default_out(data)
         cfg = EvalConfig(
             data=data, out=out, models=tuple(model or ()), split=split, device=device, tile=tile,
             tile_overlap=tile_overlap, fp32=fp32, lpips=lpips, crop=crop, limit=limit, self_check=self_check,
+            holdout=holdout,
         )
         with _progress() as bar:
             task = bar.add_task("eval", total=None, item="")
@@ -410,7 +417,8 @@ def eval_cmd(
         for metric in metrics:
             arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
             for region in regions:
-                table.add_column(f"{metric.upper()} {arrow}\n{region}", justify="right", no_wrap=True)
+                table.add_column(f"{metric.upper()} {arrow}\n{region_label(report, region)}", justify="right",
+                                 no_wrap=True)
         table.add_column("s/image", justify="right", no_wrap=True)
         for method in report.methods:
             cells = []

@@ -41,6 +41,7 @@ __all__ = [
     "caption",
     "crop_file",
     "crop_sheet",
+    "region_label",
     "to_csv",
     "to_html",
     "to_json",
@@ -232,6 +233,12 @@ def best_value(report: EvalReport, means: Scores, region: str, metric: str) -> f
     return max(vals) if HIGHER_IS_BETTER[metric] else min(vals)
 
 
+def region_label(report: EvalReport, region: str) -> str:
+    """How a region is called in this report's tables (a held-out evaluation renames centre and corner)."""
+    labels = report.protocol.get("region_labels") or {}
+    return str(labels.get(region, region))
+
+
 def to_markdown(report: EvalReport, *, title: str | None = None) -> str:
     """A Markdown table of the means: one row per method; PSNR, SSIM, LPIPS as ``full / centre / corner``.
 
@@ -246,7 +253,8 @@ def to_markdown(report: EvalReport, *, title: str | None = None) -> str:
     metrics = [m for m in ("psnr", "ssim", "lpips") if any(m in means[x].get("full", {}) for x in means)]
     heads = {"psnr": "PSNR ↑ (dB)", "ssim": "SSIM ↑", "lpips": "LPIPS ↓"}
     lines = [] if title is None else [title, ""]
-    columns = " | ".join(f"{heads[m]} full / centre / corner" for m in metrics)
+    names = " / ".join(region_label(report, r) for r in order)
+    columns = " | ".join(f"{heads[m]} {names}" for m in metrics)
     lines.append(f"| method | {columns} | s / image |")
     lines.append("|---|" + "---|" * len(metrics) + "---:|")
     for method in report.methods:
@@ -346,7 +354,9 @@ figcaption { font-size: 0.85em; text-align: center; }
 
 def _means_table(report: EvalReport, metrics: tuple[str, ...]) -> str:
     means, secs = report.means(), report.mean_seconds()
-    head = "".join(f"<th>{r} {m.replace('_', ' ')}</th>" for r in DISPLAY_REGIONS for m in metrics)
+    head = "".join(
+        f"<th>{html.escape(region_label(report, r))} {m.replace('_', ' ')}</th>" for r in DISPLAY_REGIONS for m in metrics
+    )
     rows = []
     for method in report.methods:
         cells = []
@@ -403,11 +413,11 @@ def to_html(report: EvalReport) -> str:
                 f"<td>{_fmt(s.get(r, {}).get(m), m)}</td>" for r in DISPLAY_REGIONS for m in plain
             )
             rows.append(f"<tr><td>{esc(method)}</td>{cells}</tr>")
-        head = "".join(f"<th>{r} {m}</th>" for r in DISPLAY_REGIONS for m in plain)
+        head = "".join(f"<th>{esc(region_label(report, r))} {m}</th>" for r in DISPLAY_REGIONS for m in plain)
         out.append(f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>")
         for region, files in im.crops.items():
             x0, y0, w, h = im.crop_boxes[region]
-            out.append(f"<h3>{region} crop ({w}×{h} px at x={x0}, y={y0})</h3><div class=row>")
+            out.append(f"<h3>{esc(region_label(report, region))} crop ({w}×{h} px at x={x0}, y={y0})</h3><div class=row>")
             for name, rel in files.items():
                 score = im.scores.get(name, {}).get(region, {}).get("psnr")
                 label = name if score is None else f"{name}: {_fmt(score, 'psnr')} dB ({region})"

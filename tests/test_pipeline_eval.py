@@ -19,7 +19,7 @@ from dzcli.cli import app
 from dzcli.errors import ConfigError, DatasetError, WeightsError
 from dzcli.metrics.image import region_pieces
 from dzcli.pipeline import evaluate as evaluate_module
-from dzcli.pipeline.evaluate import EvalConfig, evaluate, footprint_box, interpolate, pick_crop
+from dzcli.pipeline.evaluate import EvalConfig, evaluate, footprint_box, holdout_box, interpolate, pick_crop
 from dzcli.pipeline.prepare import PrepareConfig, prepare
 from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 from dzcli.report import METRICS, EvalReport, ImageResult, to_csv, to_json, to_markdown
@@ -291,3 +291,57 @@ def test_report_sheet_stacks_images_with_gaps() -> None:
     column = _stack([a, b], 3, dim=1)
     assert column.shape == (3, 13, 5)
     assert column[:, 4:7].eq(1).all() and column[:, 7:, :2].eq(0.5).all() and column[:, 7:, 2:].eq(1).all()
+
+
+@pytest.mark.parametrize("size", [(40, 30), (41, 29)])
+def test_holdout_box_is_the_other_half(size: tuple[int, int]) -> None:
+    w, h = size
+    for side in ("left", "right", "top", "bottom"):
+        x0, y0, bw, bh = holdout_box(size, side)
+        given = np.zeros((h, w), bool)
+        given[y0 : y0 + bh, x0 : x0 + bw] = True
+        held = {"left": np.s_[:, : w - bw], "right": np.s_[:, bw:], "top": np.s_[: h - bh], "bottom": np.s_[bh:]}
+        assert not given[held[side]].any() and given.sum() + given[held[side]].size == w * h  # a partition
+        assert given[held[side]].size >= given.sum()  # the held-out half is never the smaller one
+    with pytest.raises(ConfigError, match="--holdout"):
+        EvalConfig(data=Path("d"), out=Path("o"), holdout="middle")
+
+
+def test_holdout_scores_only_tele_pixels_the_model_never_received(
+    tmp_path: Path, prepared: Path, ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A toy model that pastes its reference over bicubic: perfect on the half it got, exactly bicubic on the
+    held-out half, and it is handed no pixel of the held-out half."""
+    seen: list[tuple[torch.Tensor, tuple[int, int, int, int]]] = []
+
+    def paste(model: torch.nn.Module, lr: torch.Tensor, **kw: object) -> torch.Tensor:
+        out = interpolate(lr, (2 * lr.shape[-2], 2 * lr.shape[-1]), "bicubic")
+        ref, box = kw.get("ref"), kw.get("box")
+        if ref is not None:
+            assert isinstance(ref, torch.Tensor) and isinstance(box, tuple)
+            x0, y0, bw, bh = box
+            out[:, 2 * y0 : 2 * (y0 + bh), 2 * x0 : 2 * (x0 + bw)] = ref
+            seen.append((ref.clone(), box))
+        return out
+
+    monkeypatch.setattr(evaluate_module, "super_resolve", paste)
+    report, _ = evaluate(EvalConfig(data=prepared, out=tmp_path / "r", models=(str(ckpts["a"]),), split="all",
+                                    device="cpu", lpips=False, self_check=False, holdout="right"))
+    assert len(seen) == len(report.images) > 0
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    for im, (ref, box) in zip(report.images, seen):
+        rec = next(p for p in manifest["pairs"] if p["id"] == im.id)
+        hr = _rgb(prepared / rec["files"]["hr"])
+        w_lr = hr.shape[1] // 2
+        assert box == (0, 0, w_lr // 2, hr.shape[0] // 2)  # the left half, full height
+        np.testing.assert_allclose(ref.numpy().transpose(1, 2, 0), hr[:, : 2 * (w_lr // 2)], atol=1 / 255)
+        assert im.box == (0, 0, 2 * (w_lr // 2), hr.shape[0])
+        toy, bicubic = im.scores["tiny"], im.scores["bicubic"]
+        assert toy["centre"]["psnr"] > 50
+        assert toy["corner"]["psnr"] == pytest.approx(bicubic["corner"]["psnr"], abs=1e-9)
+    assert report.protocol["holdout"] == "right"
+    assert "held-out right half" in to_markdown(report)
+    sim = tmp_path / "sim"
+    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, ratio=2.0))
+    with pytest.raises(ConfigError, match="needs a prepared dataset"):
+        evaluate(EvalConfig(data=sim, out=tmp_path / "r2", holdout="left"))

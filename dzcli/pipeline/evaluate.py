@@ -51,9 +51,11 @@ from dzsr_models.bundled import load_model
 
 __all__ = [
     "EvalConfig",
+    "Peer",
     "default_out",
     "evaluate",
     "footprint_box",
+    "holdout_box",
     "interpolate",
     "pick_crop",
 ]
@@ -63,8 +65,24 @@ log = logging.getLogger(__name__)
 Box = tuple[int, int, int, int]
 ProgressFn = Callable[[int, int, str], None]
 """``progress(done, total, item)`` after each image."""
+Upscaler = Callable[[Tensor, tuple[int, int]], Tensor]
+"""``upscale(lr, (H, W))``: a single-image method to compare with, ``(3, h, w)`` → ``(3, H, W)``, in [0, 1]."""
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A single-image super-resolution method scored next to the baselines (e.g. another project's CLI).
+
+    Attributes:
+        upscale: see :data:`Upscaler`.
+        info: what the report says about it (package, model, settings).
+    """
+
+    upscale: Upscaler
+    info: dict[str, Any]
 
 INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+HOLDOUT_SIDES = ("left", "right", "top", "bottom")
 SIMULATION_NAME = "simulation.json"
 
 
@@ -86,6 +104,9 @@ class EvalConfig:
         limit: evaluate only the first ``limit`` images.
         self_check: as ``dzsr zoom``: the network's reference-free detail outside the reference scaled by
             what the reference shows it is worth on the image (:mod:`dzcli.infer.selfcheck`).
+        holdout: prepared datasets: hold out this half of each pair's tele (``left``, ``right``, ``top`` or
+            ``bottom``): the network gets the other half as its reference, and the held-out half (real
+            tele pixels it never received) is scored as the corner, the given half as the centre.
     """
 
     data: Path
@@ -100,8 +121,11 @@ class EvalConfig:
     crop: int = 192
     limit: int | None = None
     self_check: bool = True
+    holdout: str | None = None
 
     def __post_init__(self) -> None:
+        if self.holdout is not None and self.holdout not in HOLDOUT_SIDES:
+            raise ConfigError(f"--holdout must be one of {', '.join(HOLDOUT_SIDES)}, not {self.holdout!r}")
         if self.split not in ("test", "train", "all"):
             raise ConfigError(f"--split must be test, train or all, not {self.split!r}")
         if self.tile < 0 or self.tile_overlap < 0 or 0 < self.tile < 32:
@@ -155,6 +179,25 @@ def footprint_box(
     x0, x1 = (int(np.clip(round(v), 0, out_size[0])) for v in (edges[0].min(), edges[0].max()))
     y0, y1 = (int(np.clip(round(v), 0, out_size[1])) for v in (edges[1].min(), edges[1].max()))
     return x0, y0, x1 - x0, y1 - y0
+
+
+def holdout_box(lr_size: tuple[int, int], side: str) -> Box:
+    """The reference's box when one half of the tele is held out: the other half.
+
+    Args:
+        lr_size: the pair's LR ``(width, height)``.
+        side: the held-out half, ``left``, ``right``, ``top`` or ``bottom`` (of an odd size, the held-out
+            half is the larger one).
+
+    Returns:
+        ``(x0, y0, bw, bh)`` in whole LR pixels.
+    """
+    w, h = lr_size
+    boxes = {"right": (0, 0, w // 2, h), "left": (w - w // 2, 0, w // 2, h),
+             "bottom": (0, 0, w, h // 2), "top": (0, h - h // 2, w, h // 2)}
+    if side not in boxes:
+        raise ConfigError(f"unknown held-out side {side!r}: {', '.join(HOLDOUT_SIDES)}")
+    return boxes[side]
 
 
 def pick_crop(truth: Tensor, box: Box, region: str, side: int) -> Box | None:
@@ -235,12 +278,13 @@ def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float) 
     return loaded
 
 
-def _methods(models: list[_Model]) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    names = ["bicubic", "lanczos"]
+def _methods(models: list[_Model], peers: dict[str, Peer]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    names = ["bicubic", "lanczos", *peers]
     info: dict[str, dict[str, Any]] = {
         "bicubic": {"kind": "interpolation", "filter": "OpenCV INTER_CUBIC"},
         "lanczos": {"kind": "interpolation", "filter": "OpenCV INTER_LANCZOS4"},
     }
+    info.update({name: {"kind": "single-image SR", **peer.info} for name, peer in peers.items()})
     for m in models:
         noref = f"{m.name} (no ref)"
         names += [noref, m.name]
@@ -311,28 +355,44 @@ def _run_model(
     return sr, time.perf_counter() - t
 
 
-def _eval_prepared(
-    pair: PreparedPair, s: int, models: list[_Model], cfg: EvalConfig, device: torch.device,
-    lpips_net: LPIPS | None, crop_methods: list[str],
-) -> ImageResult:
-    hr, lr = pair.hr, pair.lr
-    x0, y0, bw, bh = (int(round(v)) for v in pair.ref_box)
-    H, W = int(hr.shape[-2]), int(hr.shape[-1])
-    result = ImageResult(id=pair.id, size=(W, H), box=(s * x0, s * y0, s * bw, s * bh), info={"scale": s})
-    scorer = _Scorer(result, hr, cfg, lpips_net, crop_methods, mask=pair.mask)
+def _score_single_image(scorer: _Scorer, lr: Tensor, size: tuple[int, int], peers: dict[str, Peer]) -> None:
+    """The interpolation baselines and the peers on ``lr``, at output ``size`` ``(H, W)``."""
     for name in INTERPOLATIONS:
         t = time.perf_counter()
-        out = interpolate(lr, (H, W), name)
+        out = interpolate(lr, size, name)
         scorer.add(name, out, time.perf_counter() - t)
+    for name, peer in peers.items():
+        t = time.perf_counter()
+        out = peer.upscale(lr, size)
+        if tuple(out.shape) != (3, *size):
+            raise ConfigError(f"{name} returned a {tuple(out.shape)} image for a {(3, *size)} output")
+        scorer.add(name, out, time.perf_counter() - t)
+
+
+def _eval_prepared(
+    pair: PreparedPair, s: int, models: list[_Model], cfg: EvalConfig, device: torch.device,
+    lpips_net: LPIPS | None, crop_methods: list[str], peers: dict[str, Peer],
+) -> ImageResult:
+    hr, lr = pair.hr, pair.lr
+    H, W = int(hr.shape[-2]), int(hr.shape[-1])
+    if cfg.holdout is None:
+        x0, y0, bw, bh = (int(round(v)) for v in pair.ref_box)
+        ref = pair.ref
+    else:
+        x0, y0, bw, bh = holdout_box((int(lr.shape[-1]), int(lr.shape[-2])), cfg.holdout)
+        ref = hr[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
+    result = ImageResult(id=pair.id, size=(W, H), box=(s * x0, s * y0, s * bw, s * bh), info={"scale": s})
+    scorer = _Scorer(result, hr, cfg, lpips_net, crop_methods, mask=pair.mask)
+    _score_single_image(scorer, lr, (H, W), peers)
     for m in models:
         out, secs = _run_model(m.model, lr, cfg, device)
         scorer.add(f"{m.name} (no ref)", out, secs)
         t = time.perf_counter()
-        out, _ = _run_model(m.model, lr, cfg, device, ref=pair.ref, box=(x0, y0, bw, bh))
+        out, _ = _run_model(m.model, lr, cfg, device, ref=ref, box=(x0, y0, bw, bh))
         if cfg.self_check:
             mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
             out, gain = apply_self_check(
-                m.model, out, lr, pair.ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32
+                m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32
             )
             result.info[m.name] = {"residual_gain": gain}
         scorer.add(m.name, out, time.perf_counter() - t)
@@ -357,7 +417,7 @@ def _density(record: dict[str, Any]) -> float:
 
 def _eval_simulated(
     record: dict[str, Any], root: Path, models: list[_Model], cfg: EvalConfig,
-    device: torch.device, lpips_net: LPIPS | None, crop_methods: list[str],
+    device: torch.device, lpips_net: LPIPS | None, crop_methods: list[str], peers: dict[str, Peer],
 ) -> ImageResult:
     files = record["files"]
     cap = Capture(id=str(record["name"]), uw=root / files["uw"], tele=root / files["tele"], method="simulated")
@@ -374,10 +434,7 @@ def _eval_simulated(
     box = footprint_box(np.asarray(record["tele_to_uw"]), tuple(record["tele_size"]), density, (W, H))
     result = ImageResult(id=str(record["name"]), size=(W, H), box=box, info={"density": density})
     scorer = _Scorer(result, truth, cfg, lpips_net, crop_methods)
-    for name in INTERPOLATIONS:
-        t = time.perf_counter()
-        out = interpolate(uw, (H, W), name)
-        scorer.add(name, out, time.perf_counter() - t)
+    _score_single_image(scorer, uw, (H, W), peers)
     for m in models:
         sr, secs = _run_model(m.model, uw, cfg, device)
         t = time.perf_counter()
@@ -433,7 +490,17 @@ def _protocol(kind: str, cfg: EvalConfig, scale: int | None) -> dict[str, Any]:
         "8-bit RGB, no border crop; PSNR (corner: pooled MSE of its 4 pieces), SSIM (scikit-image, Gaussian, "
         "window 11), LPIPS (AlexNet v0.1); corner SSIM/LPIPS: mean of the pieces; means over images"
     )
-    if kind == "prepared":
+    labels = None
+    if kind == "prepared" and cfg.holdout is not None:
+        summary = (
+            f"Prepared dataset ({cfg.split} split), held-out protocol at x{scale}: lr super-resolved with "
+            f"the half of hr opposite its {cfg.holdout} half as ref and compared with hr; centre = the ref's "
+            f"half, corner = the held-out {cfg.holdout} half (real tele pixels the model never received; hr "
+            "was colour-matched to lr by prepare over the whole tele); "
+            "masked = valid registration pixels only; " + common
+        )
+        labels = {"centre": "ref half", "corner": f"held-out {cfg.holdout} half"}
+    elif kind == "prepared":
         summary = (
             f"Prepared dataset ({cfg.split} split), SelfDZSR protocol at x{scale}: lr super-resolved with "
             "ref (the centre 1/s of hr) and compared with hr; centre = the ref's field of view, corner = the "
@@ -455,15 +522,20 @@ def _protocol(kind: str, cfg: EvalConfig, scale: int | None) -> dict[str, Any]:
         "lpips": {"net": "alex", "version": "0.1"} if cfg.lpips else None,
         "tile": cfg.tile,
         "device": cfg.device,
+        "holdout": cfg.holdout,
+        "region_labels": labels,
     }
 
 
-def evaluate(cfg: EvalConfig, *, progress: ProgressFn | None = None) -> tuple[EvalReport, dict[str, Path]]:
+def evaluate(
+    cfg: EvalConfig, *, progress: ProgressFn | None = None, peers: dict[str, Peer] | None = None
+) -> tuple[EvalReport, dict[str, Path]]:
     """Score the models and the baselines on a prepared dataset or a simulated set; write the report.
 
     Args:
         cfg: the options.
         progress: see :data:`ProgressFn`.
+        peers: other single-image methods to score after the interpolations (shown in the crops too).
 
     Returns:
         ``(report, files)``: the report and the files written (``json``, ``csv``, ``md``, ``html``, ``png``).
@@ -475,6 +547,8 @@ def evaluate(cfg: EvalConfig, *, progress: ProgressFn | None = None) -> tuple[Ev
     """
     root = cfg.data
     kind = _kind(root)
+    if cfg.holdout is not None and kind != "prepared":
+        raise ConfigError(f"{root}: --holdout needs a prepared dataset (a simulated set has full ground truth)")
     device = resolve_device(cfg.device)
     lpips_net = LPIPS().to(device) if cfg.lpips else None
     items: list[Any]
@@ -490,8 +564,9 @@ def evaluate(cfg: EvalConfig, *, progress: ProgressFn | None = None) -> tuple[Ev
         items = _simulated_records(root)
         models = _load_models(cfg.models, device, _density(items[0]))
     items = items[: cfg.limit] if cfg.limit else items
-    methods, method_info = _methods(models)
-    crop_methods = ["bicubic", *(m.name for m in models)]
+    peers = peers or {}
+    methods, method_info = _methods(models, peers)
+    crop_methods = ["bicubic", *peers, *(m.name for m in models)]
     report = EvalReport(
         kind=kind, data=str(root), methods=methods, method_info=method_info,
         protocol=_protocol(kind, cfg, scale), crop_methods=crop_methods,
@@ -500,9 +575,9 @@ def evaluate(cfg: EvalConfig, *, progress: ProgressFn | None = None) -> tuple[Ev
     for i, item in enumerate(items):
         if kind == "prepared":
             assert scale is not None
-            result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods)
+            result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods, peers)
         else:
-            result = _eval_simulated(item, root, models, cfg, device, lpips_net, crop_methods)
+            result = _eval_simulated(item, root, models, cfg, device, lpips_net, crop_methods, peers)
         report.images.append(result)
         if progress:
             progress(i + 1, len(items), result.id)
