@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from dzcli.camera import CameraRanges, capture, sample_camera
+from dzcli.camera import CameraRanges, capture, sample_camera, tone
 from dzcli.errors import ConfigError
 
 
@@ -221,7 +221,8 @@ def simulate_pair(
         camera: when given, each camera takes its photo through its own camera drawn from these ranges
             (:func:`dzcli.camera.capture`: lens blur, sensor grid, Poisson–Gaussian noise, denoising,
             sharpening, tone, JPEG) instead of the plain blur + area downscale + Gaussian ``noise``; the
-            geometry is the same as without it.
+            geometry is the same as without it, and the truth is the scene in the uw camera's tone and
+            saturation (what that camera would render with ``ratio``× more pixels).
 
     Returns:
         The pair, its truth and its true geometry.
@@ -245,7 +246,14 @@ def simulate_pair(
     )
     truth = _chw(truth_np)
     cams = None if camera is None else np.random.default_rng((seed, 2))
-    uw = degrade(truth, ratio) if cams is None else capture(truth, ratio, sample_camera(cams, camera), cams)
+    if cams is None:
+        uw = degrade(truth, ratio)
+    else:
+        uw_cam = sample_camera(cams, camera)
+        uw = capture(truth, ratio, uw_cam, cams)
+        # The truth is what this camera would render with r x more pixels: its colours, not its optics,
+        # noise, denoising, sharpening or JPEG.
+        truth = tone(truth, contrast=uw_cam.contrast, saturation=uw_cam.saturation)
 
     c_t = np.array([(wt - 1) / 2.0, (ht - 1) / 2.0])
     tele_to_uw = _view_to_uw(ratio, rotation_deg, (wt, ht), (wu, hu), offset)

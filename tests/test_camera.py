@@ -144,7 +144,15 @@ def test_simulate_with_a_phone_camera_keeps_the_geometry_and_processes_both_phot
     plain = simulate_pair(img, **kw)
     phone = simulate_pair(img, camera=camera.CameraRanges(), **kw)
     assert np.array_equal(plain.tele_to_uw, phone.tele_to_uw) and np.allclose(plain.tele_to_uw_fit, phone.tele_to_uw_fit)
-    assert torch.equal(plain.truth, phone.truth) and phone.uw.shape == plain.uw.shape
+    assert phone.truth.shape == plain.truth.shape and phone.uw.shape == plain.uw.shape
+    # the truth is the scene in the uw camera's colours: its tone and saturation, nothing else
+    uw_cam = camera.sample_camera(np.random.default_rng((7, 2)), camera.CameraRanges())
+    toned = camera.tone(plain.truth, contrast=uw_cam.contrast, saturation=uw_cam.saturation)
+    assert torch.allclose(phone.truth, toned, atol=1e-6) and not torch.allclose(phone.truth, plain.truth, atol=1e-3)
+    coarse_uw = camera.downscale(phone.uw, 8.0)  # at 1/16 of the truth's density: colours, not detail or noise
+    err = {k: float((camera.downscale(t, 16.0) - coarse_uw).abs().mean())
+           for k, t in (("scene", plain.truth), ("toned", phone.truth))}
+    assert err["toned"] < err["scene"]
     assert phone.tele.shape == plain.tele.shape
     for a, b in ((plain.uw, phone.uw), (plain.tele, phone.tele)):
         diff = float((a - b).abs().mean())
@@ -162,4 +170,6 @@ def test_simulate_command_accepts_the_phone_camera(tmp_path) -> None:
     (rec,) = simulate_folder(SimulateConfig(photos=photo, out=tmp_path / "sim", camera="phone"))
     assert (tmp_path / "sim" / rec["files"]["uw"]).is_file()
     with pytest.raises(ConfigError, match="--camera"):
-        SimulateConfig(photos=photo, out=tmp_path / "x", camera="dslr")
+        SimulateConfig(photos=photo, out=tmp_path / "x", camera="film")
+    for name in ("dslr", "night"):  # the other cameras' ranges are valid and differ from the phone's
+        SimulateConfig(photos=photo, out=tmp_path / "x", camera=name)

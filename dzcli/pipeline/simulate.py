@@ -110,7 +110,23 @@ class SimulateConfig:
                 )
 
 
-CAMERAS: dict[str, CameraRanges | None] = {"none": None, "phone": CameraRanges()}
+CAMERAS: dict[str, CameraRanges | None] = {
+    "none": None,
+    "phone": CameraRanges(),
+    # a large-sensor camera: more lens blur (and an anti-aliasing filter), little noise, light processing,
+    # high-quality JPEG at 4:2:2 or 4:4:4, resampled by a kernel
+    "dslr": CameraRanges(
+        blur_sigma=(0.6, 1.6), photons=(3000.0, 30000.0), read_noise=(0.0005, 0.003), denoise=(0.0, 0.03),
+        sharpen_radius=(0.5, 1.2), sharpen_amount=(0.0, 0.6), contrast=(0.0, 0.15), saturation=(0.95, 1.1),
+        jpeg_quality=(90, 98), subsampling=("422", "444"), downscale=("bilinear", "bicubic"),
+    ),
+    # a phone at night: few photons, strong denoising and sharpening, low JPEG quality
+    "night": CameraRanges(
+        blur_sigma=(0.4, 1.4), photons=(60.0, 400.0), read_noise=(0.005, 0.02), denoise=(0.06, 0.14),
+        sharpen_radius=(1.0, 2.5), sharpen_amount=(0.6, 1.6), contrast=(0.1, 0.4), saturation=(0.8, 1.3),
+        jpeg_quality=(60, 85), subsampling=("420",), downscale=("area", "lanczos"),
+    ),
+}
 """``--camera`` choices: the capture pipeline's ranges (None: the plain blur, noise and JPEG)."""
 
 
