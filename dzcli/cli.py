@@ -206,6 +206,11 @@ def simulate(
                                "denoising, sharpening, tone, JPEG): phone (JPEG 80-95 4:2:0), dslr (light "
                                "processing, JPEG 90-98) or night (heavy noise, denoising, JPEG 60-85).")
     ] = "none",
+    camera_range: Annotated[
+        list[str] | None,
+        typer.Option(help="Widen or narrow one of the camera's ranges, NAME=LOW,HIGH (repeatable), e.g. "
+                          "jpeg_quality=60,98 or sharpen_amount=0,2.", show_default=False),
+    ] = None,
 ) -> None:
     """Simulate phone wide + tele captures, with ground truth, from single high-resolution photos.
 
@@ -213,13 +218,14 @@ def simulate(
     (ultra-wide + wide + tele: [bold]--ratio 4 --triple[/]; harder captures: [bold]--ratio-error 0.015
     --gain 0.25 --gamma 0.75 1.33 --noise 0.02 --jpeg-quality 85[/]; phone-processed photos: [bold]--camera phone[/])
     """
-    from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
+    from dzcli.pipeline.simulate import SimulateConfig, parse_camera_range, simulate_folder
 
     with _boundary():
         cfg = SimulateConfig(
             photos=photos, out=out, ratio=ratio, seed=seed, max_side=max_side, triple=triple,
             wide_ratio=wide_ratio, max_offset=max_offset, max_rotation=max_rotation, ratio_error=ratio_error,
             gain=gain, gamma=gamma, parallax=parallax, noise=noise, jpeg_quality=jpeg_quality, camera=camera,
+            camera_ranges=tuple(parse_camera_range(t) for t in camera_range or ()),
         )
         with _progress() as bar:
             task = bar.add_task("simulate", total=None, item="")

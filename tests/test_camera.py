@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -173,3 +174,26 @@ def test_simulate_command_accepts_the_phone_camera(tmp_path) -> None:
         SimulateConfig(photos=photo, out=tmp_path / "x", camera="film")
     for name in ("dslr", "night"):  # the other cameras' ranges are valid and differ from the phone's
         SimulateConfig(photos=photo, out=tmp_path / "x", camera=name)
+
+
+def test_camera_ranges_can_be_widened_from_the_command_line(tmp_path) -> None:
+    from dzcli.io.images import save_image
+    from dzcli.pipeline.simulate import SimulateConfig, parse_camera_range, simulate_folder
+
+    photo = tmp_path / "p.jpg"
+    save_image(photo, scene("life")[:, :200, :300])
+    over = (parse_camera_range("jpeg_quality=60,98"), parse_camera_range("sharpen_amount=0,2"))
+    cfg = SimulateConfig(photos=photo, out=tmp_path / "sim", camera="phone", camera_ranges=over)
+    ranges = cfg.ranges()
+    assert ranges is not None and ranges.jpeg_quality == (60, 98) and ranges.sharpen_amount == (0.0, 2.0)
+    assert ranges.photons == camera.CameraRanges().photons  # the rest is the phone's
+    simulate_folder(cfg)
+    written = json.loads((tmp_path / "sim" / "simulation.json").read_text())["camera_ranges"]
+    assert written["jpeg_quality"] == [60, 98] and written["sharpen_amount"] == [0.0, 2.0]
+    for bad, match in ((("nosuch", 0, 1),), "unknown range"), ((("jpeg_quality", 98, 60),), "low <= high"):
+        with pytest.raises(ConfigError, match=match):
+            SimulateConfig(photos=photo, out=tmp_path / "x", camera="phone", camera_ranges=bad)
+    with pytest.raises(ConfigError, match="needs a camera"):
+        SimulateConfig(photos=photo, out=tmp_path / "x", camera="none", camera_ranges=over)
+    with pytest.raises(ConfigError, match="NAME=LOW,HIGH"):
+        parse_camera_range("jpeg_quality=60")

@@ -15,7 +15,7 @@ import logging
 import math
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,9 @@ class SimulateConfig:
             each camera through its own randomised phone pipeline (:mod:`dzcli.camera`: lens blur,
             resampling, Poisson–Gaussian noise, denoising, sharpening, tone, JPEG 80–95 at 4:2:0); the
             files are then written at JPEG quality 100, and ``noise`` and ``jpeg_quality`` do not apply.
+            ``dslr`` and ``night`` are two other cameras' ranges (see :data:`CAMERAS`).
+        camera_ranges: ``(name, low, high)`` overrides of the camera's ranges (a field of
+            :class:`dzcli.camera.CameraRanges`, e.g. ``("jpeg_quality", 60, 98)``), to widen or narrow them.
     """
 
     photos: Path
@@ -81,10 +84,12 @@ class SimulateConfig:
     triple: bool = False
     wide_ratio: float | None = None
     camera: str = "none"
+    camera_ranges: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.camera not in CAMERAS:
             raise ConfigError(f"--camera must be one of {', '.join(CAMERAS)}, not {self.camera!r}")
+        self.ranges()  # unknown or inverted overrides fail here, before any work
         if self.ratio <= 1.0:
             raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
         if not 0.0 <= self.ratio_error < 0.2:
@@ -108,6 +113,32 @@ class SimulateConfig:
                     f"--triple needs a wide between the uw and the tele: wide ratio {wide:g} is not in "
                     f"(1, {self.ratio:g}); pass --wide-ratio"
                 )
+
+
+    def ranges(self) -> CameraRanges | None:
+        """The camera's ranges with ``camera_ranges`` applied (None for ``camera="none"``)."""
+        base = CAMERAS[self.camera]
+        if not self.camera_ranges:
+            return base
+        if base is None:
+            raise ConfigError("--camera-range needs a camera (--camera phone, dslr or night)")
+        numeric = {f.name for f in fields(CameraRanges)} - {"subsampling", "downscale"}
+        changes: dict[str, tuple[float, float]] = {}
+        for name, low, high in self.camera_ranges:
+            if name not in numeric:
+                raise ConfigError(f"--camera-range: unknown range {name!r}; one of {', '.join(sorted(numeric))}")
+            changes[name] = (int(low), int(high)) if name == "jpeg_quality" else (float(low), float(high))
+        return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def parse_camera_range(text: str) -> tuple[str, float, float]:
+    """``"NAME=LOW,HIGH"`` (``--camera-range``) → ``(name, low, high)``."""
+    name, _, values = text.partition("=")
+    try:
+        low, high = (float(v) for v in values.split(","))
+    except ValueError:
+        raise ConfigError(f"--camera-range must be NAME=LOW,HIGH (e.g. jpeg_quality=60,98), not {text!r}") from None
+    return name.strip(), low, high
 
 
 CAMERAS: dict[str, CameraRanges | None] = {
@@ -181,6 +212,7 @@ def simulate_folder(
     records = []
     base_time = datetime(2026, 1, 1, 12, 0, 0)
     quality = cfg.jpeg_quality if cfg.camera == "none" else 100  # a camera's own JPEG is in the pixels
+    camera = cfg.ranges()
     for i, path in enumerate(photos):
         rng = random.Random(cfg.seed + i)
         scene = load_photo(path).pixels
@@ -195,7 +227,7 @@ def simulate_folder(
         common: dict[str, Any] = {
             "ratio": true_ratio, "offset": offset, "rotation_deg": rotation, "parallax": cfg.parallax,
             "gain": cfg.gain, "gamma": cfg.gamma, "noise": cfg.noise, "seed": cfg.seed + i,
-            "camera": CAMERAS[cfg.camera],
+            "camera": camera,
         }
         name = path.stem
         when = base_time + timedelta(minutes=i)
@@ -252,6 +284,7 @@ def simulate_folder(
     write_json_atomic(
         cfg.out / "simulation.json",
         {"dzsr_version": __version__, "options": {k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in asdict(cfg).items()}, "pairs": records},
+                                                  for k, v in asdict(cfg).items()},
+         "camera_ranges": None if camera is None else asdict(camera), "pairs": records},
     )
     return records
