@@ -72,7 +72,8 @@ def simulate(
     if index.is_file():
         return out, json.loads(index.read_text())["pairs"]
     cfg = SimulateConfig(
-        photos=photos, out=out, ratio=ratio, seed=seed * 1000, max_side=max_side, parallax=parallax, **HARD
+        photos=photos, out=out, ratio=ratio, seed=seed * 1000, max_side=max_side, parallax=parallax, camera="none",
+        **HARD,
     )
     return out, simulate_folder(cfg)
 

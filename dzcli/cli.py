@@ -205,7 +205,7 @@ def simulate(
         str, typer.Option(help="none, or each camera through its own randomised pipeline (blur, noise, "
                                "denoising, sharpening, tone, JPEG): phone (JPEG 80-95 4:2:0), dslr (light "
                                "processing, JPEG 90-98) or night (heavy noise, denoising, JPEG 60-85).")
-    ] = "none",
+    ] = "phone",
     camera_range: Annotated[
         list[str] | None,
         typer.Option(help="Widen or narrow one of the camera's ranges, NAME=LOW,HIGH (repeatable), e.g. "
@@ -216,7 +216,8 @@ def simulate(
 
     Example: [bold]dzsr simulate photos/ sim/ --ratio 2 --max-side 2400[/]
     (ultra-wide + wide + tele: [bold]--ratio 4 --triple[/]; harder captures: [bold]--ratio-error 0.015
-    --gain 0.25 --gamma 0.75 1.33 --noise 0.02 --jpeg-quality 85[/]; phone-processed photos: [bold]--camera phone[/])
+    --gain 0.25 --camera night --camera-range jpeg_quality=50,70[/]; the plain pipeline of blur, Gaussian
+    noise and JPEG: [bold]--camera none --noise 0.02 --jpeg-quality 85[/])
     """
     from dzcli.pipeline.simulate import SimulateConfig, parse_camera_range, simulate_folder
 

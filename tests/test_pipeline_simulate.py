@@ -102,7 +102,7 @@ def test_harder_capture_conditions_are_options(tmp_path: Path) -> None:
 
     args = ["simulate", str(PHOTO), str(tmp_path / "h"), "--ratio", "3", "--ratio-error", "0.015", "--gain", "0.25",
             "--gamma", "0.75", "1.33", "--noise", "0.02", "--jpeg-quality", "85", "--max-offset", "0.02",
-            "--max-rotation", "1", "--seed", "4"]
+            "--max-rotation", "1", "--seed", "4", "--camera", "none"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "h" / "truth" / "seeding.json").read_text())
@@ -118,3 +118,5 @@ def test_harder_capture_conditions_are_options(tmp_path: Path) -> None:
     assert plain["ratio"] == pytest.approx(3.0, abs=1e-9)  # without --ratio-error the EXIF ratio is the truth
     bad = CliRunner().invoke(app, ["simulate", str(PHOTO), str(tmp_path / "b"), "--gamma", "1.2", "0.8"])
     assert bad.exit_code == 2 and "--gamma" in bad.output
+    unused = CliRunner().invoke(app, ["simulate", str(PHOTO), str(tmp_path / "b"), "--noise", "0.02"])
+    assert unused.exit_code == 2 and "apply only to --camera none" in unused.output  # not silently ignored

@@ -59,11 +59,11 @@ class SimulateConfig:
         gamma: per-channel gamma range of the tele's colour pipeline.
         triple: add a wide camera at ``wide_ratio`` (default ``ratio / 2``) times the uw's density.
         wide_ratio: see ``triple``.
-        camera: ``none`` (blur, area downscale, Gaussian ``noise``, JPEG at ``jpeg_quality``) or ``phone``:
-            each camera through its own randomised phone pipeline (:mod:`dzcli.camera`: lens blur,
-            resampling, Poisson–Gaussian noise, denoising, sharpening, tone, JPEG 80–95 at 4:2:0); the
-            files are then written at JPEG quality 100, and ``noise`` and ``jpeg_quality`` do not apply.
-            ``dslr`` and ``night`` are two other cameras' ranges (see :data:`CAMERAS`).
+        camera: ``phone`` (the default): each camera through its own randomised phone pipeline
+            (:mod:`dzcli.camera`: lens blur, resampling, Poisson–Gaussian noise, denoising, sharpening, tone,
+            JPEG 80–95 at 4:2:0), the files then written at JPEG quality 100; ``dslr`` and ``night``: two
+            other cameras' ranges (see :data:`CAMERAS`); ``none``: the plain pipeline (blur, area
+            downscale, Gaussian ``noise``, JPEG at ``jpeg_quality``, which apply only to it).
         camera_ranges: ``(name, low, high)`` overrides of the camera's ranges (a field of
             :class:`dzcli.camera.CameraRanges`, e.g. ``("jpeg_quality", 60, 98)``), to widen or narrow them.
     """
@@ -83,13 +83,18 @@ class SimulateConfig:
     gamma: tuple[float, float] = GAMMA
     triple: bool = False
     wide_ratio: float | None = None
-    camera: str = "none"
+    camera: str = "phone"
     camera_ranges: tuple[tuple[str, float, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.camera not in CAMERAS:
             raise ConfigError(f"--camera must be one of {', '.join(CAMERAS)}, not {self.camera!r}")
         self.ranges()  # unknown or inverted overrides fail here, before any work
+        if self.camera != "none" and (self.noise != 0.01 or self.jpeg_quality != 92):
+            raise ConfigError(
+                f"--noise and --jpeg-quality apply only to --camera none; --camera {self.camera} has its own "
+                "(change them with --camera-range photons=LOW,HIGH or jpeg_quality=LOW,HIGH)"
+            )
         if self.ratio <= 1.0:
             raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
         if not 0.0 <= self.ratio_error < 0.2:
