@@ -1,41 +1,75 @@
 #!/usr/bin/env bash
 # Reproduce the bundled default model dzsr-small-x2 (see models/weights/dzsr-small-x2.md).
 #
-#   benchmarks/train_default.sh PHOTOS_DIR WORK_DIR
+#   benchmarks/train_default.sh WORK_DIR
 #
-# PHOTOS_DIR: the project's photographs (shared/data/photos). The five photos held out for evaluation
-# (benchmarks/quality.py) and the Bridge photo's seeds that do not register are excluded below or by
-# prepare. Data: 9 photos x 3 simulation seeds, x2, at most 2800 px; training: dzsr-small, l1 loss,
-# batch 16, LR patch 48, lr 2e-4, 3000 steps, one thread per process (CPU); then the fine-tuning for the
-# local matcher (400 steps at lr 1e-4 from the first run's best weights, reference dropout 0.25 by default;
-# the shipped weights are its best validation checkpoint). Re-running continues an interrupted run (--resume).
-# The first run of the shipped model was made with dzsr's earlier all-pairs matcher, so a re-run of the
-# first stage gives close, not identical, weights.
+# Everything it trains on is downloaded by the script itself from Debian (`apt-get download`, no root
+# needed): the photographs of lomiri-wallpapers-16.04 (the project's photos come from it),
+# lomiri-wallpapers-20.04 and ukui-wallpapers, photographs only (the illustrations and renders are listed
+# below and left out; ukui-wallpapers holds none), each file checked against its SHA-256. The five photos
+# of benchmarks/quality.py and of the example capture are held out.
+#
+# Data: 11 photos x 5 seeds, each a simulated x2 capture (longer side at most 2800 px): 4 through the phone
+# pipeline (`dzsr simulate --camera phone`), 1 through the plain one (`--camera none`), prepared with
+# `dzsr prepare --scale 2`. Training: from the shipped weights of the
+# previous recipe (`--init`, stages 1-2 below, trained on `dzsr simulate --camera none` captures of 9 of
+# these photos), l1 loss, batch 16, LR patch 48, lr 1e-4, reference dropout 0.25, 1600 steps, two threads
+# (CPU). Re-running continues an interrupted run (--resume) and skips what is already there.
 set -euo pipefail
-photos=$(realpath "$1"); work=$2
-mkdir -p "$work/photos" "$work/captures"
+work=$1
+mkdir -p "$work"/{debs,photos,captures}
 cd "$work"
-for name in Bridge_by_Sander_Klootwijk Dragonfly_by_Bolly Picture_0B_by_freespace aitzgorri_by_Aitzol_Berasategi \
-            free_by_Peter_Nerlich friends_by_Aitzol_Berasategi life_by_Aitzol_Berasategi \
-            picosdeeuropa_by_Aitzol_Berasategi sunset_by_Aitzol_Berasategi; do
-  ln -sf "$photos/$name.jpg" "photos/$name.jpg"
+
+# package=version: the versions of Debian 12 (bookworm) the shipped model was trained from
+packages=(lomiri-wallpapers-16.04=20.04.0-2 lomiri-wallpapers-20.04=20.04.0-2 ukui-wallpapers=20.04.3-1.1)
+for p in "${packages[@]}"; do
+  name=${p%%=*}
+  if ! ls debs/"$name"_*.deb >/dev/null 2>&1; then (cd debs && apt-get download "$p"); fi
+  [ -d "debs/$name" ] || dpkg-deb -x debs/"$name"_*.deb "debs/$name"
 done
-for seed in 0 100 200; do
-  [ -d "sim_s$seed" ] || dzsr simulate photos "sim_s$seed" --ratio 2 --seed "$seed" --max-side 2800
+
+# the training photographs: sha256, package, file
+while read -r sha pkg file; do
+  src="debs/$pkg/usr/share/backgrounds/$file"
+  echo "$sha  $src" | sha256sum --check --quiet
+  ln -sf "$PWD/$src" "photos/$file"
+done <<'EOF'
+bd86b081f9975e2b83527f71e49b9271a8ab40885428395969d9f7d834d7f050 lomiri-wallpapers-16.04 Bridge_by_Sander_Klootwijk.jpg
+af5af17841009732def24b09bb1e669a1b09d2b4bdeee7812c371101c30d2bb3 lomiri-wallpapers-16.04 Dragonfly_by_Bolly.jpg
+c8c0ab18e48d9e0419fe42881112137f3afafc27dfddc29ec3a6d54c56d225ad lomiri-wallpapers-16.04 Picture_0B_by_freespace.jpg
+66268e7b48f8854d36a28765fac6e23ec1aee251daa6da1f64715f201020ad36 lomiri-wallpapers-16.04 aitzgorri_by_Aitzol_Berasategi.jpg
+15372488a192b2be2eafc67bd3ed31cbfca19abe3929e925607fcbc9cb4d4202 lomiri-wallpapers-16.04 analogpattern_by_Peter_Nerlich.jpg
+85a5453c2fed514c75973016f3d862aca62eb7ca087618822469274ac1092373 lomiri-wallpapers-16.04 free_by_Peter_Nerlich.jpg
+cc40e313c74e421edffe3403def413c16878ce14661cce7ec5915baeab35538d lomiri-wallpapers-16.04 friends_by_Aitzol_Berasategi.jpg
+4c119350ead80201fe256850c3d316309ddfb4bdf10b235ce982dcde0c667c05 lomiri-wallpapers-16.04 life_by_Aitzol_Berasategi.jpg
+414d0072b2f6f2c555deafeaef6e45c4fed6fa9ad26eba6560ca8803959cf97a lomiri-wallpapers-16.04 picosdeeuropa_by_Aitzol_Berasategi.jpg
+474dab6a4b9f94dc76c29dfe30e9f5db4af0fd2e33fe5d695f8152b371efca18 lomiri-wallpapers-16.04 sunset_by_Aitzol_Berasategi.jpg
+9319dfb3651833881339a8d9b769b99efaf474969e6cd58e427eb2524aca8e8a lomiri-wallpapers-20.04 Infinite-Sea_by_Aury88.jpg
+EOF
+# held out: Kleiber, Wine, greentock, Picture_1A, seeding (benchmarks/quality.py, examples/)
+# left out, not photographs: umang (16.04); Fossa, Painting-Colors (20.04); all 12 of ukui-wallpapers
+
+for spec in phone:0 phone:100 phone:200 phone:300 none:400; do
+  camera=${spec%%:*} seed=${spec##*:}
+  [ -f "sim_s$seed/simulation.json" ] || dzsr simulate photos "sim_s$seed" --ratio 2 --seed "$seed" --max-side 2800 \
+    --camera "$camera"
   for f in "sim_s$seed"/captures/*_uw.jpg; do
     b=$(basename "$f" _uw.jpg)
     ln -sf "$PWD/$f" "captures/${b}-s${seed}_uw.jpg"
     ln -sf "$PWD/sim_s$seed/captures/${b}_tele.jpg" "captures/${b}-s${seed}_tele.jpg"
   done
 done
-dzsr prepare captures data --scale 2 --test-fraction 0.15
+[ -f data/manifest.json ] || dzsr prepare captures data --scale 2 --test-fraction 0.15
+
 resume=""
-[ -f run_small/resume.pt ] && resume="--resume"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} dzsr train data --out run_small --preset small --loss l1 --lr 2e-4 \
-  --batch-size 16 --patch-size 48 --steps 3000 --val-every 200 --save-every 200 --device cpu --seed 0 $resume
-resume=""
-[ -f run_ft/resume.pt ] && resume="--resume"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} dzsr train data --out run_ft --init run_small/checkpoints/best.safetensors \
-  --loss l1 --lr 1e-4 --batch-size 16 --patch-size 48 --steps 400 --val-every 100 --save-every 100 --device cpu \
-  --seed 1 $resume
-echo "best checkpoint: $work/run_ft/checkpoints/best.safetensors"
+[ -f run_phone/resume.pt ] && resume="--resume"
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} dzsr train data --out run_phone --init "${INIT:-dzsr-small-x2}" --loss l1 \
+  --lr 1e-4 --batch-size 16 --patch-size 48 --steps 1600 --val-every 200 --save-every 200 --device cpu --seed 2 $resume
+echo "best checkpoint: $work/run_phone/checkpoints/best.safetensors"
+
+# The weights it starts from (INIT, default: the bundled model it replaces) came from two earlier stages on
+# `dzsr simulate --camera none` captures (seeds 0, 100, 200) of the first 9 photos above:
+#   dzsr train data --out run_small --preset small --loss l1 --lr 2e-4 --batch-size 16 --patch-size 48 \
+#     --steps 3000 --val-every 200 --save-every 200 --device cpu --seed 0          # stopped at 2000, best 1800
+#   dzsr train data --out run_ft --init run_small/checkpoints/best.safetensors --loss l1 --lr 1e-4 \
+#     --batch-size 16 --patch-size 48 --steps 400 --val-every 100 --save-every 100 --device cpu --seed 1

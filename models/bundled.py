@@ -106,7 +106,7 @@ BUNDLED: tuple[BundledModel, ...] = (
     BundledModel(
         name="dzsr-small-x2",
         file="dzsr-small-x2.safetensors",
-        sha256="7ab56d5b450de09ff63322a7e012ef1623529c527db0a06527cbdfe1b8db10e3",
+        sha256="822a211b1dd499637c7c0fc81fe473f2ed440ac3e21612de0e300afcaf8054c0",
         scale=2,
         card="dzsr-small-x2.md",
         licence="MIT",
