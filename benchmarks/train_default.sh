@@ -16,6 +16,7 @@
 # these photos), l1 loss, batch 16, LR patch 48, lr 1e-4, reference dropout 0.25, 1600 steps, two threads
 # (CPU). Re-running continues an interrupted run (--resume) and skips what is already there.
 set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
 work=$1
 mkdir -p "$work"/{debs,photos,captures}
 cd "$work"
@@ -61,13 +62,23 @@ for spec in phone:0 phone:100 phone:200 phone:300 none:400; do
 done
 [ -f data/manifest.json ] || dzsr prepare captures data --scale 2 --test-fraction 0.15
 
+# The starting weights: the bundled model this one replaced (sha256 7ab56d5b…), from the repository's history,
+# unless INIT names other weights.
+if [ -z "${INIT:-}" ]; then
+  INIT=$PWD/previous-dzsr-small-x2.safetensors
+  if [ ! -f "$INIT" ]; then
+    git -C "$repo" show 8e39447:models/weights/dzsr-small-x2.safetensors > "$INIT.part"
+    mv "$INIT.part" "$INIT"
+  fi
+  echo "7ab56d5b450de09ff63322a7e012ef1623529c527db0a06527cbdfe1b8db10e3  $INIT" | sha256sum --check --quiet
+fi
 resume=""
 [ -f run_phone/resume.pt ] && resume="--resume"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} dzsr train data --out run_phone --init "${INIT:-dzsr-small-x2}" --loss l1 \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} dzsr train data --out run_phone --init "$INIT" --loss l1 \
   --lr 1e-4 --batch-size 16 --patch-size 48 --steps 1600 --val-every 200 --save-every 200 --device cpu --seed 2 $resume
 echo "best checkpoint: $work/run_phone/checkpoints/best.safetensors"
 
-# The weights it starts from (INIT, default: the bundled model it replaces) came from two earlier stages on
+# The weights it starts from (INIT, default: the bundled model it replaced) came from two earlier stages on
 # `dzsr simulate --camera none` captures (seeds 0, 100, 200) of the first 9 photos above:
 #   dzsr train data --out run_small --preset small --loss l1 --lr 2e-4 --batch-size 16 --patch-size 48 \
 #     --steps 3000 --val-every 200 --save-every 200 --device cpu --seed 0          # stopped at 2000, best 1800
