@@ -49,6 +49,17 @@ def test_file_then_flags(tmp_path: Path) -> None:
     assert isinstance(cfg.lr, float)
 
 
+def test_yaml_exponent_numbers_are_numbers(tmp_path: Path) -> None:
+    """PyYAML reads ``lr: 1e-4`` as the string '1e-4' (YAML 1.1 wants 1.0e-4); a float field takes it."""
+    (tmp_path / "c.yaml").write_text("lr: 1e-4\naux_lr: 2.5E-5\n")
+    assert yaml.safe_load((tmp_path / "c.yaml").read_text())["lr"] == "1e-4"
+    cfg = resolve_config((read_config_file(tmp_path / "c.yaml"), "c"), data=Path("d"), out=Path("o"))
+    assert (cfg.lr, cfg.aux_lr) == (1e-4, 2.5e-5)
+    (tmp_path / "bad.yaml").write_text("lr: fast\n")
+    with pytest.raises(ConfigError, match="lr must be float, not 'fast'"):
+        resolve_config((read_config_file(tmp_path / "bad.yaml"), "bad"), data=Path("d"), out=Path("o"))
+
+
 @pytest.mark.parametrize(
     ("text", "suffix", "match"),
     [

@@ -14,7 +14,7 @@ from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from safetensors.torch import load_file
 
 from dzcli.data.dataset import PreparedPair, TrainPatches, load_pairs
-from dzcli.errors import ConfigError, ResourceError, WeightsError
+from dzcli.errors import ConfigError, DatasetError, ResourceError, WeightsError
 from dzcli.pipeline.train import resolve_train_config, train
 from dzcli.train.losses import masked_l1
 from dzcli.train.loop import ModelEMA, Objective, adapt, load_state, lr_factor, sample_indices, step_seed
@@ -140,6 +140,26 @@ def test_resume_is_exact(data: Path, tmp_path: Path) -> None:
 
     # Lines logged after the saved step were redone, not doubled.
     assert strip(metrics(whole)) == strip(metrics(parts))
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    run = tmp_path / "run"
+    flags = {"loss": "l1", "steps": 2, "val_every": 1, "save_every": 1, "log_every": 1, "patch_size": 24}
+    train(config(data, run, **flags))
+    whole = (run / "metrics.jsonl").read_text()
+    with (run / "metrics.jsonl").open("a") as fh:
+        fh.write('{"kind": "train", "step": 3, "lo')  # a power cut mid-line
+    more = resolve_train_config(data, run, flags={"steps": 3}, resume=True)
+    assert train(more, resume=True).steps == 3
+    assert "torn last line" in caplog.text
+    rows = metrics(run)  # every line parses again, and what was there is kept
+    assert (run / "metrics.jsonl").read_text().startswith(whole) and max(r["step"] for r in rows) == 3
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    (run / "metrics.jsonl").write_text("\n".join([lines[0], "{torn", *lines[1:]]) + "\n")
+    with pytest.raises(DatasetError, match="line 2 is not JSON"):
+        train(resolve_train_config(data, run, flags={"steps": 4}, resume=True), resume=True)
 
 
 def test_run_folder_guards(data: Path, tmp_path: Path) -> None:

@@ -108,11 +108,24 @@ def resolve_train_config(
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop metric lines logged after ``step`` (work that the resumed run redoes)."""
+    """Drop metric lines logged after ``step`` (work that the resumed run redoes), and a torn last line
+    (a power cut or a full disk mid-write) with a warning."""
     if not path.is_file():
         return
     lines = path.read_text(encoding="utf-8").splitlines()
-    keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    keep = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                log.warning("%s: dropped its torn last line (%d characters)", path, len(line))
+                continue
+            raise DatasetError(f"{path}: line {i + 1} is not JSON; the run's log is corrupt") from None
+        if record.get("step", 0) <= step:
+            keep.append(line)
     if len(keep) != len(lines):
         path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
 

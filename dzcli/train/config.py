@@ -121,6 +121,11 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     kind = str(_FIELDS[key].type)
     if value is None and "None" in kind:
         return None
+    if kind.startswith("float") and isinstance(value, str):
+        try:  # YAML 1.1 (PyYAML) reads 1e-4 as a string: it needs a dot (1.0e-4) to be a number
+            value = float(value)
+        except ValueError:
+            pass
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),
