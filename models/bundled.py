@@ -155,7 +155,8 @@ def load_model(
 
     Args:
         spec: the name of a bundled model (its SHA-256 is checked), a checkpoint path (from ``dzsr train``
-            / :func:`dzsr_models.save_checkpoint`), or None for the bundled default
+            / :func:`dzsr_models.save_checkpoint`), a ``dzsr train`` run folder (its
+            ``checkpoints/best.safetensors``), or None for the bundled default
             (:func:`choose_bundled` with ``outscale``).
         device: ``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``.
         outscale: the intended output scale, to choose among bundled models of different scales.
@@ -180,6 +181,10 @@ def load_model(
         candidate = Path(text).expanduser()
         if candidate.is_file():
             path, name = candidate, candidate.stem
+        elif candidate.is_dir():  # a `dzsr train` run folder: its best checkpoint
+            path, name = candidate / "checkpoints" / "best.safetensors", candidate.resolve().name
+            if not path.is_file():
+                raise WeightsError(f"{text}: a folder without checkpoints/best.safetensors (not a dzsr train run)")
         elif candidate.suffix or "/" in text or os.sep in text:
             raise WeightsError(f"{text}: checkpoint not found")
         else:

@@ -64,3 +64,17 @@ def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
     centre[:, y : y + bh, x : x + bw] = 1  # the tele's footprint
     assert psnr(sr, truth) > psnr(bicubic, truth)
     assert psnr(sr, truth, mask=centre) > psnr(bicubic, truth, mask=centre) + 2.0
+
+
+def test_a_run_folder_loads_its_best_checkpoint(tmp_path: Path) -> None:
+    from dzsr_models import create_model, save_checkpoint
+
+    run = tmp_path / "myrun"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.manual_seed(0)
+    save_checkpoint(create_model("dzsr-tiny", scale=2, matcher_weights="random"),
+                    run / "checkpoints" / "best.safetensors", metadata={})
+    model, info = load_model(str(run))
+    assert info["name"] == "myrun" and info["path"] == run / "checkpoints" / "best.safetensors"
+    with pytest.raises(WeightsError, match="without checkpoints/best.safetensors"):
+        load_model(str(tmp_path / "myrun" / "checkpoints"))

@@ -43,6 +43,12 @@ def test_dataset_errors(tmp_path: Path, data: Path) -> None:
     (broken / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(DatasetError, match="not the dataset's x4"):
         load_pairs(broken, "train")
+    no_box = make_dataset(tmp_path / "nobox", n_train=1, n_test=0)
+    manifest = json.loads((no_box / "manifest.json").read_text())
+    del manifest["pairs"][0]["ref_box"]
+    (no_box / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError, match="is corrupt \\(no usable ref_box"):
+        load_pairs(no_box, "train")
 
 
 def test_patches_are_a_function_of_seed_and_index(data: Path) -> None:

@@ -137,7 +137,10 @@ def load_pairs(root: Path, split: str | None) -> list[PreparedPair]:
                 f"{root}: pair {rec['id']} is corrupt (hr {tuple(hr.pixels.shape[-2:])} is not "
                 f"the dataset's x{scale} of lr {(h, w)})"
             )
-        x0, y0, bw, bh = (int(v) for v in rec["ref_box"])
+        try:
+            x0, y0, bw, bh = (int(v) for v in rec["ref_box"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{root}: pair {rec.get('id')} is corrupt (no usable ref_box: {exc!r})") from None
         if tuple(ref.pixels.shape[-2:]) != (scale * bh, scale * bw):
             raise DatasetError(f"{root}: pair {rec['id']} is corrupt (ref does not match its ref_box)")
         out.append(
