@@ -491,21 +491,18 @@ def _protocol(kind: str, cfg: EvalConfig, scale: int | None) -> dict[str, Any]:
         "window 11), LPIPS (AlexNet v0.1); corner SSIM/LPIPS: mean of the pieces; means over images"
     )
     labels = None
-    if kind == "prepared" and cfg.holdout is not None:
+    if kind == "prepared":
+        if cfg.holdout is None:
+            protocol, ref, regions = "SelfDZSR protocol", "ref (the centre 1/s of hr)", (
+                "centre = the ref's field of view, corner = the rest")
+        else:
+            protocol, ref = "held-out protocol", f"the half of hr opposite its {cfg.holdout} half as ref"
+            regions = (f"centre = the ref's half, corner = the held-out {cfg.holdout} half (real tele pixels the "
+                       "model never received; hr was colour-matched to lr by prepare over the whole tele)")
+            labels = {"centre": "ref half", "corner": f"held-out {cfg.holdout} half"}
         summary = (
-            f"Prepared dataset ({cfg.split} split), held-out protocol at x{scale}: lr super-resolved with "
-            f"the half of hr opposite its {cfg.holdout} half as ref and compared with hr; centre = the ref's "
-            f"half, corner = the held-out {cfg.holdout} half (real tele pixels the model never received; hr "
-            "was colour-matched to lr by prepare over the whole tele); "
-            "masked = valid registration pixels only; " + common
-        )
-        labels = {"centre": "ref half", "corner": f"held-out {cfg.holdout} half"}
-    elif kind == "prepared":
-        summary = (
-            f"Prepared dataset ({cfg.split} split), SelfDZSR protocol at x{scale}: lr super-resolved with "
-            "ref (the centre 1/s of hr) and compared with hr; centre = the ref's field of view, corner = the "
-            "rest; "
-            "masked = valid registration pixels only; " + common
+            f"Prepared dataset ({cfg.split} split), {protocol} at x{scale}: lr super-resolved with {ref} and "
+            f"compared with hr; {regions}; masked = valid registration pixels only; " + common
         )
     else:
         summary = (
