@@ -90,7 +90,8 @@ class SimulateConfig:
         if self.camera not in CAMERAS:
             raise ConfigError(f"--camera must be one of {', '.join(CAMERAS)}, not {self.camera!r}")
         self.ranges()  # unknown or inverted overrides fail here, before any work
-        if self.camera != "none" and (self.noise != 0.01 or self.jpeg_quality != 92):
+        plain = {f.name: f.default for f in fields(self) if f.name in ("noise", "jpeg_quality")}
+        if self.camera != "none" and (self.noise, self.jpeg_quality) != (plain["noise"], plain["jpeg_quality"]):
             raise ConfigError(
                 f"--noise and --jpeg-quality apply only to --camera none; --camera {self.camera} has its own "
                 "(change them with --camera-range photons=LOW,HIGH or jpeg_quality=LOW,HIGH)"
@@ -119,7 +120,6 @@ class SimulateConfig:
                     f"(1, {self.ratio:g}); pass --wide-ratio"
                 )
 
-
     def ranges(self) -> CameraRanges | None:
         """The camera's ranges with ``camera_ranges`` applied (None for ``camera="none"``)."""
         base = CAMERAS[self.camera]
@@ -127,12 +127,13 @@ class SimulateConfig:
             return base
         if base is None:
             raise ConfigError("--camera-range needs a camera (--camera phone, dslr or night)")
-        numeric = {f.name for f in fields(CameraRanges)} - {"subsampling", "downscale"}
+        kinds = {f.name: int if "int" in str(f.type) else float
+                 for f in fields(CameraRanges) if f.name not in ("subsampling", "downscale")}
         changes: dict[str, tuple[float, float]] = {}
         for name, low, high in self.camera_ranges:
-            if name not in numeric:
-                raise ConfigError(f"--camera-range: unknown range {name!r}; one of {', '.join(sorted(numeric))}")
-            changes[name] = (int(low), int(high)) if name == "jpeg_quality" else (float(low), float(high))
+            if name not in kinds:
+                raise ConfigError(f"--camera-range: unknown range {name!r}; one of {', '.join(sorted(kinds))}")
+            changes[name] = (kinds[name](low), kinds[name](high))
         return replace(base, **changes)  # type: ignore[arg-type]
 
 
