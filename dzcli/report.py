@@ -420,7 +420,7 @@ def to_html(report: EvalReport) -> str:
             out.append(f"<h3>{esc(region_label(report, region))} crop ({w}×{h} px at x={x0}, y={y0})</h3><div class=row>")
             for name, rel in files.items():
                 score = im.scores.get(name, {}).get(region, {}).get("psnr")
-                label = name if score is None else f"{name}: {_fmt(score, 'psnr')} dB ({region})"
+                label = name if score is None else f"{name}: {_fmt(score, 'psnr')} dB ({region_label(report, region)})"
                 out.append(
                     f"<figure><a href='{esc(rel)}'><img src='{esc(rel)}' alt='{esc(name)}'></a>"
                     f"<figcaption>{esc(label)}</figcaption></figure>"
