@@ -30,7 +30,6 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write the counts here")
     args = parser.parse_args()
 
-    import torch
     import torch.nn.functional as F
     from torch.utils.flop_counter import FlopCounterMode
 

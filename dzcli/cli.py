@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from dzcli import __version__
-from dzcli.errors import DzsrError
+from dzcli.errors import DzsrError, OutputError
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -67,7 +67,7 @@ def _boundary() -> Iterator[None]:
     except OSError as exc:  # writing outputs: permissions, full disk, ...
         where = f"{exc.filename}: " if exc.filename else ""
         err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(OutputError.exit_code) from None
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]: finished work is kept; run the same command again to resume")
         raise typer.Exit(130) from None

@@ -51,6 +51,12 @@ class ResourceError(DzsrError):
     exit_code = 6
 
 
+class OutputError(DzsrError):
+    """An output cannot be written: its folder cannot be made or written to, or the disk is full."""
+
+    exit_code = 8
+
+
 class WeightsError(DzsrError):
     """Pretrained weights (ImageNet trunks or a dzsr checkpoint) are missing or unusable."""
 

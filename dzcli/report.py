@@ -15,9 +15,7 @@ import csv
 import html
 import io
 import math
-import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import cv2
 import numpy as np
 import torch
 
-from dzcli.data.manifest import write_json_atomic
+from dzcli.io.atomic import write_json_atomic, write_text_atomic
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS
 
@@ -439,17 +437,6 @@ def crop_file(image_id: str, region: str, method: str) -> str:
     return f"crops/{_slug(image_id)}_{region}_{_slug(method)}.png"
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_report(report: EvalReport, folder: Path, *, sheet_images: int = 8) -> dict[str, Path]:
     """Write ``report.{json,csv,md,html,png}`` into ``folder``.
 
@@ -462,9 +449,9 @@ def write_report(report: EvalReport, folder: Path, *, sheet_images: int = 8) -> 
     folder.mkdir(parents=True, exist_ok=True)
     files = {k: folder / f"report.{k}" for k in ("json", "csv", "md", "html")}
     write_json_atomic(files["json"], to_json(report))
-    _write_text_atomic(files["csv"], to_csv(report))
-    _write_text_atomic(files["md"], to_markdown(report))
-    _write_text_atomic(files["html"], to_html(report))
+    write_text_atomic(files["csv"], to_csv(report))
+    write_text_atomic(files["md"], to_markdown(report))
+    write_text_atomic(files["html"], to_html(report))
     rows = []
     for im in report.images[:sheet_images]:
         for region, crops in im.crops.items():

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from dzcli import __version__
 from dzcli.errors import ConfigError, WeightsError
+from dzcli.io.atomic import write_atomic
 
 from .auxlr import AuxLRGenerator
 from .dzsr import DZSR
@@ -151,14 +150,8 @@ def save_checkpoint(
         for k, v in model.state_dict().items()
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={_META_KEY: text})
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    blob = save(tensors, metadata={_META_KEY: text})
+    write_atomic(path, lambda fh: fh.write(blob))
     return path
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image, ImageCms, ImageOps
 
-from dzcli.errors import InputError, ResourceError
+from dzcli.errors import InputError, OutputError, ResourceError
 from dzcli.io import images
 from dzcli.io.exif import CaptureInfo, capture_info_from_exif, make_exif, read_capture_info, update_exif
 from dzcli.io.images import (
@@ -566,8 +566,9 @@ def test_failure_inside_tiff_encoder_leaves_nothing(tmp_path: Path, monkeypatch:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(tifffile.TiffWriter, "write", write_then_fail)
-    with pytest.raises(OSError, match="No space"):
+    with pytest.raises(OutputError, match=r"x\.tif: cannot write: no space left on device") as info:
         save_image(tmp_path / "x.tif", torch.rand(3, 4, 4), bit_depth=16)
+    assert ".tmp" not in str(info.value)  # the target is named, never the hidden temporary file
     assert os.listdir(tmp_path) == []
 
 

@@ -14,7 +14,7 @@ from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from safetensors.torch import load_file
 
 from dzcli.data.dataset import PreparedPair, TrainPatches, load_pairs
-from dzcli.errors import ConfigError, DatasetError, ResourceError, WeightsError
+from dzcli.errors import ConfigError, DatasetError, OutputError, ResourceError, WeightsError
 from dzcli.pipeline.train import resolve_train_config, train
 from dzcli.train.losses import masked_l1
 from dzcli.train.loop import ModelEMA, Objective, adapt, load_state, lr_factor, sample_indices, step_seed
@@ -160,6 +160,42 @@ def test_a_torn_last_metrics_line_is_dropped_on_resume(
     (run / "metrics.jsonl").write_text("\n".join([lines[0], "{torn", *lines[1:]]) + "\n")
     with pytest.raises(DatasetError, match="line 2 is not JSON"):
         train(resolve_train_config(data, run, flags={"steps": 4}, resume=True), resume=True)
+
+
+class _Payload:
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (exec, ("raise SystemExit('the payload ran')",))
+
+
+def test_a_pickled_resume_state_is_one_line_and_never_runs(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(config(data, run, steps=1, loss="l1"))
+    torch.save({"version": 1, "x": _Payload()}, run / "resume.pt")
+    with pytest.raises(WeightsError, match=r"resume\.pt: not a dzsr resume state \(it holds pickled") as info:
+        train(resolve_train_config(data, run, flags={"steps": 2}, resume=True), resume=True)
+    assert "\n" not in str(info.value)
+    (run / "resume.pt").write_bytes(b"PK\x03\x04 torn")
+    with pytest.raises(WeightsError, match=r"resume\.pt: unreadable resume state \(") as info:
+        load_state(run / "resume.pt")
+    assert "\n" not in str(info.value)
+
+
+def test_a_full_disk_while_saving_names_the_file(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch.save reports a full disk as a RuntimeError; the run ends with an OutputError naming its file."""
+    real = torch.save
+
+    def full(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        real(obj, f, *args, **kwargs)
+        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing "
+                           "central directory: file write failed")
+
+    monkeypatch.setattr(torch, "save", full)
+    run = tmp_path / "run"
+    with pytest.raises(OutputError, match=r"run/resume\.pt: cannot write: .*file write failed"):
+        train(config(data, run, steps=1, loss="l1"))
+    assert not [p for p in run.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_run_folder_guards(data: Path, tmp_path: Path) -> None:

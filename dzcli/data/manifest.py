@@ -12,32 +12,15 @@ Layout::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from dzcli.errors import DatasetError
+from dzcli.io.atomic import write_json_atomic
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 PAIR_KEYS = ("id", "status", "split", "ratio_exif", "ratio", "inliers", "valid_fraction", "files")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_manifest(root: Path) -> dict[str, Any]:

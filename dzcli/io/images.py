@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import struct
 import threading
 import warnings
@@ -35,6 +34,7 @@ import numpy as np
 import torch
 
 from dzcli.errors import InputError, ResourceError
+from dzcli.io.atomic import write_atomic
 from dzcli.io.exif import CaptureInfo, check_is_file, exif_payload, make_exif, read_capture_info, read_exif
 
 __all__ = [
@@ -579,8 +579,7 @@ def save_image(
             raise ValueError(f"{path}: the exif argument is not an EXIF block (no TIFF header)")
     arr = to_uint(pixels, bit_depth)
     writer = _WRITERS[fmt]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda fh: writer(fh, arr, payload, icc or None, quality))
+    write_atomic(path, lambda fh: writer(fh, arr, payload, icc or None, quality))
     logger.debug(
         "%s: wrote %s %dx%d %d-bit (exif %s, icc %s)",
         path,
@@ -591,43 +590,6 @@ def save_image(
         payload is not None,
         bool(icc),
     )
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Run ``write`` on a fresh temporary file next to ``path``, fsync it, then rename it over ``path``."""
-    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-        try:
-            os.close(os.open(tmp, flags, 0o666))  # claimed exclusively; the umask applies as for any new file
-            break
-        except FileExistsError:
-            continue
-    try:
-        with open(tmp, "r+b") as fh:  # by name: tifffile wants a file object with a path name
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable (POSIX); a no-op where folders cannot be opened (Windows)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some filesystems refuse fsync on folders; the data itself is already synced
-    finally:
-        os.close(fd)
 
 
 def _pil_image(arr: np.ndarray) -> Any:

@@ -24,8 +24,8 @@ import numpy as np
 
 from dzcli import __version__
 from dzcli.camera import CameraRanges
-from dzcli.data.manifest import write_json_atomic
 from dzcli.errors import ConfigError, InputError
+from dzcli.io.atomic import write_json_atomic
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import is_image_file, load_photo, save_image
 from dzcli.simulate import GAIN, GAMMA, SimulatedPair, simulate_pair, simulate_triple

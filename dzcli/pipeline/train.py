@@ -27,6 +27,7 @@ import yaml
 
 from dzcli.data.dataset import dataset_scale, load_pairs
 from dzcli.errors import ConfigError, DatasetError
+from dzcli.io.atomic import write_text_atomic
 from dzcli.train.config import (
     TrainConfig,
     check_resume_changes,
@@ -127,7 +128,7 @@ def _truncate_metrics(path: Path, step: int) -> None:
         if record.get("step", 0) <= step:
             keep.append(line)
     if len(keep) != len(lines):
-        path.write_text("".join(f"{line}\n" for line in keep), encoding="utf-8")
+        write_text_atomic(path, "".join(f"{line}\n" for line in keep))
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None = None) -> TrainSummary:

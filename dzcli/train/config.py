@@ -19,6 +19,7 @@ from typing import Any
 import yaml
 
 from dzcli.errors import ConfigError
+from dzcli.io.atomic import write_text_atomic
 
 #: Training losses: ℓ1 only, ℓ1 + global sliced Wasserstein (SelfDZSR), ℓ1 + local overlapped SW (++).
 LOSSES = ("l1", "l1+sw", "l1+losw")
@@ -179,8 +180,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
             data = yaml.safe_load(text) or {}
         else:
             raise ConfigError(f"{path}: config files must be .toml, .yaml or .yml")
+    except yaml.MarkedYAMLError as exc:  # its str() is several lines: problem, context, position
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        raise ConfigError(f"{path}: not valid YAML ({where}{exc.problem or exc.context})") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError) as exc:
-        raise ConfigError(f"{path}: unreadable config file ({exc})") from exc
+        raise ConfigError(f"{path}: unreadable config file ({' '.join(str(exc).split())})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config file must be a table of key = value")
     nested = [k for k, v in data.items() if isinstance(v, dict)]
@@ -229,4 +234,4 @@ def check_resume_changes(saved: TrainConfig, new: TrainConfig) -> None:
 def write_config(cfg: TrainConfig, path: Path) -> None:
     """Write the resolved config as YAML (a valid ``--config`` file)."""
     header = "# dzsr train: resolved configuration (usable as --config)\n"
-    path.write_text(header + yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    write_text_atomic(path, header + yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -21,9 +21,9 @@ import inspect
 import json
 import logging
 import math
+import pickle
 import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,19 +35,20 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from dzsr_models import ARCHS, create_model, save_checkpoint
+from dzsr_models.auxlr import AuxLRGenerator, inject_noise
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from dzcli import __version__
 from dzcli.data.dataset import PreparedPair, TrainPatches
-from dzcli.errors import ConfigError, ResourceError, WeightsError
+from dzcli.errors import ConfigError, OutputError, ResourceError, WeightsError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import super_resolve
+from dzcli.io.atomic import write_atomic
 from dzcli.metrics.image import region_scores
 from dzcli.train.config import TrainConfig, write_config
-from dzcli.train.losses import SlicedWassersteinLoss, aux_generator_loss, masked_l1
-from dzsr_models import ARCHS, create_model, save_checkpoint
-from dzsr_models.auxlr import AuxLRGenerator, inject_noise
+from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
 
 log = logging.getLogger(__name__)
 
@@ -95,17 +96,6 @@ def _is_oom(exc: BaseException) -> bool:
         return True
     text = str(exc)
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -550,8 +540,11 @@ class Trainer:
 
     def _log_metrics(self, record: dict[str, Any]) -> None:
         if self.rank == 0:
-            with self.layout.metrics.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps(record) + "\n")
+            try:  # one write of the whole line: a torn line can only be the last (dropped on resume)
+                with self.layout.metrics.open("a", encoding="utf-8") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            except OSError as exc:
+                raise OutputError(f"{self.layout.metrics}: cannot write: {exc.strerror or exc}") from None
 
     def _metadata(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -584,7 +577,7 @@ class Trainer:
         """Write the resume state and the ``last`` checkpoint (rank 0 only)."""
         if self.rank == 0:
             self._save("last")
-            _save_atomic(self.state_dict(), self.layout.state)
+            write_atomic(self.layout.state, lambda fh: torch.save(self.state_dict(), fh))
 
     def _validate(self) -> dict[str, Any]:
         if self.baseline is None:
@@ -747,8 +740,13 @@ def load_state(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]
         raise ConfigError(f"{path.parent}: no resume state ({path.name}); start without --resume")
     try:
         state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or unsafe files
-        raise WeightsError(f"{path}: unreadable resume state ({exc})") from exc
+    except pickle.UnpicklingError:  # weights_only refused a pickled object: said in one line, nothing run
+        raise WeightsError(
+            f"{path}: not a dzsr resume state (it holds pickled Python objects, which are never loaded)"
+        ) from None
+    except Exception as exc:  # torch raises many types for corrupt files; its messages run over lines
+        first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise WeightsError(f"{path}: unreadable resume state ({first.strip()})") from None
     version = state.get("format_version") if isinstance(state, dict) else None
     if not isinstance(version, int) or version > STATE_FORMAT_VERSION:
         raise WeightsError(f"{path}: resume state format {version!r} is not readable by dzsr {__version__}")
