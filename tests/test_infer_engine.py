@@ -175,13 +175,14 @@ def test_progress_counts_tiles() -> None:
 class FlakyMemoryNet(PasteNet):
     """Runs out of (pretend CUDA) memory on tiles larger than ``limit`` pixels a side."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, error: Exception | None = None) -> None:
         super().__init__()
         self.limit = limit
+        self.error = error or torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     def forward(self, lr: Tensor, ref: Tensor | None = None, box=None) -> Tensor:
         if max(lr.shape[-2:]) > self.limit:
-            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise self.error
         return super().forward(lr, ref, box)
 
 
@@ -198,6 +199,23 @@ def test_out_of_memory_halves_the_tile_and_resumes(caplog: pytest.LogCaptureFixt
     assert (out - super_resolve(plain, lr, ref=ref, box=box, tile=0)).abs().max() < 1e-5
     with pytest.raises(ResourceError, match="out of memory"):
         super_resolve(FlakyMemoryNet(limit=10), lr, ref=ref, box=box, tile=64)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("could not create a primitive"),  # oneDNN under memory pressure
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+                 "to allocate 8589934592 bytes."),
+    MemoryError(),
+])
+def test_cpu_out_of_memory_in_any_wording_takes_the_tile_halving_path(error: Exception) -> None:
+    lr, ref, box = _inputs()
+    model = FlakyMemoryNet(limit=40, error=error)
+    plain = PasteNet()
+    plain.conv.load_state_dict(model.conv.state_dict())
+    out = super_resolve(model, lr, ref=ref, box=box, tile=128, overlap=16)
+    assert (out - super_resolve(plain, lr, ref=ref, box=box, tile=0)).abs().max() < 1e-5
+    with pytest.raises(RuntimeError, match="a real bug"):  # other errors are not taken for memory
+        super_resolve(FlakyMemoryNet(limit=10, error=RuntimeError("a real bug")), lr, ref=ref, box=box, tile=64)
 
 
 def test_box_is_clipped_to_the_image() -> None:

@@ -9,7 +9,13 @@ import torch
 
 from dzcli.errors import ConfigError
 
-__all__ = ["available_memory", "resolve_device"]
+__all__ = ["available_memory", "is_out_of_memory", "resolve_device"]
+
+_OOM_TEXTS = (
+    "out of memory",  # CUDA, MPS
+    "can't allocate memory",  # the CPU allocator
+    "could not create a primitive",  # oneDNN under memory pressure
+)
 
 
 def resolve_device(spec: str | torch.device) -> torch.device:
@@ -64,3 +70,11 @@ def available_memory(device: torch.device) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 4 << 30
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` says the device ran out of memory (in any of the ways torch and oneDNN say it)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(t in text for t in _OOM_TEXTS)

@@ -30,11 +30,10 @@ import math
 from collections.abc import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dzcli.errors import ConfigError, InputError, ResourceError
-from dzcli.infer.devices import available_memory, resolve_device
+from dzcli.infer.devices import available_memory, is_out_of_memory, resolve_device
 from dzcli.infer.tiling import Tile, run_tiled
 from dzsr_models.descriptor import ModelDescriptor
 
@@ -97,13 +96,6 @@ def auto_tile(desc: ModelDescriptor, device: torch.device, *, half: bool = False
     tile = max(MIN_TILE, min(cap, side))
     log.debug("automatic tile %d px (%.0f MiB free on %s)", tile, available_memory(device) / 2**20, device)
     return tile
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 def _free_cache(device: torch.device) -> None:
@@ -385,7 +377,7 @@ def super_resolve(
                 try:
                     return forward(t)
                 except (RuntimeError, MemoryError) as exc:
-                    if not _is_oom(exc):
+                    if not is_out_of_memory(exc):
                         raise
                     _free_cache(dev)
                     if state["tile"] <= MIN_TILE:
