@@ -298,11 +298,12 @@ def zoom(
         )
         if r.residual_gain is not None:
             how += f", self-check: network detail outside the tele x{r.residual_gain:.2f}"
+        notes = "".join(f"; [yellow]{escape(n)}[/]" for n in r.notes)
 
         return (
             f"{r.uw.name} -> {r.output}: {r.in_size[0]}x{r.in_size[1]} -> {r.out_size[0]}x{r.out_size[1]} "
             f"({how}, output x{r.outscale:.2f}: x{r.scale} network {r.model}{filt}), "
-            f"{r.seconds:.1f} s on {r.device}, {r.tiles} tiles"
+            f"{r.seconds:.1f} s on {r.device}, {r.tiles} tiles{notes}"
         )
 
     with _boundary():

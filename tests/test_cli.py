@@ -57,6 +57,7 @@ def test_bad_scale_is_a_config_error(captures_dir: Path, tmp_path: Path) -> None
 def test_unwritable_output_is_a_one_line_error(captures_dir: Path, tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    res = runner.invoke(app, ["prepare", str(captures_dir), str(blocker / "data")])
-    assert res.exit_code == 1
-    assert "file" in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["prepare", str(captures_dir), str(blocker / "data")], terminal_width=300)
+    assert res.exit_code == 8, res.output  # an output that cannot be written (README: exit codes)
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "file/data" in errors[0] and "Traceback" not in res.output

@@ -17,7 +17,7 @@ from PIL import ImageCms
 from typer.testing import CliRunner
 
 from dzcli.cli import app
-from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, WeightsError
+from dzcli.errors import AlignmentError, ConfigError, InputError, OutputError, ResourceError, WeightsError
 from dzcli.infer import engine
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import load_photo, save_image
@@ -349,3 +349,57 @@ def test_cli_zoom_without_the_tele(tmp_path: Path, sims: dict[str, SimulatedPair
     assert res.exit_code == 2 and "refusing to overwrite" in res.output
     res = runner.invoke(app, ["zoom", str(uw), str(tele), "-m", str(tmp_path / "missing.safetensors")])
     assert res.exit_code == 7 and "not found" in res.output
+
+
+# ------------------------------------------------------------------------------------------------ outputs
+
+
+def _no_work(*args: object, **kwargs: object) -> None:
+    raise AssertionError("the network ran although the output cannot be written")
+
+
+def test_unwritable_outputs_are_found_before_the_work(
+    pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    uw, tele = pair
+    monkeypatch.setattr(zoom_module, "super_resolve", _no_work)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the output folder should be")
+    res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(blocker / "out.png"), "-m", str(tiny_ckpt)])
+    assert res.exit_code == 8 and "out.png: cannot write" in res.output and "not a folder" in res.output
+    assert "Traceback" not in res.output and ".tmp" not in res.output
+
+    class Full:
+        free = 1024
+
+    monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: Full())
+    with pytest.raises(OutputError, match=r"out\.png: not enough free space on its disk \(0 MiB free"):
+        zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_temp_file_left_by_a_killed_run_is_removed(pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path) -> None:
+    uw, tele = pair
+    stale = tmp_path / ".out.png.00aa11bb22cc.tmp"
+    stale.write_bytes(b"")  # kill -9 during the write leaves this
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
+    assert res.ok and not stale.exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_output_and_ext_must_agree_and_conversions_are_said(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
+    uw, tele = write_capture(tmp_path, "life", sims["life"], ratio_exif=2.0, when=WHEN)
+    with pytest.raises(ConfigError, match=r"-o .*x\.png and --ext jpg disagree"):
+        zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "x.png", ext="jpg"))
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "x.jpeg", ext="jpg"))  # the same format
+    assert res.ok and res.notes == ()
+    uw16, tele16 = tmp_path / "d_uw.png", tmp_path / "d_tele.png"
+    save_image(uw16, load_photo(uw).pixels, bit_depth=16, exif=load_photo(uw).exif)
+    save_image(tele16, load_photo(tele).pixels, bit_depth=16, exif=load_photo(tele).exif)
+    res = runner.invoke(app, ["zoom", str(uw16), str(tele16), "--ext", "jpg", "-m", str(tiny_ckpt), "--device", "cpu"],
+                        terminal_width=250)
+    assert res.exit_code == 0, res.output
+    assert "16-bit input written as 8-bit (.jpg holds 8 bits" in res.output
+    assert load_photo(tmp_path / "d_uw_out.jpg").bit_depth == 8

@@ -45,6 +45,7 @@ from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError,
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import super_resolve
 from dzcli.infer.selfcheck import apply_self_check
+from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, save_image
 from dzsr_models.bundled import choose_bundled, load_model
@@ -55,6 +56,8 @@ EXTS = ("auto", "png", "jpg", "jpeg", "tif", "tiff", "webp", "heic")
 """Accepted ``--ext`` values (``auto``: the uw's own format; RAW becomes 16-bit TIFF)."""
 _WRITABLE = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".heic", ".heif"}
 _EIGHT_BIT_ONLY = {".jpg", ".jpeg", ".webp"}
+_SAME_FORMAT = {"jpeg": "jpg", "tiff": "tif", "heif": "heic", "jpg": "jpg", "tif": "tif", "heic": "heic", "png": "png",
+                "webp": "webp"}
 SNAP_TOLERANCE = 0.005
 """Without ``--outscale``, a tele density within this relative distance of ``s`` is taken as ``s`` exactly
 (registration measures it to about 0.1%; resampling by 1.001 would only soften the result)."""
@@ -172,6 +175,8 @@ class ZoomResult:
     no_ref: str | None = None
     residual_gain: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+    """Conversions the output needed that were not asked for (e.g. 16-bit input to an 8-bit format)."""
 
     @property
     def ok(self) -> bool:
@@ -264,6 +269,9 @@ def _plan(cfg: ZoomConfig) -> tuple[list[tuple[Capture, Path]], set[Path]]:
         else:
             if target.suffix.lower() not in _WRITABLE:
                 raise ConfigError(f"{target}: cannot write '{target.suffix}' files (use .png, .jpg, .tif, .webp or .heic)")
+            ext = cfg.ext.lower().lstrip(".")
+            if ext != "auto" and _SAME_FORMAT.get(ext, ext) != _SAME_FORMAT.get(target.suffix.lower()[1:], ""):
+                raise ConfigError(f"-o {target} and --ext {ext} disagree: give one of them")
             out = target
         return [(cap, out)], {uw.resolve(), tele.resolve()}
     (src,) = cfg.inputs
@@ -331,6 +339,15 @@ class _Models:
         if spec not in self._cache:
             self._cache[spec] = load_model(spec, device=self.device)
         return self._cache[spec]
+
+
+def output_bytes(out_size: tuple[int, int], suffix: str, bit_depth: int) -> int:
+    """A generous estimate of an output file's size: the raw pixels for PNG/TIFF, 1 byte a pixel for the
+    lossy formats (a photo at quality 95 takes less)."""
+    pixels = out_size[0] * out_size[1]
+    if suffix.lower() in (".png", ".tif", ".tiff"):
+        return pixels * 3 * bit_depth // 8
+    return pixels
 
 
 def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int]) -> None:
@@ -626,6 +643,8 @@ def zoom_capture(
     W, H = uw.size
     out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))
     _check_memory(uw, s, out_size)
+    depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
+    check_output(output, output_bytes(out_size, output.suffix, depth))  # before minutes of work, not after
     aligned, no_ref = _reference(
         uw.pixels, photos.tele.pixels, reg, no_ref, scale=s, ratio=est.value, require_ref=cfg.require_ref,
         uw_name=cap.uw.name, tele_name=cap.tele.name, timings=timings,
@@ -637,9 +656,9 @@ def zoom_capture(
         uw_name=cap.uw.name, progress=progress, timings=timings,
     )
     name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
-    depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
+    notes = []
     if depth < uw.bit_depth:
-        log.info("%s: %s holds 8-bit pixels; the 16-bit input is written as 8-bit", cap.id, output.suffix)
+        notes.append(f"16-bit input written as 8-bit ({output.suffix} holds 8 bits; use --ext png or tif)")
     exif = update_exif(uw.exif, width=out_size[0], height=out_size[1]) if uw.exif else None
     t = time.perf_counter()
     save_image(output, image, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
@@ -650,7 +669,7 @@ def zoom_capture(
         outscale=outscale, scale=s, resample=outscale / s, model=name, device=str(device), tiles=tiles,
         seconds=time.perf_counter() - t_start, valid_fraction=None if aligned is None else aligned.valid_fraction,
         box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=no_ref, residual_gain=gain,
-        timings=timings,
+        timings=timings, notes=tuple(notes),
     )
 
 
@@ -679,6 +698,9 @@ def zoom(
     """
     jobs, inputs = _plan(cfg)
     _check_outputs(jobs, inputs)
+    for _, output in jobs:  # a read-only folder or a file in the way is found now, not after the work
+        if cfg.overwrite or not output.exists():
+            check_output(output)
     device = resolve_device(cfg.device)
     models = _Models(cfg.model, device)
     models.check()
