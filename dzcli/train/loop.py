@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from dzcli import __version__
 from dzcli.data.dataset import PreparedPair, TrainPatches
 from dzcli.errors import ConfigError, OutputError, ResourceError, WeightsError
-from dzcli.infer.devices import resolve_device
+from dzcli.infer.devices import is_out_of_memory, resolve_device
 from dzcli.infer.engine import super_resolve
 from dzcli.io.atomic import write_atomic
 from dzcli.metrics.image import region_scores
@@ -89,13 +89,6 @@ _NO_BUFFER_SYNC = (
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     else {"broadcast_buffers": False}
 )
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.cuda.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -348,7 +341,7 @@ def adapt(
         try:
             losses = step(patches.batch(sample_indices(t, batch_size)), step_seed(seed, t))
         except (RuntimeError, MemoryError) as exc:
-            if _is_oom(exc):
+            if is_out_of_memory(exc):
                 raise _oom_error(dev, batch_size, patch) from exc
             raise
         if progress is not None:
@@ -694,7 +687,7 @@ class Trainer:
         try:
             losses = self.stepper(batch, step_seed(cfg.seed, t, self.rank))
         except (RuntimeError, MemoryError) as exc:
-            if _is_oom(exc):
+            if is_out_of_memory(exc):
                 raise _oom_error(self.device, cfg.batch_size, cfg.patch_size) from exc
             raise
         if not math.isfinite(losses["loss"]) and not self.amp:
