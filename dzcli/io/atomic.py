@@ -56,7 +56,7 @@ def _is_write_failure(exc: BaseException) -> bool:
         return True
     if isinstance(exc, RuntimeError):
         text = str(exc)
-        return any(s in text for s in ("No space left", "write", "Write", "file", "errno"))
+        return any(s in text for s in ("No space left", "write", "Write"))
     return False
 
 
