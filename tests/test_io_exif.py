@@ -22,7 +22,9 @@ from dzcli.io.exif import (
     make_exif,
     read_capture_info,
     read_exif,
+    read_xmp,
     update_exif,
+    update_xmp,
 )
 from dzcli.io.images import save_image
 
@@ -329,3 +331,88 @@ def test_tiff_ifd0_block_keeps_only_metadata(tmp_path: Path) -> None:
     assert read_capture_info(path) == CaptureInfo(
         make="Nikon", model="D800", focal_mm=14.0, focal_35mm=14.0, orientation=8
     )
+
+
+def test_update_exif_drops_tags_describing_the_source_pixels() -> None:
+    ex = Image.Exif()
+    ex.load(make_exif(CaptureInfo(make="Nikon", focal_mm=14.0)))
+    stale = {256: 6, 257: 5, 258: (8, 8, 8), 259: 1, 262: 2, 273: 8, 277: 3, 278: 5, 279: 90, 284: 1}
+    ex.update({**stale, 0x0131: "tifffile.py", 0x010E: '{"shape": [5, 6, 3]}', 0x8298: "(c) me"})
+    out = Image.Exif()
+    out.load(update_exif(ex.tobytes(), width=12, height=10))
+    assert not set(stale) & set(out) and 0x0131 not in out and 0x010E not in out
+    assert out[0x010F] == "Nikon" and out[0x8298] == "(c) me"
+    assert float(out.get_ifd(0x8769)[0x920A]) == 14.0
+
+
+@pytest.mark.parametrize(
+    ("description", "kept"),
+    [
+        ("Sunset over the harbour", True),
+        ("OLYMPUS DIGITAL CAMERA", True),
+        ('{"shape": [5, 6, 3], "axes": "YXS"}', False),
+        ("shape=(5,6,3)", False),
+        ("ImageJ=1.54f\nimages=1\n", False),
+        ('<?xml version="1.0"?><OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">', False),
+    ],
+)
+def test_update_exif_keeps_a_person_s_image_description_only(description: str, kept: bool) -> None:
+    ex = Image.Exif()
+    ex[0x010F] = "A"
+    ex[0x010E] = description
+    out = Image.Exif()
+    out.load(update_exif(ex.tobytes(), width=4, height=3))
+    assert (out.get(0x010E) == description) is kept and out[0x010F] == "A"
+
+
+XMP_ATTRS = (
+    b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+    b'<rdf:Description xmlns:t="http://ns.adobe.com/tiff/1.0/" xmlns:exif="http://ns.adobe.com/exif/1.0/"'
+    b' t:ImageWidth=\'4000\' t:ImageLength="3000" t:Orientation="8" exif:PixelXDimension="4000"'
+    b' t:Make="Pixel"><exif:PixelYDimension rdf:datatype="int">3000</exif:PixelYDimension>'
+    b"<t:ImageWidthNote>4000</t:ImageWidthNote></rdf:Description></rdf:RDF></x:xmpmeta>"
+)
+
+
+def test_update_xmp_rewrites_dimensions_in_any_form_and_prefix() -> None:
+    out = update_xmp(XMP_ATTRS, width=8000, height=6000)
+    assert b't:ImageWidth="8000"' in out and b't:ImageLength="6000"' in out and b't:Orientation="1"' in out
+    assert b'exif:PixelXDimension="8000"' in out
+    assert b'<exif:PixelYDimension rdf:datatype="int">6000</exif:PixelYDimension>' in out
+    assert b"<t:ImageWidthNote>4000</t:ImageWidthNote>" in out and b't:Make="Pixel"' in out
+    back = update_xmp(out, width=4000, height=3000).replace(b't:Orientation="1"', b't:Orientation="8"')
+    assert back == XMP_ATTRS.replace(b"t:ImageWidth='4000'", b't:ImageWidth="4000"')  # nothing else changed
+    assert update_xmp(out, width=8000, height=6000) == out
+
+
+def test_update_xmp_leaves_other_packets_alone() -> None:
+    other = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description xmp:Rating="3"/></x:xmpmeta>'
+    assert update_xmp(other, width=1, height=2) == other
+    undeclared = b'<rdf:Description tiff:ImageWidth="4000"/>'  # no namespace binding: not the TIFF property
+    assert update_xmp(undeclared, width=1, height=2) == undeclared
+
+
+def test_png_xmp_found_compressed_and_after_image_data(tmp_path: Path) -> None:
+    from PIL import PngImagePlugin
+
+    text = XMP_ATTRS.decode()
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("Comment", "not the XMP")
+    info.add_itxt("XML:com.adobe.xmp", text, zip=True)
+    Image.fromarray(_pixels()).save(tmp_path / "z.png", pnginfo=info)
+    assert read_xmp(tmp_path / "z.png") == XMP_ATTRS
+
+    body = b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + XMP_ATTRS
+    chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    Image.fromarray(_pixels()).save(tmp_path / "late.png")
+    late = (tmp_path / "late.png").read_bytes()
+    (tmp_path / "late.png").write_bytes(late[:-12] + chunk + late[-12:])  # just before IEND
+    assert read_xmp(tmp_path / "late.png") == XMP_ATTRS
+
+
+def test_read_xmp_of_files_without_one_or_garbled(tmp_path: Path) -> None:
+    Image.fromarray(_pixels()).save(tmp_path / "a.jpg")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    assert read_xmp(tmp_path / "a.jpg") is None and read_xmp(tmp_path / "b.png") is None
+    with pytest.raises(InputError, match="not found"):
+        read_xmp(tmp_path / "missing.jpg")

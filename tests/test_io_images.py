@@ -540,7 +540,7 @@ def test_save_is_atomic_and_leaves_no_temp_file(tmp_path: Path, monkeypatch: pyt
 
     seen: list[Path] = []
 
-    def failing_writer(fh: Any, arr: np.ndarray, exif: Any, icc: Any, quality: int) -> None:
+    def failing_writer(fh: Any, arr: np.ndarray, exif: Any, icc: Any, xmp: Any, quality: int) -> None:
         fh.write(b"\x89PNG partial data")
         fh.flush()
         seen.append(Path(fh.name))

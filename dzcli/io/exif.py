@@ -2,7 +2,8 @@ r"""Capture metadata (EXIF) of a photo, normalised: padded strings stripped, 0 t
 
 EXIF blocks are passed around as ``bytes`` holding the TIFF structure itself (``II*\0`` or ``MM\0*``
 header, IFD0, the Exif/GPS sub-IFDs), without the ``Exif\0\0`` prefix JPEG files put in front of it.
-:func:`exif_payload` turns any of the usual wrappings into that form.
+:func:`exif_payload` turns any of the usual wrappings into that form. XMP packets (ratings, edit history)
+are passed around as the packet's UTF-8 ``bytes``, as stored (:func:`read_xmp`, :func:`update_xmp`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import math
 import re
 import warnings
+import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
@@ -23,13 +25,17 @@ from typing import Any, BinaryIO
 from dzcli.errors import InputError
 
 __all__ = [
+    "JPEG_XMP_PREFIX",
+    "PNG_XMP_KEYWORD",
     "CaptureInfo",
     "capture_info_from_exif",
     "exif_payload",
     "make_exif",
     "read_capture_info",
     "read_exif",
+    "read_xmp",
     "update_exif",
+    "update_xmp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -43,6 +49,7 @@ _DATETIME_ORIGINAL, _SUBSEC, _SUBSEC_ORIGINAL = 0x9003, 0x9290, 0x9291
 _FOCAL_LENGTH, _FOCAL_35MM, _DIGITAL_ZOOM, _LENS_MODEL = 0x920A, 0xA405, 0xA404, 0xA434
 _FP_XRES, _FP_YRES, _FP_UNIT = 0xA20E, 0xA20F, 0xA210
 _EXIF_WIDTH, _EXIF_HEIGHT = 0xA002, 0xA003
+_IMAGE_DESCRIPTION, _SOFTWARE, _XMP_TAG = 0x010E, 0x0131, 0x02BC
 
 # IFD0 tags of a TIFF-structured file that describe the capture rather than the pixel layout: the only ones
 # carried over when the EXIF block is taken from a TIFF or TIFF-based RAW file (strip offsets, bit depth,
@@ -50,6 +57,21 @@ _EXIF_WIDTH, _EXIF_HEIGHT = 0xA002, 0xA003
 _IFD0_METADATA = frozenset(
     {0x010E, _MAKE, _MODEL, _ORIENTATION, 0x011A, 0x011B, 0x0128, 0x0131, _DATETIME, 0x013B, 0x8298}
 )
+# IFD0 tags that describe a file's own pixels (subfile type, size, samples, compression, strips, tiles,
+# sub-IFDs, predictor, JPEG tables, chroma subsampling) or the program that wrote them: stale in any
+# output, dropped by update_exif.
+# fmt: off
+_IFD0_STALE = frozenset({
+    254, 255, 256, 257, 258, 259, 262, 266, 273, 277, 278, 279, 284, 317, 322, 323, 324, 325, 330, 338,
+    339, 347, 530, _SOFTWARE,
+})
+# fmt: on
+_TIFF_NS, _EXIF_NS = b"http://ns.adobe.com/tiff/1.0/", b"http://ns.adobe.com/exif/1.0/"
+PNG_XMP_KEYWORD = b"XML:com.adobe.xmp"
+"""Keyword of the PNG iTXt chunk holding the XMP packet."""
+JPEG_XMP_PREFIX = b"http://ns.adobe.com/xap/1.0/\x00"
+"""What a JPEG APP1 segment holding the XMP packet starts with."""
+
 # Exif sub-IFD tags that some writers (DNG tools) put in IFD0 instead; moved to the sub-IFD.
 # fmt: off
 _EXIF_SUBIFD_TAGS = frozenset({
@@ -236,6 +258,44 @@ def exif_payload(data: bytes | None) -> bytes | None:
     return None
 
 
+def read_xmp(path: Path) -> bytes | None:
+    """The XMP packet of an image file, as stored.
+
+    JPEG: the APP1 ``http://ns.adobe.com/xap/1.0/`` segment (extended XMP is not joined). PNG: the
+    ``XML:com.adobe.xmp`` iTXt chunk (anywhere in the file). WebP: the ``XMP`` chunk. TIFF: tag 700 of
+    the first IFD. HEIC/HEIF: the XMP item pillow-heif exposes.
+
+    Returns:
+        The packet, or ``None`` when the file has none or it cannot be read.
+
+    Raises:
+        InputError: the file does not exist or is not a regular file.
+    """
+    path = Path(path)
+    check_is_file(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+            fh.seek(0)
+            if head.startswith((b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")):
+                raw = _tiff_xmp(fh)
+            elif head.startswith(b"\x89PNG\r\n\x1a\n"):
+                raw = _png_xmp(fh)
+            elif head[4:8] == b"ftyp":
+                import pillow_heif
+
+                heif = pillow_heif.open_heif(fh, convert_hdr_to_8bit=False)
+                raw = heif[heif.primary_index].info.get("xmp")
+            else:
+                raw = _pillow_xmp(fh)
+    except Exception as exc:  # unreadable or garbled metadata means "no XMP", never an error
+        logger.debug("%s: no readable XMP packet (%s: %s)", path, type(exc).__name__, exc)
+        return None
+    if isinstance(raw, str):
+        raw = raw.encode("utf-8")
+    return bytes(raw) if isinstance(raw, (bytes, bytearray)) and raw.strip(b"\x00 \t\r\n") else None
+
+
 # --------------------------------------------------------------------------------------------- writing
 
 
@@ -292,9 +352,12 @@ def make_exif(info: CaptureInfo, *, width: int | None = None, height: int | None
 def update_exif(exif: bytes, *, width: int, height: int) -> bytes:
     r"""The same EXIF block for an output whose pixels are upright and ``width`` x ``height``.
 
-    Sets Orientation to 1 and ExifImageWidth/Height, and drops the embedded thumbnail (IFD1). Every
-    other tag, the Exif, Interop and GPS sub-IFDs included, is kept. If the block cannot be
-    re-serialised, a warning is logged and a block rebuilt from its capture fields is returned.
+    Sets Orientation to 1 and ExifImageWidth/Height, and drops the embedded thumbnail (IFD1) and the
+    IFD0 tags that describe the source's pixels or the program that wrote them (strip, tile, size and
+    sample tags, ``Software``, and an ``ImageDescription`` written by an imaging library about the pixel
+    layout, such as tifffile's ``{"shape": [...]}``). Every other tag, the Exif, Interop and GPS sub-IFDs
+    included, is kept. If the block cannot be re-serialised, a warning is logged and a block rebuilt
+    from its capture fields is returned.
 
     Args:
         exif: EXIF block (bare TIFF structure or with the ``Exif\0\0`` prefix).
@@ -313,6 +376,10 @@ def update_exif(exif: bytes, *, width: int, height: int) -> bytes:
         with _quiet_pillow():
             ex = Image.Exif()
             ex.load(payload)
+            for tag in _IFD0_STALE & set(ex):
+                del ex[tag]
+            if _describes_pixels(ex.get(_IMAGE_DESCRIPTION)):
+                del ex[_IMAGE_DESCRIPTION]
             ex[_ORIENTATION] = 1
             sub = ex.get_ifd(_EXIF_IFD)
             sub[_EXIF_WIDTH] = int(width)
@@ -328,6 +395,33 @@ def update_exif(exif: bytes, *, width: int, height: int) -> bytes:
         )
         info = replace(capture_info_from_exif(exif), orientation=1)
         return make_exif(info, width=width, height=height)
+
+
+def update_xmp(xmp: bytes, *, width: int, height: int) -> bytes:
+    """The same XMP packet for an output whose pixels are upright and ``width`` x ``height``.
+
+    Rewrites ``tiff:ImageWidth``, ``tiff:ImageLength``, ``exif:PixelXDimension`` and
+    ``exif:PixelYDimension`` to the new size and ``tiff:Orientation`` to 1, in attribute or element form,
+    whatever prefix the packet binds to those namespaces; the rest of the packet is kept byte for byte.
+    A packet that is not UTF-8 (no namespace declaration found) is returned unchanged.
+    """
+    values = (
+        (_TIFF_NS, b"ImageWidth", width),
+        (_TIFF_NS, b"ImageLength", height),
+        (_TIFF_NS, b"Orientation", 1),
+        (_EXIF_NS, b"PixelXDimension", width),
+        (_EXIF_NS, b"PixelYDimension", height),
+    )
+    out = bytes(xmp)
+    for ns, name, value in values:
+        text = str(int(value)).encode("ascii")
+        for prefix in set(re.findall(rb"xmlns:([\w.-]+)\s*=\s*[\"']" + re.escape(ns) + rb"[\"']", out)):
+            prop = re.escape(prefix + b":" + name)
+            attribute = rb"(\s" + prop + rb"\s*=\s*)(?:\"[^\"]*\"|'[^']*')"
+            element = rb"(<" + prop + rb"(?:\s[^>]*)?>)[^<]*(</" + prop + rb"\s*>)"
+            out = re.sub(attribute, rb'\g<1>"' + text + b'"', out)
+            out = re.sub(element, rb"\g<1>" + text + rb"\g<2>", out)
+    return out
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -546,20 +640,74 @@ def _exif_from_tiff_ifd0(fh: BinaryIO) -> bytes | None:
     return out.tobytes()[6:]
 
 
-def _png_exif(fh: BinaryIO) -> bytes | None:
-    """The ``eXIf`` chunk of a PNG stream (anywhere in the file), walking chunk headers only."""
-    fh.seek(8)
+def _describes_pixels(value: Any) -> bool:
+    """Whether an ImageDescription was written by an imaging library about the pixel layout (tifffile's
+    JSON or ``shape=(...)``, an ImageJ header, OME-XML) rather than by a person."""
+    text = _text(value)
+    if text is None:
+        return False
+    return (
+        (text.startswith("{") and '"shape"' in text)
+        or text.startswith(("shape=(", "ImageJ="))
+        or "<OME" in text[:2000]
+    )
+
+
+def _png_chunks(fh: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """(type, length) of each chunk of a PNG stream up to IEND, with ``fh`` at the chunk's data."""
+    pos = 8
     while True:
+        fh.seek(pos)
         header = fh.read(8)
         if len(header) < 8:
-            return None
+            return
         length = int.from_bytes(header[:4], "big")
-        ctype = header[4:]
+        yield header[4:], length
+        if header[4:] == b"IEND":
+            return
+        pos += 12 + length
+
+
+def _png_exif(fh: BinaryIO) -> bytes | None:
+    """The ``eXIf`` chunk of a PNG stream (anywhere in the file), walking chunk headers only."""
+    for ctype, length in _png_chunks(fh):
         if ctype == b"eXIf":
             return exif_payload(fh.read(length))
-        if ctype == b"IEND":
-            return None
-        fh.seek(length + 4, 1)
+    return None
+
+
+def _png_xmp(fh: BinaryIO) -> bytes | None:
+    """The text of the ``XML:com.adobe.xmp`` iTXt chunk of a PNG stream (anywhere in the file)."""
+    for ctype, length in _png_chunks(fh):
+        if ctype != b"iTXt":
+            continue
+        data = fh.read(length)
+        keyword, _, rest = data.partition(b"\x00")
+        if keyword != PNG_XMP_KEYWORD or len(rest) < 2:
+            continue
+        parts = rest[2:].split(b"\x00", 2)  # language tag, translated keyword, text
+        if len(parts) == 3:
+            return zlib.decompress(parts[2]) if rest[0] else parts[2]
+    return None
+
+
+def _tiff_xmp(fh: BinaryIO) -> bytes | None:
+    import tifffile
+
+    with tifffile.TiffFile(fh) as tf:
+        tag = tf.pages.first.tags.get(_XMP_TAG)
+        return tag.value if tag is not None else None
+
+
+def _pillow_xmp(fh: BinaryIO) -> bytes | None:
+    """The XMP of a JPEG (APP1 segment) or WebP (``XMP`` chunk) read by Pillow."""
+    from PIL import Image
+
+    with _quiet_pillow(), Image.open(fh) as im:
+        for marker, data in getattr(im, "applist", ()):
+            if marker == "APP1" and data.startswith(JPEG_XMP_PREFIX):
+                return data[len(JPEG_XMP_PREFIX) :]
+        return im.info.get("xmp")
 
 
 def _heif_exif(fh: BinaryIO) -> bytes | None:

@@ -7,17 +7,21 @@ RAW) sources are 16-bit, and 16-bit inputs stay 16-bit on output. Nothing outsid
 numpy arrays in HWC layout, BGR channel order or integer pixels.
 
 Reading (:func:`load_photo`): JPEG, PNG, TIFF and WebP are decoded by OpenCV with the EXIF Orientation
-applied here, exactly once; HEIC/HEIF by pillow-heif, whose libheif already applies the container's
-rotation/mirror (``irot``/``imir``), so nothing more is applied; RAW by rawpy with one fixed set of
-development parameters (:data:`RAW_DEVELOP`), LibRaw applying the raw's flip itself.
+applied here, exactly once (TIFFs with alpha by tifffile where it has the codec, for exact samples);
+HEIC/HEIF by pillow-heif, whose libheif already applies the container's rotation/mirror
+(``irot``/``imir``), so nothing more is applied; RAW by rawpy with one fixed set of development
+parameters (:data:`RAW_DEVELOP`), LibRaw applying the raw's flip itself. An alpha channel is kept apart
+from the RGB pixels (:attr:`Photo.alpha`, straight, not premultiplied).
 
 Writing (:func:`save_image`): PNG and TIFF (8 or 16-bit), JPEG and WebP (8-bit), HEIC (8-bit, or 10-bit
-for 16-bit pixels), with EXIF and ICC profile embedded, atomically (temporary file, fsync, rename).
+for 16-bit pixels), with EXIF, XMP and ICC profile embedded and alpha where the format holds it
+(:func:`holds_alpha`), atomically (temporary file, fsync, rename).
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import struct
@@ -28,14 +32,24 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import torch
 
 from dzcli.errors import InputError, ResourceError
 from dzcli.io.atomic import write_atomic
-from dzcli.io.exif import CaptureInfo, check_is_file, exif_payload, make_exif, read_capture_info, read_exif
+from dzcli.io.exif import (
+    JPEG_XMP_PREFIX,
+    PNG_XMP_KEYWORD,
+    CaptureInfo,
+    check_is_file,
+    exif_payload,
+    make_exif,
+    read_capture_info,
+    read_exif,
+    read_xmp,
+)
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -44,6 +58,7 @@ __all__ = [
     "Photo",
     "as_image",
     "from_hwc",
+    "holds_alpha",
     "is_image_file",
     "load_photo",
     "save_image",
@@ -86,10 +101,13 @@ _SAVE_FORMATS: dict[str, str] = {
     ".heic": "heif",
     ".heif": "heif",
 }
+_ALPHA_FORMATS = frozenset({"png", "tiff", "webp", "heif"})
+_PIL_MODES = {3: "RGB", 4: "RGBA"}  # by channel count
 _KIND_NAMES = {"jpeg": "JPEG", "png": "PNG", "tiff": "TIFF", "webp": "WebP", "heif": "HEIF", "raw": "RAW"}
 _NOT_AN_IMAGE = "cannot read image (not a JPEG/PNG/TIFF/WebP/HEIC/RAW file or corrupt)"
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAX_EXIF = 65533 - 6  # one APP1 segment, minus the "Exif\0\0" prefix
+_JPEG_MAX_XMP = 65533 - len(JPEG_XMP_PREFIX)  # one APP1 segment (extended XMP is not written)
 _PIL_LIMIT_LOCK = threading.Lock()
 
 
@@ -110,6 +128,10 @@ class Photo:
             :func:`dzcli.io.exif.update_exif`); rebuilt from the capture fields for RAW formats that are
             not TIFF-based. ``None`` when there is none.
         icc: the embedded ICC profile, or ``None``.
+        xmp: the XMP packet as stored (its dimensions describe the source: write it out through
+            :func:`dzcli.io.exif.update_xmp`), or ``None``; never read from RAW files.
+        alpha: float32 tensor (1, H, W), values in [0, 1], upright like ``pixels``, at the same bit depth;
+            straight (``pixels`` are not premultiplied). ``None`` when the source has no alpha channel.
     """
 
     path: Path
@@ -119,11 +141,19 @@ class Photo:
     info: CaptureInfo
     exif: bytes | None = field(default=None, repr=False)
     icc: bytes | None = field(default=None, repr=False)
+    xmp: bytes | None = field(default=None, repr=False)
+    alpha: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
         """``(width, height)`` in pixels of the upright image."""
         return int(self.pixels.shape[-1]), int(self.pixels.shape[-2])
+
+
+def holds_alpha(suffix: str) -> bool:
+    """Whether :func:`save_image` writes alpha into files with this suffix (``".png"``, case-insensitive):
+    PNG, TIFF, WebP and HEIC do; JPEG (and anything :func:`save_image` cannot write) does not."""
+    return _SAVE_FORMATS.get(suffix.lower()) in _ALPHA_FORMATS
 
 
 def is_image_file(path: str | os.PathLike[str]) -> bool:
@@ -172,7 +202,9 @@ def as_image(x: torch.Tensor | np.ndarray) -> torch.Tensor:
     """
     t = from_hwc(x) if isinstance(x, np.ndarray) else x.detach().to("cpu", torch.float32)
     if t.ndim != 3 or t.shape[0] != 3:
-        raise ValueError(f"expected an RGB image, (3, H, W) tensor or (H, W, 3) array; got shape {tuple(x.shape)}")
+        raise ValueError(
+            f"expected an RGB image, (3, H, W) tensor or (H, W, 3) array; got shape {tuple(x.shape)}"
+        )
     return t
 
 
@@ -226,7 +258,8 @@ def load_photo(path: str | os.PathLike[str], *, max_megapixels: float | None = N
             anything is decoded. ``None``: no limit.
 
     Returns:
-        The :class:`Photo`: pixels float32 (3, H, W) RGB in [0, 1], upright.
+        The :class:`Photo`: pixels float32 (3, H, W) RGB in [0, 1], upright; alpha (1, H, W) when the
+        source has one (RGBA/LA/transparent PNG, RGBA/gray+alpha TIFF, WebP, HEIC); EXIF, XMP, ICC.
 
     Raises:
         InputError: missing file, directory, empty, truncated or corrupt file, unsupported suffix.
@@ -305,14 +338,24 @@ def _pil_no_bomb_limit() -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = old
 
 
-def _pil_header(path: Path) -> tuple[int, int, bytes | None]:
-    """(width, height, ICC profile) from a JPEG/PNG/WebP header, without decoding pixels."""
+class _Header(NamedTuple):
+    """What is read from a file's header before its pixels are decoded."""
+
+    width: int
+    height: int
+    icc: bytes | None
+    alpha: str | None  # None, "straight" or "premultiplied"
+
+
+def _pil_header(path: Path) -> _Header:
+    """Size, ICC profile and alpha of a JPEG/PNG/WebP header, without decoding pixels."""
     from PIL import Image
 
-    def read() -> tuple[int, int, bytes | None]:
+    def read() -> _Header:
         with Image.open(path) as im:
             icc = im.info.get("icc_profile")
-            return im.size[0], im.size[1], bytes(icc) if icc else None
+            alpha = im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info
+            return _Header(im.size[0], im.size[1], bytes(icc) if icc else None, "straight" if alpha else None)
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -323,15 +366,26 @@ def _pil_header(path: Path) -> tuple[int, int, bytes | None]:
                 return read()
 
 
-def _tiff_header(path: Path) -> tuple[int, int, bytes | None]:
-    """(width, height, ICC profile) of a TIFF's first page, without decoding pixels."""
+def _tiff_header(path: Path) -> _Header:
+    """Size, ICC profile and alpha of a TIFF's first page, without decoding pixels.
+
+    Alpha is an RGB or gray page whose first extra sample is associated (premultiplied) or unassociated
+    (straight) alpha; unspecified extra samples are not alpha.
+    """
     import tifffile
 
     with tifffile.TiffFile(path) as tf:
         page = tf.pages.first
         tag = page.tags.get(34675)
         icc = tag.value if tag is not None else None
-        return int(page.imagewidth), int(page.imagelength), bytes(icc) if icc else None
+        extra = tuple(int(e) for e in page.extrasamples)
+        colour = {int(tifffile.PHOTOMETRIC.RGB): 3, int(tifffile.PHOTOMETRIC.MINISBLACK): 1}.get(
+            int(page.photometric)
+        )
+        alpha = None
+        if extra and colour is not None and page.samplesperpixel == colour + len(extra):
+            alpha = {1: "premultiplied", 2: "straight"}.get(extra[0])
+        return _Header(int(page.imagewidth), int(page.imagelength), bytes(icc) if icc else None, alpha)
 
 
 def _load_opencv(path: Path, kind: str, max_megapixels: float | None) -> Photo:
@@ -339,13 +393,13 @@ def _load_opencv(path: Path, kind: str, max_megapixels: float | None) -> Photo:
 
     name = _KIND_NAMES[kind]
     try:
-        width, height, icc = _tiff_header(path) if kind == "tiff" else _pil_header(path)
+        header = _tiff_header(path) if kind == "tiff" else _pil_header(path)
     except Exception as exc:  # Pillow/tifffile raise many types on corrupt headers
         from PIL import UnidentifiedImageError
 
         reason = "not a valid file" if isinstance(exc, UnidentifiedImageError) else _one_line(exc)
         raise InputError(f"{path}: cannot read {name} header (corrupt or truncated file: {reason})") from exc
-    _check_megapixels(path, width, height, max_megapixels)
+    _check_megapixels(path, header.width, header.height, max_megapixels)
 
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -353,35 +407,122 @@ def _load_opencv(path: Path, kind: str, max_megapixels: float | None) -> Photo:
         raise InputError(f"{path}: cannot read file ({exc.strerror or exc})") from exc
     if kind == "tiff":
         _neutralise_tiff_orientation(data)
-    flags = cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
-    try:
-        bgr = cv2.imdecode(data, flags)
-    except cv2.error as exc:
-        raise InputError(f"{path}: cannot decode {name} image (corrupt or truncated file)") from exc
-    if bgr is None or bgr.size == 0:  # OpenCV signals failure by returning None, silently
-        raise InputError(f"{path}: cannot decode {name} image (corrupt or truncated file)")
-    if bgr.ndim == 2:
-        bgr = np.repeat(bgr[:, :, None], 3, axis=2)
-    rgb = bgr[:, :, 2::-1]  # BGR(A) -> RGB, alpha dropped (a view)
+    premultiplied = header.alpha == "premultiplied"
+    stored = _tiff_samples(path) if kind == "tiff" and header.alpha else None
+    if stored is None:
+        # IMREAD_UNCHANGED keeps alpha (and applies no orientation); otherwise alpha-less colour
+        flags = (
+            cv2.IMREAD_UNCHANGED
+            if header.alpha
+            else (cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
+        )
+        try:
+            bgr = cv2.imdecode(data, flags)
+        except cv2.error as exc:
+            raise InputError(f"{path}: cannot decode {name} image (corrupt or truncated file)") from exc
+        if bgr is None or bgr.size == 0:  # OpenCV signals failure by returning None, silently
+            raise InputError(f"{path}: cannot decode {name} image (corrupt or truncated file)")
+        stored = _from_bgr(bgr)
+        # libtiff's RGBA interface, which OpenCV uses for 8-bit TIFFs, premultiplies the colour
+        premultiplied |= kind == "tiff" and bgr.dtype == np.uint8
+    rgba = _with_rgb(stored)
 
-    if rgb.dtype == np.uint8:
+    if rgba.dtype == np.uint8:
         bit_depth = 8
-    elif rgb.dtype == np.uint16:
+    elif rgba.dtype == np.uint16:
         bit_depth = 16
-    elif np.issubdtype(rgb.dtype, np.floating):
+    elif np.issubdtype(rgba.dtype, np.floating):
         bit_depth = 16
-        rgb = np.clip(np.nan_to_num(rgb, nan=0.0), 0.0, 1.0)
+        rgba = np.clip(np.nan_to_num(rgba, nan=0.0), 0.0, 1.0)
     else:
-        raise InputError(f"{path}: unsupported {name} sample type {rgb.dtype} (expected 8/16-bit or float)")
+        raise InputError(f"{path}: unsupported {name} sample type {rgba.dtype} (expected 8/16-bit or float)")
 
     info = read_capture_info(path)
-    pixels = from_hwc(_apply_orientation(rgb, info.orientation))
+    pixels, alpha = _planes(_apply_orientation(rgba, info.orientation), premultiplied=premultiplied)
     logger.debug(
-        "%s: %s %dx%d %d-bit, orientation %d", path, name, width, height, bit_depth, info.orientation
+        "%s: %s %dx%d %d-bit%s, orientation %d",
+        path,
+        name,
+        header.width,
+        header.height,
+        bit_depth,
+        " with alpha" if alpha is not None else "",
+        info.orientation,
     )
     return Photo(
-        path=path, pixels=pixels, bit_depth=bit_depth, kind=kind, info=info, exif=read_exif(path), icc=icc
+        path=path,
+        pixels=pixels,
+        bit_depth=bit_depth,
+        kind=kind,
+        info=info,
+        exif=read_exif(path),
+        icc=header.icc,
+        xmp=read_xmp(path),
+        alpha=alpha,
     )
+
+
+def _tiff_samples(path: Path) -> np.ndarray | None:
+    """The stored colour and alpha samples (H, W, 2 or 4) of a TIFF's first page, read exactly by tifffile.
+
+    ``None`` when tifffile cannot decode them (LZW and JPEG need the optional imagecodecs package).
+    """
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tf:
+            page = tf.pages.first
+            a = page.asarray()
+            if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+                a = np.moveaxis(a, 0, -1)
+            return a[:, :, : 4 if page.photometric == tifffile.PHOTOMETRIC.RGB else 2]
+    except Exception as exc:  # a codec tifffile lacks, or damage that OpenCV then reports
+        logger.debug("%s: tifffile cannot decode the pixels (%s); using OpenCV", path, _one_line(exc))
+        return None
+
+
+def _from_bgr(a: np.ndarray) -> np.ndarray:
+    """RGB or RGBA channel order from OpenCV's BGR or BGRA; gray and gray+alpha unchanged."""
+    if a.ndim == 3 and a.shape[2] == 3:
+        return a[:, :, ::-1]
+    if a.ndim == 3 and a.shape[2] == 4:
+        return a[:, :, [2, 1, 0, 3]]
+    return a
+
+
+def _with_rgb(a: np.ndarray) -> np.ndarray:
+    """(H, W, 3) RGB or (H, W, 4) RGBA from gray (H, W) or (H, W, 1), gray+alpha, RGB or RGBA samples."""
+    if a.ndim == 2:
+        a = a[:, :, None]
+    channels = a.shape[2]
+    if channels <= 2:
+        return a[:, :, [0, 0, 0, 1][: channels + 2]]
+    return a[:, :, :4]
+
+
+def _planes(
+    a: np.ndarray, *, premultiplied: bool, levels: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Pixels (3, H, W) and straight alpha (1, H, W) or ``None``, float32 in [0, 1], from (H, W, 3 or 4).
+
+    Integer samples are divided by ``levels`` (by their dtype's maximum when ``None``); premultiplied
+    colour is divided by alpha (0 where alpha is 0).
+    """
+
+    def tensor(x: np.ndarray) -> torch.Tensor:
+        if levels is None:
+            return from_hwc(x)
+        return torch.from_numpy(
+            np.ascontiguousarray(x.transpose(2, 0, 1)).astype(np.float32) / np.float32(levels)
+        )
+
+    pixels = tensor(a[:, :, :3])
+    if a.shape[2] < 4:
+        return pixels, None
+    alpha = tensor(a[:, :, 3:])
+    if premultiplied:
+        pixels = torch.where(alpha > 0, pixels / alpha.clamp_min(1e-12), 0.0).clamp_(0.0, 1.0)
+    return pixels, alpha
 
 
 def _neutralise_tiff_orientation(buf: np.ndarray) -> None:
@@ -456,16 +597,12 @@ def _load_heif(path: Path, max_megapixels: float | None) -> Photo:
         ) from exc
     bits_info = img.info.get("bit_depth")
     bits = bits_info if isinstance(bits_info, int) and bits_info > 0 else 8
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    rgb = np.repeat(arr, 3, axis=2) if arr.shape[2] == 1 else arr[:, :, :3]
-    if rgb.dtype == np.uint16:
-        levels = np.float32(2**bits - 1) if 8 < bits < 16 else np.float32(65535)
-        pixels = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)).astype(np.float32) / levels)
-        bit_depth = 16
-    else:
-        pixels = from_hwc(rgb)
-        bit_depth = 8
+    bit_depth = 16 if arr.dtype == np.uint16 else 8
+    pixels, alpha = _planes(
+        _with_rgb(arr),
+        premultiplied=bool(getattr(img, "premultiplied_alpha", False)),
+        levels=2**bits - 1 if bit_depth == 16 and 8 < bits < 16 else None,
+    )
     icc_info = img.info.get("icc_profile")
     icc = bytes(icc_info) if isinstance(icc_info, (bytes, bytearray)) and icc_info else None
     info = read_capture_info(path)
@@ -485,6 +622,8 @@ def _load_heif(path: Path, max_megapixels: float | None) -> Photo:
         info=info,
         exif=read_exif(path),
         icc=icc,
+        xmp=read_xmp(path),
+        alpha=alpha,
     )
 
 
@@ -532,9 +671,11 @@ def save_image(
     bit_depth: int = 8,
     exif: bytes | None = None,
     icc: bytes | None = None,
+    xmp: bytes | None = None,
+    alpha: torch.Tensor | None = None,
     quality: int = 95,
 ) -> None:
-    r"""Write an image atomically, with its EXIF block and ICC profile embedded.
+    r"""Write an image atomically, with its EXIF block, XMP packet, ICC profile and alpha embedded.
 
     The format comes from the suffix: ``.png`` and ``.tif``/``.tiff`` (8 or 16-bit), ``.jpg``/``.jpeg``
     (8-bit, 4:4:4 chroma), ``.webp`` (8-bit, lossy), ``.heic``/``.heif`` (8-bit; 16-bit pixels are stored
@@ -550,11 +691,16 @@ def save_image(
         exif: EXIF block (bare TIFF structure or with the ``Exif\0\0`` prefix); written as given (use
             :func:`dzcli.io.exif.update_exif` first for upright, resized outputs).
         icc: ICC profile to embed.
-        quality: 1..100, for JPEG, WebP and HEIC.
+        xmp: XMP packet, written as given (use :func:`dzcli.io.exif.update_xmp` first for resized
+            outputs); a JPEG holds at most ~64 KB of it (a larger packet is not written, with a warning).
+        alpha: (1, H, W) or (H, W) float in [0, 1], straight (not premultiplied), same H and W as
+            ``pixels``, written at ``bit_depth`` into PNG, TIFF, WebP and HEIC; JPEG holds no alpha and
+            gets the RGB pixels only (check :func:`holds_alpha` to tell the user).
+        quality: 1..100, for JPEG, WebP and HEIC (WebP alpha is lossless).
 
     Raises:
         ValueError: unsupported suffix, bit depth the format cannot hold (16-bit JPEG/WebP), bad pixels
-            shape, quality out of range, ``exif`` that is not an EXIF block.
+            or alpha shape, quality out of range, ``exif`` that is not an EXIF block.
         OSError: the file cannot be written (permissions, disk full).
     """
     path = Path(path)
@@ -577,35 +723,64 @@ def save_image(
         payload = exif_payload(exif)
         if payload is None:
             raise ValueError(f"{path}: the exif argument is not an EXIF block (no TIFF header)")
+    if alpha is not None and not (
+        alpha.ndim in (2, 3) and alpha.shape[:-2] in ((), (1,)) and alpha.shape[-2:] == pixels.shape[-2:]
+    ):
+        raise ValueError(
+            f"{path}: alpha must be (1, H, W) or (H, W) with the pixels' H and W; "
+            f"got shape {tuple(alpha.shape)} for pixels {tuple(pixels.shape)}"
+        )
     arr = to_uint(pixels, bit_depth)
+    if alpha is not None and fmt in _ALPHA_FORMATS:
+        rgb = arr if arr.ndim == 3 else np.repeat(arr[:, :, None], 3, axis=2)
+        arr = np.concatenate([rgb, to_uint(alpha, bit_depth)[:, :, None]], axis=2)
     writer = _WRITERS[fmt]
-    write_atomic(path, lambda fh: writer(fh, arr, payload, icc or None, quality))
+    write_atomic(path, lambda fh: writer(fh, arr, payload, icc or None, xmp or None, quality))
     logger.debug(
-        "%s: wrote %s %dx%d %d-bit (exif %s, icc %s)",
+        "%s: wrote %s %dx%d %d-bit (exif %s, xmp %s, icc %s, alpha %s)",
         path,
         _KIND_NAMES[fmt],
         arr.shape[1],
         arr.shape[0],
         bit_depth,
         payload is not None,
+        bool(xmp),
         bool(icc),
+        "not held" if alpha is not None and fmt not in _ALPHA_FORMATS else alpha is not None,
     )
 
 
 def _pil_image(arr: np.ndarray) -> Any:
+    """A Pillow image of (H, W) gray, (H, W, 3) RGB or (H, W, 4) RGBA uint8 samples."""
     from PIL import Image
 
-    return Image.fromarray(arr, mode="RGB" if arr.ndim == 3 else "L")
+    return Image.fromarray(arr, mode="L" if arr.ndim == 2 else _PIL_MODES[arr.shape[2]])
 
 
-def _write_jpeg(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, quality: int) -> None:
+def _write_jpeg(
+    fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, quality: int
+) -> None:
     kwargs: dict[str, Any] = {"quality": quality, "subsampling": 0}
     exif = _fit_jpeg_exif(exif)
     if exif:
         kwargs["exif"] = b"Exif\x00\x00" + exif
     if icc:
         kwargs["icc_profile"] = icc
-    _pil_image(arr).save(fh, format="JPEG", **kwargs)
+    if xmp and len(xmp) > _JPEG_MAX_XMP:
+        logger.warning("XMP packet is %d bytes, too large for JPEG: not written", len(xmp))
+        xmp = None
+    buf = io.BytesIO()
+    _pil_image(arr).save(buf, format="JPEG", **kwargs)
+    data = buf.getvalue()
+    fh.write(_insert_jpeg_app1(data, JPEG_XMP_PREFIX + xmp) if xmp else data)
+
+
+def _insert_jpeg_app1(jpeg: bytes, payload: bytes) -> bytes:
+    """``jpeg`` with an APP1 segment holding ``payload`` after SOI and the leading APP0/APP1 (JFIF, EXIF)."""
+    pos = 2
+    while jpeg[pos] == 0xFF and jpeg[pos + 1] in (0xE0, 0xE1):
+        pos += 2 + int.from_bytes(jpeg[pos + 2 : pos + 4], "big")
+    return jpeg[:pos] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[pos:]
 
 
 def _fit_jpeg_exif(exif: bytes | None) -> bytes | None:
@@ -629,27 +804,37 @@ def _fit_jpeg_exif(exif: bytes | None) -> bytes | None:
     return None
 
 
-def _write_webp(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, quality: int) -> None:
+def _write_webp(
+    fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, quality: int
+) -> None:
+    """Lossy WebP; libwebp compresses alpha losslessly (alpha_quality 100)."""
     kwargs: dict[str, Any] = {"quality": quality, "method": 4}
     if exif:
         kwargs["exif"] = exif
     if icc:
         kwargs["icc_profile"] = icc
-    _pil_image(arr).convert("RGB").save(fh, format="WEBP", **kwargs)
+    if xmp:
+        kwargs["xmp"] = xmp
+    im = _pil_image(arr)
+    (im.convert("RGB") if im.mode == "L" else im).save(fh, format="WEBP", **kwargs)
 
 
-def _write_heif(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, quality: int) -> None:
+def _write_heif(
+    fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, quality: int
+) -> None:
     import pillow_heif
 
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
-    mode = "RGB;16" if arr.dtype == np.uint16 else "RGB"  # pillow-heif stores 16-bit data as 10-bit
+    mode = _PIL_MODES[arr.shape[2]] + (";16" if arr.dtype == np.uint16 else "")  # 16-bit is stored as 10-bit
     heif = pillow_heif.from_bytes(mode=mode, size=(arr.shape[1], arr.shape[0]), data=arr.tobytes())
     kwargs: dict[str, Any] = {"quality": quality, "chroma": 444}
     if exif:
         kwargs["exif"] = exif
     if icc:
         kwargs["icc_profile"] = icc
+    if xmp:
+        kwargs["xmp"] = xmp
     heif.save(fh, **kwargs)
 
 
@@ -658,11 +843,14 @@ def _png_chunk(ctype: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + ctype + data + struct.pack(">I", crc)
 
 
-def _write_png(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, quality: int) -> None:
-    """OpenCV encodes the pixels (8/16-bit, RGB or gray); iCCP and eXIf chunks are inserted after IHDR."""
+def _write_png(
+    fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, quality: int
+) -> None:
+    """OpenCV encodes the pixels (8/16-bit, RGB(A) or gray); iCCP, eXIf and the XMP iTXt chunk are
+    inserted after IHDR."""
     import cv2
 
-    img = np.ascontiguousarray(arr[:, :, ::-1]) if arr.ndim == 3 else arr
+    img = np.ascontiguousarray(_from_bgr(arr)) if arr.ndim == 3 else arr  # RGB(A) <-> BGR(A) is symmetric
     ok, buf = cv2.imencode(".png", img)
     if not ok:
         raise RuntimeError("OpenCV failed to encode the PNG image")
@@ -675,6 +863,8 @@ def _write_png(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | N
         extra.append(_png_chunk(b"iCCP", b"ICC profile\x00\x00" + zlib.compress(icc)))
     if exif:
         extra.append(_png_chunk(b"eXIf", exif))
+    if xmp:  # keyword, then no compression, no language tag, no translated keyword
+        extra.append(_png_chunk(b"iTXt", PNG_XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + xmp))
     # Chunks ours replace (sRGB/gAMA/cHRM would contradict an ICC profile); OpenCV writes none today.
     replaced = {b"eXIf"} | ({b"iCCP", b"sRGB", b"gAMA", b"cHRM"} if icc else set())
     fh.write(data[:ihdr_end])
@@ -704,8 +894,11 @@ _TIFF_IFD0_STRINGS = {
 _EXIF_PLACEHOLDER, _GPS_PLACEHOLDER = 34666, 34854
 
 
-def _write_tiff(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, quality: int) -> None:
-    """Write a TIFF: tifffile writes the pixels (zlib, horizontal predictor) and IFD0 metadata.
+def _write_tiff(
+    fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | None, xmp: bytes | None, quality: int
+) -> None:
+    """Write a TIFF: tifffile writes the pixels (zlib, horizontal predictor, alpha as unassociated extra
+    sample) and IFD0 metadata (XMP as tag 700).
 
     The Exif and GPS sub-IFDs, which tifffile cannot write, are appended after it and linked from IFD0.
     """
@@ -739,6 +932,8 @@ def _write_tiff(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | 
     orientation = ifd0.get(0x0112)
     if isinstance(orientation, int) and 1 <= orientation <= 8:
         extratags.append((0x0112, "H", 1, orientation, True))
+    if xmp:
+        extratags.append((700, "B", len(xmp), xmp, True))
     if 0x8769 in subifds:
         extratags.append((_EXIF_PLACEHOLDER, "I", 1, 0, True))
     if 0x8825 in subifds:
@@ -756,6 +951,7 @@ def _write_tiff(fh: BinaryIO, arr: np.ndarray, exif: bytes | None, icc: bytes | 
         tw.write(
             arr,
             photometric="rgb" if arr.ndim == 3 else "minisblack",
+            extrasamples=("unassalpha",) if arr.ndim == 3 and arr.shape[2] == 4 else None,
             compression="zlib",
             predictor=True,
             metadata=None,
@@ -803,7 +999,7 @@ def _link_tiff_subifds(fh: BinaryIO, start: int, subifds: dict[int, dict[int, An
     fh.seek(0, os.SEEK_END)
 
 
-_WRITERS: dict[str, Callable[[BinaryIO, np.ndarray, bytes | None, bytes | None, int], None]] = {
+_WRITERS: dict[str, Callable[[BinaryIO, np.ndarray, bytes | None, bytes | None, bytes | None, int], None]] = {
     "png": _write_png,
     "jpeg": _write_jpeg,
     "tiff": _write_tiff,
