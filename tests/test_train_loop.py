@@ -277,3 +277,43 @@ def test_out_of_memory_names_the_batch_size(
     monkeypatch.setattr(Objective, "forward", oom)
     with pytest.raises(ResourceError, match=r"batch size 2 .*lower --batch-size \(e\.g\. 1\)"):
         train(config(data, tmp_path / "run", steps=1))
+
+
+def _events(folder: Path) -> tuple[dict[str, list[int]], dict[str, list[tuple[int, tuple[int, int]]]]]:
+    """Scalar tags → steps, image tags → (step, (height, width)) of every event file in ``folder``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    scalars = {t: [e.step for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}
+    images = {t: [(e.step, (e.height, e.width)) for e in acc.Images(t)] for t in acc.Tags()["images"]}
+    return scalars, images
+
+
+def test_tensorboard_mirrors_the_metrics_with_validation_crops(data: Path, tmp_path: Path) -> None:
+    pytest.importorskip("tensorboard")
+    run = tmp_path / "run"
+    flags = {"loss": "l1", "steps": 4, "val_every": 2, "save_every": 2, "log_every": 1, "patch_size": 24}
+    with pytest.raises(KeyboardInterrupt):
+        train(config(data, run, **flags), progress=_interrupt_at(3))
+    train(resolve_train_config(data, run, resume=True), resume=True)
+    scalars, images = _events(run / "tensorboard")
+    # Every step's loss once (step 3, redone after the resume, is not doubled), every validation's scores.
+    assert scalars["train/loss"] == [1, 2, 3, 4]
+    assert scalars["val/full/psnr"] == [2, 4] and scalars["val/centre/psnr"] == [2, 4]
+    assert scalars["bicubic/full/psnr"] == [2]  # logged with the first validation
+    rows = {r["step"]: r["model"]["full"]["psnr"] for r in metrics(run) if r["kind"] == "val"}
+    assert set(rows) == {2, 4}
+    # bicubic | output | target over a crop of the one validation pair, at each validation.
+    (tag,) = images
+    assert tag == "val_images/pair3" and [s for s, _ in images[tag]] == [2, 4]
+    assert images[tag][0][1] == (80, 3 * 96)  # the whole 80×96 HR image, smaller than the 128-px crop
+
+
+def test_without_tensorboard_training_is_silent_about_it(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "torch.utils.tensorboard", None)  # import fails
+    run = tmp_path / "run"
+    train(config(data, run, loss="l1", steps=2, val_every=2, save_every=2, log_every=1, patch_size=24))
+    assert (run / "metrics.jsonl").exists() and not (run / "tensorboard").exists()

@@ -216,21 +216,35 @@ def score_pairs(
 
 
 def validate(
-    model: nn.Module, pairs: Sequence[PreparedPair], *, device: str | torch.device = "cpu", tile: int = 0
+    model: nn.Module,
+    pairs: Sequence[PreparedPair],
+    *,
+    device: str | torch.device = "cpu",
+    tile: int = 0,
+    keep: Callable[[PreparedPair, Tensor], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Scores of ``model`` on whole pairs through the inference path (:func:`super_resolve`)."""
-    return score_pairs(
-        pairs, lambda p: super_resolve(model, p.lr, ref=p.ref, box=p.ref_box, tile=tile, device=device)
-    )
+    """Scores of ``model`` on whole pairs through the inference path (:func:`super_resolve`).
+
+    ``keep(pair, output)``, if given, sees each output (to log images without a second inference).
+    """
+
+    def upscale(p: PreparedPair) -> Tensor:
+        out = super_resolve(model, p.lr, ref=p.ref, box=p.ref_box, tile=tile, device=device)
+        if keep is not None:
+            keep(p, out)
+        return out
+
+    return score_pairs(pairs, upscale)
+
+
+def bicubic(pair: PreparedPair) -> Tensor:
+    """The baseline: ``pair.lr`` upsampled ×``pair.scale``, bicubic, ``(3, s·h, s·w)`` in [0, 1]."""
+    up = F.interpolate(pair.lr[None], scale_factor=pair.scale, mode="bicubic", align_corners=False)
+    return up[0].clamp(0, 1)
 
 
 def bicubic_scores(pairs: Sequence[PreparedPair]) -> dict[str, dict[str, float]]:
     """Scores of bicubic upsampling (the baseline), same protocol as :func:`validate`."""
-
-    def bicubic(p: PreparedPair) -> Tensor:
-        up = F.interpolate(p.lr[None], scale_factor=p.scale, mode="bicubic", align_corners=False)
-        return up[0].clamp(0, 1)
-
     return score_pairs(pairs, bicubic)
 
 
@@ -350,6 +364,98 @@ def adapt(
 
 
 # --------------------------------------------------------------------------------------------------------
+# TensorBoard (optional: the ``tensorboard`` package)
+# --------------------------------------------------------------------------------------------------------
+
+#: Validation pairs shown as images at each validation, and the side of their (HR) crop.
+TB_IMAGE_PAIRS = 3
+TB_CROP = 128
+
+
+def validation_panel(pair: PreparedPair, output: Tensor, crop: int = TB_CROP) -> Tensor:
+    """``bicubic | output | target`` side by side, ``(3, ch, 3·cw)``, over a ``crop``-pixel HR window.
+
+    ``ch, cw`` is ``crop`` clamped to the HR image's size; values in [0, 1].
+
+    The window is centred on the reference box's top-left corner (clamped into the image), so it shows
+    both the tele's footprint and the rest.
+    """
+    s = pair.scale
+    h, w = output.shape[-2:]
+    ch, cw = min(crop, h), min(crop, w)
+    top = min(max(pair.ref_box[1] * s - ch // 2, 0), h - ch)
+    left = min(max(pair.ref_box[0] * s - cw // 2, 0), w - cw)
+    window = (slice(None), slice(top, top + ch), slice(left, left + cw))
+    parts = (bicubic(pair)[window], output.detach().to("cpu", torch.float32)[window], pair.hr[window])
+    return torch.cat(parts, dim=-1).clamp(0, 1)
+
+
+class TensorBoardLog:
+    """A TensorBoard view of ``metrics.jsonl`` (which stays the record), written to ``folder``.
+
+    Inactive (every method a no-op) when ``folder`` is None or the ``tensorboard`` package is missing.
+    Tags: ``train/<term>`` (the loss terms, ``lr``, ``samples_per_s``), ``val/<region>/<metric>``,
+    ``bicubic/<region>/<metric>`` and the images ``val_images/<pair id>`` (:func:`validation_panel`).
+
+    Args:
+        folder: ``RUN/tensorboard``, or None (not rank 0).
+        purge_step: The first step a resumed run logs: TensorBoard hides the events of earlier runs at
+            this step or later (redone work, as ``--resume`` drops it from ``metrics.jsonl``).
+    """
+
+    def __init__(self, folder: Path | None, *, purge_step: int | None = None) -> None:
+        self._writer: Any = None
+        if folder is None:
+            return
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.debug("tensorboard is not installed: no TensorBoard log (pip install tensorboard)")
+            return
+        try:
+            self._writer = SummaryWriter(str(folder), purge_step=purge_step)
+        except OSError as exc:
+            raise OutputError(f"{folder}: cannot write: {exc.strerror or exc}") from None
+
+    @property
+    def active(self) -> bool:
+        """Whether anything is written."""
+        return self._writer is not None
+
+    def record(self, record: dict[str, Any]) -> None:
+        """Log the scalars of one ``metrics.jsonl`` record (``kind`` train, val or baseline)."""
+        if self._writer is None:
+            return
+        step, kind = record["step"], record["kind"]
+        if kind == "train":
+            scalars = {f"train/{k}": v for k, v in record.items() if k not in ("kind", "step", "time")}
+        else:
+            scores, prefix = (record["model"], "val") if kind == "val" else (record["bicubic"], "bicubic")
+            scalars = {f"{prefix}/{r}/{m}": v for r, row in scores.items() for m, v in row.items()}
+        for tag, value in scalars.items():
+            self._writer.add_scalar(tag, value, step)
+
+    def images(self, step: int, panels: dict[str, Tensor]) -> None:
+        """Log ``{pair id: (3, H, W) image in [0, 1]}`` as ``val_images/<pair id>``."""
+        if self._writer is None:
+            return
+        for pid, image in panels.items():
+            self._writer.add_image(f"val_images/{pid}", image, step)
+
+    def close(self) -> None:
+        """Flush and close the event file (afterwards inactive)."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> TensorBoardLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------------------
 # The trainer
 # --------------------------------------------------------------------------------------------------------
 
@@ -364,6 +470,7 @@ class RunLayout:
         metrics: ``metrics.jsonl``, one JSON object per line (``kind``: train, baseline, val).
         checkpoints: ``checkpoints/`` with ``step_<N>.safetensors``, ``best`` and ``last`` (EMA weights).
         state: ``resume.pt``, what ``--resume`` continues from.
+        tensorboard: ``tensorboard/``, the TensorBoard event files (with the ``tensorboard`` package).
     """
 
     root: Path
@@ -387,6 +494,11 @@ class RunLayout:
     def state(self) -> Path:
         """The resume state."""
         return self.root / "resume.pt"
+
+    @property
+    def tensorboard(self) -> Path:
+        """The TensorBoard folder."""
+        return self.root / "tensorboard"
 
 
 @dataclass
@@ -478,6 +590,7 @@ class Trainer:
         self.best_psnr: float | None = None
         self.baseline: dict[str, dict[str, float]] | None = None
         self.last_val: dict[str, dict[str, float]] | None = None
+        self.board = TensorBoardLog(None)  # opened by run()
 
     @staticmethod
     def _device(spec: str, rank: int, world: int) -> torch.device:
@@ -538,6 +651,7 @@ class Trainer:
                     fh.write(json.dumps(record) + "\n")
             except OSError as exc:
                 raise OutputError(f"{self.layout.metrics}: cannot write: {exc.strerror or exc}") from None
+            self.board.record(record)
 
     def _metadata(self) -> dict[str, Any]:
         cfg = self.cfg
@@ -577,7 +691,14 @@ class Trainer:
             self.baseline = bicubic_scores(self.val_pairs)
             self._log_metrics({"kind": "baseline", "step": self.step, "bicubic": self.baseline})
         t0 = time.perf_counter()
-        scores = validate(self.ema.module, self.val_pairs, device=self.device, tile=self.cfg.val_tile)
+        panels: dict[str, Tensor] = {}
+
+        def keep(pair: PreparedPair, output: Tensor) -> None:
+            if len(panels) < TB_IMAGE_PAIRS:
+                panels[pair.id] = validation_panel(pair, output)
+
+        scores = validate(self.ema.module, self.val_pairs, device=self.device, tile=self.cfg.val_tile,
+                          keep=keep if self.board.active else None)
         self.last_val = scores
         full = scores["full"]
         psnr = full.get("psnr_masked", full["psnr"])
@@ -588,6 +709,7 @@ class Trainer:
         record = {"kind": "val", "step": self.step, "model": scores, "best": improved,
                   "seconds": round(time.perf_counter() - t0, 2)}
         self._log_metrics(record)
+        self.board.images(self.step, panels)
         base = self.baseline["full"]
         log.info(
             "step %d: validation PSNR %.2f dB (bicubic %.2f), centre %.2f (bicubic %.2f)",
@@ -621,6 +743,8 @@ class Trainer:
 
         Ctrl-C (single process) is deferred to the end of the current step; the resume state of that
         step is then written before :class:`KeyboardInterrupt` is re-raised (a second Ctrl-C stops at once).
+        Rank 0 mirrors the metrics to TensorBoard when it is installed (:class:`TensorBoardLog`, closed
+        however the run ends).
 
         Raises:
             ResourceError: Out of memory (the message names the batch size to lower), or a non-finite loss.
@@ -633,7 +757,11 @@ class Trainer:
         window: dict[str, list[float]] = {}
         t_last, n_last = time.perf_counter(), self.step
         rate = 0.0
-        with _deferred_interrupt(self.world == 1) as interrupted:
+        board = self.layout.tensorboard if self.rank == 0 else None
+        with (
+            TensorBoardLog(board, purge_step=self.step + 1 if self.step else None) as self.board,
+            _deferred_interrupt(self.world == 1) as interrupted,
+        ):
             while self.step < cfg.steps:
                 info: dict[str, Any] = dict(self.train_step())
                 for k, v in info.items():
