@@ -16,7 +16,7 @@ from dzsr_models import create_model, save_checkpoint
 from typer.testing import CliRunner
 
 from dzcli.cli import app
-from dzcli.errors import ConfigError, DatasetError, WeightsError
+from dzcli.errors import ConfigError, DatasetError, OutputError, WeightsError
 from dzcli.metrics.image import region_pieces
 from dzcli.pipeline import evaluate as evaluate_module
 from dzcli.pipeline.evaluate import EvalConfig, evaluate, footprint_box, holdout_box, interpolate, pick_crop
@@ -345,3 +345,24 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
     simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, ratio=2.0))
     with pytest.raises(ConfigError, match="needs a prepared dataset"):
         evaluate(EvalConfig(data=sim, out=tmp_path / "r2", holdout="left"))
+
+
+def test_an_unwritable_report_folder_is_found_before_the_work(
+    tmp_path: Path, prepared: Path, ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the evaluation ran although its report cannot be written")
+
+    monkeypatch.setattr("dzcli.pipeline.evaluate._eval_prepared", no_work)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the report folder should be")
+    res = runner.invoke(app, ["eval", str(prepared), "-m", str(ckpts["a"]), "-o", str(blocker / "r")])
+    assert res.exit_code == 8 and "not a directory" in res.output and "Traceback" not in res.output
+    assert len([line for line in res.output.splitlines() if "error" in line]) == 1
+
+    class Full:
+        free = 2**20
+
+    monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: Full())
+    with pytest.raises(OutputError, match=r"report\.png: not enough free space on its disk \(1 MiB free"):
+        evaluate(EvalConfig(data=prepared, out=tmp_path / "r", models=(str(ckpts["a"]),), device="cpu"))

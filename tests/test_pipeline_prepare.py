@@ -5,13 +5,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 import torch
 
-from dzcli.errors import DatasetError
+from dzcli.errors import DatasetError, OutputError
 from dzcli.io.images import load_photo
 from dzcli.pipeline import prepare as prepare_mod
 from dzcli.pipeline.prepare import PrepareConfig, prepare
@@ -154,3 +155,41 @@ def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
     mid = load_photo(out / rec["files"]["mid"]).pixels
     hr = load_photo(out / rec["files"]["hr"]).pixels
     assert mid.shape == hr.shape  # the wide, registered onto the same grid as hr
+
+
+def test_an_unwritable_dataset_folder_is_found_before_any_capture(
+    captures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a capture was registered although the dataset cannot be written")
+
+    monkeypatch.setattr(prepare_mod, "register", no_work)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the dataset folder should be")
+    with pytest.raises(OutputError, match=r"blocker/data/manifest\.json: cannot create its folder .*: not a directory"):
+        prepare(PrepareConfig(src=captures_dir, out=blocker / "data"))
+
+
+def test_a_full_disk_stops_at_the_pair_that_does_not_fit_and_keeps_the_others(
+    captures_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "data"
+    real = prepare_mod.check_output
+    calls = []
+
+    def fills_up(path: Path, need_bytes: int = 0) -> None:
+        calls.append(need_bytes)
+        real(path, need_bytes if len(calls) < 4 else 2**50)  # two checks up front, then one per pair
+
+    monkeypatch.setattr(prepare_mod, "check_output", fills_up)
+    with pytest.raises(OutputError) as err:
+        prepare(PrepareConfig(src=captures_dir, out=out, scale=2))
+    # The message names the pair's own folder (not the hidden one it is written to), and the pair before it
+    # stays in the dataset: a re-run with space continues from there.
+    (done,) = json.loads((out / "manifest.json").read_text())["pairs"]
+    assert re.search(r"/pairs/\w+/hr\.png: not enough free space on its disk", str(err.value))
+    assert f"/.{done['id']}" not in str(err.value) and ".tmp" not in str(err.value)
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == [done["id"]]
+    monkeypatch.setattr(prepare_mod, "check_output", real)
+    summary = prepare(PrepareConfig(src=captures_dir, out=out, scale=2))
+    assert summary.reused == 1 and summary.computed == 2

@@ -317,3 +317,24 @@ def test_without_tensorboard_training_is_silent_about_it(
     run = tmp_path / "run"
     train(config(data, run, loss="l1", steps=2, val_every=2, save_every=2, log_every=1, patch_size=24))
     assert (run / "metrics.jsonl").exists() and not (run / "tensorboard").exists()
+
+
+class _Full:
+    free = 1024  # bytes: less than any checkpoint
+
+
+def test_an_unwritable_run_folder_is_found_before_the_first_step(
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_step(self: Any) -> dict[str, float]:
+        raise AssertionError("a step ran although the run folder cannot be written")
+
+    monkeypatch.setattr("dzcli.train.loop.Trainer.train_step", no_step)
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where the run folder should be")
+    with pytest.raises(OutputError, match=r"blocker/run/resume\.pt: cannot create its folder .*: not a directory"):
+        train(config(data, blocker / "run", steps=1, loss="l1"))
+    monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: _Full())
+    with pytest.raises(OutputError, match=r"run/resume\.pt: not enough free space on its disk \(0 MiB free"):
+        train(config(data, tmp_path / "run", steps=1, loss="l1"))
+    assert [p.name for p in (tmp_path / "run").iterdir()] == []  # nothing written, no temp left

@@ -42,6 +42,7 @@ from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import super_resolve
 from dzcli.infer.selfcheck import apply_self_check
+from dzcli.io.atomic import check_output
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
@@ -541,11 +542,14 @@ def evaluate(
         ConfigError: a model whose scale does not match a prepared dataset's.
         DatasetError: missing, empty or corrupt data.
         WeightsError: a model or the LPIPS weights cannot be loaded.
+        OutputError: ``cfg.out`` cannot be written or lacks the space (checked before the work).
     """
     root = cfg.data
     kind = _kind(root)
     if cfg.holdout is not None and kind != "prepared":
         raise ConfigError(f"{root}: --holdout needs a prepared dataset (a simulated set has full ground truth)")
+    check_output(cfg.out / "report.json")  # before minutes of work, not after
+    check_output(cfg.out / crop_file("image", "centre", "method"))
     device = resolve_device(cfg.device)
     lpips_net = LPIPS().to(device) if cfg.lpips else None
     items: list[Any]
@@ -568,7 +572,9 @@ def evaluate(
         kind=kind, data=str(root), methods=methods, method_info=method_info,
         protocol=_protocol(kind, cfg, scale), crop_methods=crop_methods,
     )
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    # The crops (two regions, each crop method and the truth) as uncompressed RGB at most, and the report.
+    crops = len(items) * 2 * (len(crop_methods) + 1) * cfg.crop**2 * 3
+    check_output(cfg.out / "report.png", crops + 2**24)
     for i, item in enumerate(items):
         if kind == "prepared":
             assert scale is not None

@@ -36,9 +36,11 @@ from dzcli.errors import (
     ConfigError,
     DatasetError,
     InputError,
+    OutputError,
     ResourceError,
     TeleNotFoundError,
 )
+from dzcli.io.atomic import check_output
 from dzcli.io.images import Photo, load_photo, save_image
 from dzcli.viz import pair_preview, resize
 
@@ -191,6 +193,8 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     x0, y0, bw, bh = centre_box(h, w, s)
     ref = hr[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
     depth = max(uw.bit_depth, tele.bit_depth)
+    # The pair's files at most take their uncompressed size: refuse now rather than fill the disk.
+    check_output(work / "hr.png", (lr.numel() + hr.numel() + ref.numel() + mask.numel()) * depth // 8)
     files = {"lr": "lr.png", "hr": "hr.png", "ref": "ref.png", "mask": "mask.png", "preview": "preview.jpg"}
     save_image(work / files["lr"], lr, bit_depth=depth)
     save_image(work / files["hr"], hr, bit_depth=depth)
@@ -288,9 +292,13 @@ def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> Prepar
     Raises:
         InputError: ``src`` missing or without photos.
         DatasetError: no capture could be used (every reason is in the records and the log).
+        OutputError: ``out`` cannot be written (checked before any capture is processed), or a pair's
+            files do not fit on its disk (the pairs before it are kept).
     """
     captures, alone = discover_captures(cfg.src, pairs_csv=cfg.pairs_csv, max_gap=cfg.max_gap)
     root = cfg.out
+    check_output(root / "manifest.json")
+    check_output(root / PAIRS_DIR / "pair")
     root.mkdir(parents=True, exist_ok=True)
     (root / PAIRS_DIR).mkdir(exist_ok=True)
     old_records: dict[str, dict[str, Any]] = {}
@@ -340,6 +348,8 @@ def _compute(cap: Capture, cfg: PrepareConfig, record: dict[str, Any], root: Pat
         _process(cap, cfg, work, record)
         record["status"] = "ok"
         _install(work, final)
+    except OutputError as exc:  # name the pair's folder, not the hidden one it is written to first
+        raise OutputError(str(exc).replace(str(work), str(final))) from None
     except (InputError, AlignmentError, ResourceError, MemoryError) as exc:
         record["status"] = str(exc) if not isinstance(exc, MemoryError) else "out of memory"
         record["files"] = {}

@@ -45,7 +45,7 @@ from dzcli.data.dataset import PreparedPair, TrainPatches
 from dzcli.errors import ConfigError, OutputError, ResourceError, WeightsError
 from dzcli.infer.devices import is_out_of_memory, resolve_device
 from dzcli.infer.engine import super_resolve
-from dzcli.io.atomic import write_atomic
+from dzcli.io.atomic import check_output, write_atomic
 from dzcli.metrics.image import region_scores
 from dzcli.train.config import TrainConfig, write_config
 from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
@@ -680,6 +680,13 @@ class Trainer:
         meta = self._metadata()
         return [save_checkpoint(self.ema.module, folder / f"{n}.safetensors", metadata=meta) for n in names]
 
+    def _save_bytes(self) -> int:
+        """About what one save writes: three checkpoints (step, best, last) and the resume state."""
+        n_net = sum(p.numel() for p in self.net.parameters())
+        n_aux = sum(p.numel() for p in self.aux.parameters())
+        state = 4 * (4 * n_net + 3 * n_aux)  # net, EMA and the optimiser's two moments; aux and its moments
+        return 3 * 4 * n_net + state
+
     def save_state(self) -> None:
         """Write the resume state and the ``last`` checkpoint (rank 0 only)."""
         if self.rank == 0:
@@ -748,11 +755,14 @@ class Trainer:
 
         Raises:
             ResourceError: Out of memory (the message names the batch size to lower), or a non-finite loss.
+            OutputError: The run folder cannot be written or lacks the space for one save (checked before
+                the first step), or a later write fails.
         """
         cfg = self.cfg
         written: list[Path] = []
-        if self.rank == 0:
-            cfg.out.mkdir(parents=True, exist_ok=True)
+        if self.rank == 0:  # before any step: the run folder can be written and holds one save
+            check_output(self.layout.state, self._save_bytes())
+            check_output(self.layout.checkpoints / "last.safetensors")
             write_config(cfg, self.layout.config)
         window: dict[str, list[float]] = {}
         t_last, n_last = time.perf_counter(), self.step
