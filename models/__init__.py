@@ -34,6 +34,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_checkpoint",
+    "rescale_model",
     "save_checkpoint",
 ]
 
@@ -94,6 +95,72 @@ def _build(arch: str, hparams: dict[str, Any]) -> nn.Module:
     if unknown:
         raise ConfigError(f"unknown hyper-parameters {unknown} for {arch}: known are {', '.join(known)}")
     return cls(**hparams)
+
+
+def _spread_subpixels(weight: torch.Tensor, lead: int, old: int, new: int) -> torch.Tensor | None:
+    """A conv weight ``(O, lead + 3·old², k, k)`` that reads an RGB image by space-to-depth at ``old``, for
+    ``new``: each new sub-pixel takes its old sub-pixel's weights, shared (or summed) so that a flat image
+    gives the same response. None when neither scale divides the other."""
+    out, _, kh, kw = weight.shape
+    grid = weight[:, lead:].reshape(out, 3, old, old, kh, kw)
+    if new % old == 0:
+        m = new // old
+        grid = grid.repeat_interleave(m, dim=2).repeat_interleave(m, dim=3) / (m * m)
+    elif old % new == 0:
+        m = old // new
+        grid = grid.reshape(out, 3, new, m, new, m, kh, kw).sum(dim=(3, 5))
+    else:
+        return None
+    return torch.cat((weight[:, :lead], grid.reshape(out, 3 * new * new, kh, kw)), dim=1)
+
+
+def rescale_model(model: nn.Module, scale: int) -> tuple[nn.Module, int]:
+    """A DZSR at another ``scale`` that starts from ``model``'s weights (to fine-tune, as EDSR's ×4 starts
+    from its ×2).
+
+    Weights whose shape does not depend on the scale are copied; the convolutions that read the reference
+    by space-to-depth get the old ones spread over the new sub-pixel grid (:func:`_spread_subpixels`); an
+    extra upsampling stage starts as nearest-neighbour upsampling of the features, so the new model first
+    computes the old one's detail, upsampled, over bicubic at the new scale.
+
+    Returns:
+        ``(new_model, carried)``: the model (training mode, CPU) and how many of its parameters came from
+        ``model``.
+
+    Raises:
+        ConfigError: ``model`` is not a DZSR.
+    """
+    if not isinstance(model, DZSR):
+        raise ConfigError(f"cannot rescale a {type(model).__name__}: only DZSR models have a scale")
+    old = int(model.hparams["scale"])
+    new_model = _build("dzsr", {**model.hparams, "scale": scale})
+    source = model.state_dict()
+    state = new_model.state_dict()
+    lead = {"ref.extractor.0.weight": 0, "ref.paste_head.weight": 0, "encoder.body.0.weight": 3}
+    carried = 0
+    for name, value in state.items():
+        src = source.get(name)
+        if src is not None and src.shape == value.shape:
+            state[name] = src.clone()
+        elif src is not None and name in lead:
+            spread = _spread_subpixels(src, lead[name], old, scale)
+            if spread is None or spread.shape != value.shape:
+                continue
+            state[name] = spread
+        elif name.startswith("upsampler.") and name.endswith(".weight"):  # a new ×2 stage: nearest
+            channels = value.shape[1]
+            eye = torch.zeros_like(value)
+            eye[torch.arange(4 * channels), torch.arange(4 * channels) // 4, 1, 1] = 1.0
+            state[name] = eye
+            continue
+        elif name.startswith("upsampler.") and name.endswith(".bias"):
+            state[name] = torch.zeros_like(value)
+            continue
+        else:
+            continue
+        carried += value.numel()
+    new_model.load_state_dict(state)
+    return new_model.train(), carried
 
 
 def save_checkpoint(

@@ -12,6 +12,7 @@ from dzsr_models import (
     create_model,
     list_models,
     load_checkpoint,
+    rescale_model,
     save_checkpoint,
 )
 from dzsr_models.dzsr import DZSR, centre_box, crop_ref
@@ -147,3 +148,32 @@ def test_load_errors(tmp_path):
     save_file({"w": torch.zeros(2)}, str(wrong), metadata={"dzsr": json.dumps(meta)})
     with pytest.raises(WeightsError, match="do not fit"):
         load_checkpoint(wrong)
+
+
+@pytest.mark.parametrize(("old", "new"), [(2, 4), (4, 2)])
+def test_rescaled_model_keeps_its_response_to_a_flat_reference(old: int, new: int) -> None:
+    """Space-to-depth weights are spread over (or summed from) the other sub-pixel grid: on a flat reference
+    the rescaled model's first reference features equal the original's."""
+    torch.manual_seed(0)
+    model = create_model("dzsr-tiny", scale=old, matcher_weights="random")
+    rescaled, carried = rescale_model(model, new)
+    assert rescaled.hparams["scale"] == new and rescaled.training
+    assert 0 < carried <= sum(p.numel() for p in rescaled.parameters())
+    flat = torch.full((1, 3, 4 * old, 4 * old), 0.3)
+    flat_new = torch.full((1, 3, 4 * new, 4 * new), 0.3)
+    for name in ("extractor", "paste_head"):
+        a = getattr(model.ref, name)
+        b = getattr(rescaled.ref, name)
+        first_a = a[0] if isinstance(a, torch.nn.Sequential) else a
+        first_b = b[0] if isinstance(b, torch.nn.Sequential) else b
+        fa = first_a(torch.nn.functional.pixel_unshuffle(flat, old))
+        fb = first_b(torch.nn.functional.pixel_unshuffle(flat_new, new))
+        assert torch.allclose(fa, fb, atol=1e-5), name
+
+
+def test_an_extra_upsampling_stage_starts_as_nearest_neighbour() -> None:
+    torch.manual_seed(0)
+    x4, _ = rescale_model(create_model("dzsr-tiny", scale=2, matcher_weights="random"), 4)
+    feats = torch.rand(1, x4.hparams["channels"], 5, 6)
+    stage = x4.upsampler[2:]
+    assert torch.allclose(stage(feats), torch.nn.functional.interpolate(feats, scale_factor=2), atol=1e-6)

@@ -217,8 +217,16 @@ def test_init_and_scale_mismatch(data: Path, tmp_path: Path) -> None:
     save_checkpoint(x2, tmp_path / "x2.safetensors", metadata={})
     save_checkpoint(create_model("dzsr-tiny", scale=4, matcher_weights="random"), tmp_path / "x4.safetensors",
                     metadata={})
-    with pytest.raises(ConfigError, match=r"scale mismatch: .*x4 model but .* x2 dataset"):
-        train(config(data, tmp_path / "bad", init=str(tmp_path / "x4.safetensors"), steps=1))
+    # A x4 model starts a x2 run: every weight that does not depend on the scale is carried over.
+    down = tmp_path / "down"
+    train(config(data, down, init=str(tmp_path / "x4.safetensors"), steps=1, loss="l1", lr=1e-12))
+    x4, _ = load_checkpoint(tmp_path / "x4.safetensors")
+    started, meta = load_checkpoint(down / "checkpoints" / "last.safetensors")
+    assert meta["scale"] == 2
+    source = x4.state_dict()
+    same = {k: v for k, v in started.state_dict().items() if source[k].shape == v.shape}
+    assert len(same) == len(started.state_dict()) - 3  # the three space-to-depth inputs have other shapes
+    assert all(torch.allclose(v, source[k], atol=1e-6) for k, v in same.items())
     run = tmp_path / "ft"
     train(config(data, run, init=str(tmp_path / "x2.safetensors"), steps=1, loss="l1", lr=1e-12))
     tuned, meta = load_checkpoint(run / "checkpoints" / "last.safetensors")

@@ -36,6 +36,7 @@ from dzcli.train.config import (
     resolve_config,
 )
 from dzcli.train.loop import ProgressFn, RunLayout, Trainer, distributed, load_state, model_from_state
+from dzsr_models import rescale_model
 from dzsr_models.bundled import load_model
 
 log = logging.getLogger(__name__)
@@ -166,6 +167,13 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
         elif cfg.init is not None:
             init, info = load_model(cfg.init)
             source = str(info["path"])
+            if int(init.scale) != scale:  # e.g. a x4 model started from the x2 one
+                total = sum(p.numel() for p in init.parameters())
+                init, carried = rescale_model(init, scale)
+                log.info(
+                    "%s is a x%d model: starting the x%d one from it (%d of its %d parameters carried over, "
+                    "the rest start fresh)", source, int(info["scale"]), scale, carried, total,
+                )
         if init is not None and int(init.scale) != scale:
             raise ConfigError(
                 f"scale mismatch: {source} is a x{int(init.scale)} model but {cfg.data} is a x{scale} "
