@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -451,6 +452,53 @@ def test_max_megapixels_checked_before_decoding(tmp_path: Path, monkeypatch: pyt
         load_photo(write_dng(tmp_path / "x.dng"), max_megapixels=0.001)
     monkeypatch.undo()
     assert load_photo(tmp_path / "big.jpg", max_megapixels=1.5).size == (1000, 1000)
+
+
+def _damaged(path: Path) -> Path:
+    """A file whose decoder prints a warning (JPEG, PNG) or an error (DNG) on stderr itself."""
+    if path.suffix == ".jpg":
+        data = _jpeg_bytes()
+        path.write_bytes(data[:-2] + bytes(40) + data[-2:])  # junk before the end marker
+    elif path.suffix == ".png":
+        Image.fromarray(upright_blocks()).save(path, icc_profile=b"not a profile")  # too short for libpng
+    else:
+        data = write_dng(path).read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+@pytest.mark.parametrize(("name", "chatter"), [("a.jpg", "Corrupt JPEG data"), ("a.png", "libpng warning"),
+                                               ("a.dng", "Unexpected end of file")])
+def test_decoder_chatter_goes_to_the_debug_log_not_to_stderr(
+    tmp_path: Path, name: str, chatter: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = _damaged(tmp_path / name)
+    monkeypatch.setattr(logging.getLogger(), "handlers", [caplog.handler])  # not the CLI's of earlier tests
+    capfd.readouterr()
+    with caplog.at_level("DEBUG", logger="dzcli.io"):
+        try:
+            load_photo(path)
+        except InputError:
+            assert name.endswith(".dng")
+    assert capfd.readouterr().err == ""
+    assert any(r.levelname == "DEBUG" and chatter in r.getMessage() and name in r.getMessage() for r in caplog.records)
+
+
+def test_opencv_log_only_when_verbose(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import tifffile
+
+    from dzcli.io.quiet import set_opencv_log_level
+
+    path = tmp_path / "tag.tif"
+    tifffile.imwrite(path, upright_blocks(), photometric="rgb", extratags=[(65000, "s", 0, "private", True)])
+    with caplog.at_level("DEBUG", logger="dzcli.io"):
+        set_opencv_log_level(False)
+        load_photo(path)
+        assert "Unknown field with tag 65000" not in caplog.text
+        set_opencv_log_level(True)  # OpenCV's default
+        load_photo(path)
+        assert "Unknown field with tag 65000" in caplog.text  # from stderr, in the debug log
 
 
 # ------------------------------------------------------------------------------------------------ saving

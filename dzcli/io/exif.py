@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dzcli.errors import InputError
+from dzcli.io.quiet import c_stderr_to_log
 
 __all__ = [
     "JPEG_XMP_PREFIX",
@@ -595,7 +596,7 @@ def _complete_from_libraw(path: Path, info: CaptureInfo) -> CaptureInfo:
     try:
         import rawpy
 
-        with rawpy.imread(str(path)) as raw:
+        with c_stderr_to_log(logger, path), rawpy.imread(str(path)) as raw:  # LibRaw prints its warnings
             other, lens = raw.other, raw.lens
     except Exception as exc:  # unreadable RAW: keep what EXIF gave; load_photo reports the decode error
         logger.debug("%s: LibRaw metadata unavailable (%s: %s)", path, type(exc).__name__, exc)

@@ -11,7 +11,8 @@ applied here, exactly once (TIFFs with alpha by tifffile where it has the codec,
 HEIC/HEIF by pillow-heif, whose libheif already applies the container's rotation/mirror
 (``irot``/``imir``), so nothing more is applied; RAW by rawpy with one fixed set of development
 parameters (:data:`RAW_DEVELOP`), LibRaw applying the raw's flip itself. An alpha channel is kept apart
-from the RGB pixels (:attr:`Photo.alpha`, straight, not premultiplied).
+from the RGB pixels (:attr:`Photo.alpha`, straight, not premultiplied). What libjpeg, libpng, libtiff and
+LibRaw print to stderr while decoding goes to the debug log (:func:`dzcli.io.quiet.c_stderr_to_log`).
 
 Writing (:func:`save_image`): PNG and TIFF (8 or 16-bit), JPEG and WebP (8-bit), HEIC (8-bit, or 10-bit
 for 16-bit pixels), with EXIF, XMP and ICC profile embedded and alpha where the format holds it
@@ -50,6 +51,7 @@ from dzcli.io.exif import (
     read_exif,
     read_xmp,
 )
+from dzcli.io.quiet import c_stderr_to_log
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -417,7 +419,8 @@ def _load_opencv(path: Path, kind: str, max_megapixels: float | None) -> Photo:
             else (cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION)
         )
         try:
-            bgr = cv2.imdecode(data, flags)
+            with c_stderr_to_log(logger, path):  # libjpeg/libpng/libtiff warnings about damaged files
+                bgr = cv2.imdecode(data, flags)
         except cv2.error as exc:
             raise InputError(f"{path}: cannot decode {name} image (corrupt or truncated file)") from exc
         if bgr is None or bgr.size == 0:  # OpenCV signals failure by returning None, silently
@@ -639,14 +642,16 @@ def _load_raw(path: Path, max_megapixels: float | None) -> Photo:
     import rawpy
 
     try:
-        raw = rawpy.imread(str(path))
+        with c_stderr_to_log(logger, path):  # LibRaw prints its warnings
+            raw = rawpy.imread(str(path))
     except (rawpy.LibRawError, OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot read RAW file (unsupported or corrupt: {_one_line(exc)})") from exc
     with raw:
         sizes = raw.sizes
         _check_megapixels(path, int(sizes.width), int(sizes.height), max_megapixels)
         try:
-            rgb = raw.postprocess(**_raw_params())  # (H, W, 3) uint16, raw flip applied by LibRaw
+            with c_stderr_to_log(logger, path):
+                rgb = raw.postprocess(**_raw_params())  # (H, W, 3) uint16, raw flip applied by LibRaw
         except (rawpy.LibRawError, ValueError) as exc:
             raise InputError(
                 f"{path}: cannot develop RAW file (corrupt or truncated: {_one_line(exc)})"
