@@ -19,15 +19,16 @@ from typer.testing import CliRunner
 from dzcli.cli import app
 from dzcli.errors import AlignmentError, ConfigError, InputError, OutputError, ResourceError, WeightsError
 from dzcli.infer import engine
-from dzcli.io.exif import CaptureInfo, make_exif
+from dzcli.io.exif import CaptureInfo, make_exif, read_xmp
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import psnr
 from dzcli.pipeline import zoom as zoom_module
-from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, resample, zoom
+from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, resample, resample_alpha, zoom
 from dzcli.simulate import SimulatedPair, simulate_pair
 from dzcli.viz import fit_within
 
 from .conftest import scene, write_capture
+from .test_io_metadata import XMP, _xmp_fields
 
 runner = CliRunner()
 WHEN = datetime(2026, 3, 1, 9, 0, 0)
@@ -403,3 +404,51 @@ def test_output_and_ext_must_agree_and_conversions_are_said(
     assert res.exit_code == 0, res.output
     assert "16-bit input written as 8-bit (.jpg holds 8 bits" in res.output
     assert load_photo(tmp_path / "d_uw_out.jpg").bit_depth == 8
+
+
+def _soft_disc(h: int, w: int) -> torch.Tensor:
+    """An alpha channel ``(1, h, w)``: opaque in the middle, fading out, transparent in the corners."""
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
+    return (1.6 - 1.2 * torch.hypot(xx, yy)).clamp(0, 1)[None]
+
+
+def test_alpha_is_upscaled_where_the_format_holds_it_and_said_dropped_where_not(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
+    folder = tmp_path / "captures"
+    folder.mkdir()
+    uw_jpg, tele = write_capture(folder, "a", sims["life"], ratio_exif=2.0, when=WHEN)
+    src = load_photo(uw_jpg)
+    w, h = src.size
+    uw = folder / "a_uw.png"
+    save_image(uw, src.pixels, exif=src.exif, alpha=_soft_disc(h, w))
+    uw_jpg.unlink()
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt))
+    assert res.ok and res.output.suffix == ".png" and res.notes == ()
+    alpha = load_photo(res.output).alpha
+    assert alpha is not None and alpha.shape == (1, 2 * h, 2 * w)
+    expected = resample_alpha(load_photo(uw).alpha, (2 * h, 2 * w))
+    assert (alpha - expected).abs().max() <= 0.5 / 255 + 1e-6  # bicubic, then 8-bit levels
+    assert alpha[0, 0, 0] == 0 and alpha[0, h, w] == 1
+    res = runner.invoke(app, ["zoom", str(folder), "--ext", "jpg", "-o", str(tmp_path / "jpg"), "-m", str(tiny_ckpt),
+                              "--device", "cpu"], terminal_width=300)
+    assert res.exit_code == 0, res.output
+    assert "a_uw.png -> " in res.output
+    assert "alpha channel dropped (.jpg holds none; use --ext png, tif, webp or heic)" in " ".join(res.output.split())
+    assert load_photo(tmp_path / "jpg" / "a_uw_out.jpg").alpha is None
+
+
+def test_xmp_is_kept_with_the_new_size(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path) -> None:
+    uw, tele = write_capture(tmp_path, "x", sims["life"], ratio_exif=2.0, when=WHEN)
+    src = load_photo(uw)
+    save_image(uw, src.pixels, exif=src.exif, xmp=XMP, quality=95)  # a rating, sizes of another image
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt))
+    xmp = read_xmp(res.output)
+    assert res.ok and res.output.suffix == ".jpg" and xmp is not None
+    w, h = res.out_size
+    fields = _xmp_fields(xmp)
+    assert fields["xmp:Rating"] == "4" and fields["tiff:Orientation"] == "1"
+    assert (fields["tiff:ImageWidth"], fields["tiff:ImageLength"]) == (str(w), str(h))
+    assert (fields["exif:PixelXDimension"], fields["exif:PixelYDimension"]) == (str(w), str(h))
+    assert b'xmpMM:softwareAgent="Darktable"' in xmp  # the rest of the packet as it was
+

@@ -15,7 +15,9 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
    the tele's view scaled by the self-check's gain;
 4. resampling from ``s×`` to the output scale (default: the tele's density ``r``, taken as ``s`` when
    within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
-5. an atomic write in the uw's format and bit depth, EXIF kept (Orientation 1, new size) and ICC kept.
+5. an atomic write in the uw's format and bit depth, EXIF and XMP kept (Orientation 1, new size), ICC
+   kept, and the uw's alpha channel upscaled (bicubic) where the output format holds one; a conversion
+   not asked for (16-bit to 8-bit, alpha dropped) is said in the result's ``notes``.
 
 A capture whose tele is not found (or of which too little is consistent with the uw) is zoomed by the
 network without the reference, and its result says why (``no_ref``); ``require_ref`` makes that an error.
@@ -46,8 +48,8 @@ from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import super_resolve
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output
-from dzcli.io.exif import update_exif
-from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, save_image
+from dzcli.io.exif import update_exif, update_xmp
+from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, holds_alpha, save_image
 from dzsr_models.bundled import choose_bundled, load_model
 
 log = logging.getLogger(__name__)
@@ -176,7 +178,8 @@ class ZoomResult:
     residual_gain: float | None = None
     timings: dict[str, float] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
-    """Conversions the output needed that were not asked for (e.g. 16-bit input to an 8-bit format)."""
+    """Conversions the output needed that were not asked for (16-bit input to an 8-bit format, an alpha
+    channel the format cannot hold)."""
 
     @property
     def ok(self) -> bool:
@@ -207,6 +210,16 @@ def fill_invalid(ref: Tensor, lr: Tensor, mask: Tensor, scale: int) -> Tensor:
     m = soft * mask
     up = F.interpolate(lr[None], size=ref.shape[-2:], mode="bicubic", align_corners=False)[0].clamp(0, 1)
     return ref * m + up * (1 - m)
+
+
+def resample_alpha(alpha: Tensor, size: tuple[int, int]) -> Tensor:
+    """Resize an alpha channel ``(1, H, W)`` to ``size = (h, w)``, bicubic (antialiased when shrinking).
+
+    Returns:
+        ``(1, h, w)`` float32 clamped to ``[0, 1]``.
+    """
+    out = F.interpolate(alpha[None].float(), size=size, mode="bicubic", align_corners=False, antialias=True)
+    return out[0].clamp_(0.0, 1.0)
 
 
 def resample(img: Tensor, size: tuple[int, int]) -> Tensor:
@@ -341,19 +354,21 @@ class _Models:
         return self._cache[spec]
 
 
-def output_bytes(out_size: tuple[int, int], suffix: str, bit_depth: int) -> int:
-    """A generous estimate of an output file's size: the raw pixels for PNG/TIFF, 1 byte a pixel for the
+def output_bytes(out_size: tuple[int, int], suffix: str, bit_depth: int, channels: int = 3) -> int:
+    """A generous estimate of an output file's size: the raw samples for PNG/TIFF, 1 byte a pixel for the
     lossy formats (a photo at quality 95 takes less)."""
     pixels = out_size[0] * out_size[1]
     if suffix.lower() in (".png", ".tif", ".tiff"):
-        return pixels * 3 * bit_depth // 8
+        return pixels * channels * bit_depth // 8
     return pixels
 
 
-def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int]) -> None:
-    """Refuse outputs whose CPU buffers (``s×`` canvas, resampled copy, integer pixels) cannot fit."""
+def _check_memory(photo: Photo, scale: int, out_size: tuple[int, int], alpha: bool) -> None:
+    """Refuse outputs whose CPU buffers (``s×`` canvas, resampled copy, integer pixels, the upscaled
+    ``alpha``) cannot fit."""
     w, h = photo.size
-    need = 4 * 3 * (scale * scale * w * h + 2 * out_size[0] * out_size[1])
+    out_pixels = out_size[0] * out_size[1]
+    need = 4 * (3 * (scale * scale * w * h + 2 * out_pixels) + (out_pixels if alpha else 0))
     free = available_memory(torch.device("cpu"))
     if need > MEMORY_FRACTION * free:
         raise ResourceError(
@@ -642,9 +657,11 @@ def zoom_capture(
     outscale = _output_scale(cfg.outscale, density, s)
     W, H = uw.size
     out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))
-    _check_memory(uw, s, out_size)
+    alpha = uw.alpha if holds_alpha(output.suffix) else None
+    _check_memory(uw, s, out_size, alpha is not None)
     depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
-    check_output(output, output_bytes(out_size, output.suffix, depth))  # before minutes of work, not after
+    channels = 3 if alpha is None else 4
+    check_output(output, output_bytes(out_size, output.suffix, depth, channels))  # before minutes of work
     aligned, no_ref = _reference(
         uw.pixels, photos.tele.pixels, reg, no_ref, scale=s, ratio=est.value, require_ref=cfg.require_ref,
         uw_name=cap.uw.name, tele_name=cap.tele.name, timings=timings,
@@ -659,9 +676,16 @@ def zoom_capture(
     notes = []
     if depth < uw.bit_depth:
         notes.append(f"16-bit input written as 8-bit ({output.suffix} holds 8 bits; use --ext png or tif)")
+    if uw.alpha is not None and alpha is None:
+        notes.append(f"alpha channel dropped ({output.suffix} holds none; use --ext png, tif, webp or heic)")
     exif = update_exif(uw.exif, width=out_size[0], height=out_size[1]) if uw.exif else None
+    xmp = update_xmp(uw.xmp, width=out_size[0], height=out_size[1]) if uw.xmp else None
     t = time.perf_counter()
-    save_image(output, image, bit_depth=depth, exif=exif, icc=uw.icc, quality=cfg.quality)
+    if alpha is not None:
+        alpha = resample_alpha(alpha, (out_size[1], out_size[0]))
+    save_image(
+        output, image, bit_depth=depth, exif=exif, icc=uw.icc, xmp=xmp, alpha=alpha, quality=cfg.quality
+    )
     timings["write"] = time.perf_counter() - t
     return ZoomResult(
         id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok",
