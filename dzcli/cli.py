@@ -22,6 +22,7 @@ from rich.table import Table
 
 from dzcli import __version__
 from dzcli.errors import DzsrError, OutputError
+from dzcli.io.quiet import set_opencv_log_level
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -46,14 +47,25 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details (debug level).")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log details (debug level) and the libraries' warnings.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors.")] = False,
 ) -> None:
     """dzsr: super-resolve the whole wide photo of a dual-camera capture, with the telephoto as reference."""
     level = logging.DEBUG if verbose else logging.ERROR if quiet else logging.WARNING
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=err_console, show_path=False)], force=True
-    )
+    handler = RichHandler(console=err_console, show_path=False)
+    handler.addFilter(lambda record: _shown(record, verbose))
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
+    logging.captureWarnings(True)  # Python warnings of libraries become records of the py.warnings logger
+    set_opencv_log_level(verbose)
+
+
+def _shown(record: logging.LogRecord, verbose: bool) -> bool:
+    """dzsr's own records at the chosen level; other libraries' (and Python warnings) only with -v, from
+    warnings up (their debug output is not dzsr's)."""
+    own = record.name.partition(".")[0] in ("dzcli", "dzsr_models")
+    return own or (verbose and record.levelno >= logging.WARNING)
 
 
 @contextmanager

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import os
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -452,3 +454,35 @@ def test_xmp_is_kept_with_the_new_size(tmp_path: Path, sims: dict[str, Simulated
     assert (fields["exif:PixelXDimension"], fields["exif:PixelYDimension"]) == (str(w), str(h))
     assert b'xmpMM:softwareAgent="Darktable"' in xmp  # the rest of the packet as it was
 
+
+def test_library_chatter_reaches_the_terminal_only_with_verbose(
+    pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """libjpeg prints "Corrupt JPEG data" on stderr itself, Python prints libraries' warnings: both become
+    log records, shown only with -v, and nothing reaches stderr past logging."""
+    uw, tele = pair
+    data = uw.read_bytes()
+    uw.write_bytes(data[:-2] + bytes(50) + data[-2:])  # junk before the end marker
+    calls = []
+
+    def chatty(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        calls.append(size)
+        warnings.warn(f"a library's warning {len(calls)}", UserWarning, stacklevel=1)
+        return resample(img, size)
+
+    monkeypatch.setattr(zoom_module, "resample", chatty)
+    logging.captureWarnings(False)  # pytest undid an earlier CLI run's capture; let this run capture anew
+    args = ["zoom", str(uw), str(tele), "-m", str(tiny_ckpt), "--device", "cpu"]
+    capfd.readouterr()
+    res = runner.invoke(app, [*args, "-o", str(tmp_path / "quiet.png")], terminal_width=300)
+    err = capfd.readouterr().err
+    assert res.exit_code == 0, res.output
+    assert "Corrupt JPEG" not in err + res.output and "library's warning" not in err + res.output
+    res = runner.invoke(app, ["-v", *args, "-o", str(tmp_path / "verbose.png")], terminal_width=300)
+    err = capfd.readouterr().err
+    assert res.exit_code == 0, res.output
+    assert "Corrupt JPEG" not in err and "library's warning" not in err
+    text = " ".join(res.output.split())
+    assert "life_uw.jpg: Corrupt JPEG data:" in text and "extraneous bytes before marker 0xd9" in text
+    assert "a library's warning 2" in text and len(calls) == 2
