@@ -86,6 +86,8 @@ def _boundary() -> Iterator[None]:
 
 
 def _progress() -> Progress:
+    """The bar of a long command; add its task with ``visible=False`` and show it with the first update, so
+    that an error found before the work is the only line printed."""
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -147,10 +149,10 @@ def prepare(
             max_gap=max_gap, ratio=ratio, max_megapixels=max_megapixels,
         )
         with _progress() as bar:
-            task = bar.add_task("prepare", total=None, item="")
+            task = bar.add_task("prepare", total=None, item="", visible=False)
 
             def step(done: int, total: int, record: dict[str, Any]) -> None:
-                bar.update(task, completed=done, total=total, item=record["id"])
+                bar.update(task, completed=done, total=total, item=record["id"], visible=True)
 
             try:
                 summary = run_prepare(cfg, progress=step)
@@ -241,9 +243,9 @@ def simulate(
             camera_ranges=tuple(parse_camera_range(t) for t in camera_range or ()),
         )
         with _progress() as bar:
-            task = bar.add_task("simulate", total=None, item="")
+            task = bar.add_task("simulate", total=None, item="", visible=False)
             records = simulate_folder(
-                cfg, progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r["name"])
+                cfg, progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r["name"], visible=True)
             )
         console.print(f"{len(records)} captures in {out / 'captures'}, ground truth in {out / 'truth'}")
 
@@ -422,9 +424,9 @@ def eval_cmd(
             holdout=holdout,
         )
         with _progress() as bar:
-            task = bar.add_task("eval", total=None, item="")
+            task = bar.add_task("eval", total=None, item="", visible=False)
             report, files = evaluate(
-                cfg, progress=lambda d, t, i: bar.update(task, completed=d, total=t, item=i)
+                cfg, progress=lambda d, t, i: bar.update(task, completed=d, total=t, item=i, visible=True)
             )
         means, secs = report.means(), report.mean_seconds()
         metrics = [m for m in ("psnr", "ssim", "lpips") if any(m in means[x].get("full", {}) for x in means)]
@@ -524,10 +526,11 @@ def train_cmd(
             console=err_console, disable=not main_rank,
         )
         with progress as bar:
-            task = bar.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0)
+            task = bar.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0, visible=False)
 
             def step(done: int, total: int, info: dict[str, Any]) -> None:
-                bar.update(task, completed=done, total=total, loss=info["sr"], rate=info["samples_per_s"])
+                bar.update(task, completed=done, total=total, loss=info["sr"], rate=info["samples_per_s"],
+                           visible=True)
                 if "val" in info and main_rank:
                     bar.console.print(
                         f"step {done}: {scores('model', info['val']['model'])}   |   "
