@@ -78,8 +78,14 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     pairs = [PreparedPair.from_tensors(lr, hr, id="bench")]
     with tempfile.TemporaryDirectory() as tmp:
         cfg = TrainConfig(
-            data=Path(tmp), out=Path(tmp) / "run", preset=args.preset, batch_size=args.batch_size,
-            patch_size=args.patch_size, loss=args.loss, device=args.device, steps=10**6,
+            data=Path(tmp),
+            out=Path(tmp) / "run",
+            preset=args.preset,
+            batch_size=args.batch_size,
+            patch_size=args.patch_size,
+            loss=args.loss,
+            device=args.device,
+            steps=10**6,
         )
         trainer = Trainer(cfg, pairs, pairs, scale=s)
         sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
@@ -110,10 +116,27 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
 def measure(args: argparse.Namespace, preset: str, device: str) -> dict[str, Any]:
     """One (preset, device) in a fresh process; adds its peak RSS."""
     cmd = [
-        sys.executable, __file__, "--child", "--presets", preset, "--device", device,
-        "--scale", str(args.scale),
-        "--batch-size", str(args.batch_size), "--patch-size", str(args.patch_size), "--loss", args.loss,
-        "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads),
+        sys.executable,
+        __file__,
+        "--child",
+        "--presets",
+        preset,
+        "--device",
+        device,
+        "--scale",
+        str(args.scale),
+        "--batch-size",
+        str(args.batch_size),
+        "--patch-size",
+        str(args.patch_size),
+        "--loss",
+        args.loss,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--threads",
+        str(args.threads),
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
@@ -151,17 +174,23 @@ def main() -> None:
     devices = [args.device] if args.device else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     rows = [measure(args, preset, device) for device in devices for preset in args.presets]
     info = machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, torch {info['torch']}, "
-          f"GPU {info['gpu'] or 'none'}; load average {info['load_average']}")
-    print(f"x{args.scale}, batch {args.batch_size}, LR patch {args.patch_size}, loss {args.loss}, "
-          f"{args.steps} timed steps after {args.warmup}\n")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, torch {info['torch']}, "
+        f"GPU {info['gpu'] or 'none'}; load average {info['load_average']}"
+    )
+    print(
+        f"x{args.scale}, batch {args.batch_size}, LR patch {args.patch_size}, loss {args.loss}, "
+        f"{args.steps} timed steps after {args.warmup}\n"
+    )
     print("| preset | params | device | threads | s/step | samples/s | peak RSS (GiB) | peak GPU (GiB) |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         amp = " (AMP)" if r["amp"] else ""
-        print(f"| {r['preset']} | {r['params']:,} | {r['device']}{amp} | {r['threads']} | "
-              f"{r['s_per_step']} | {r['samples_per_s']} | {r.get('peak_rss_gib', '–')} | "
-              f"{r['gpu_peak_gib'] if r['gpu_peak_gib'] is not None else '–'} |")
+        print(
+            f"| {r['preset']} | {r['params']:,} | {r['device']}{amp} | {r['threads']} | "
+            f"{r['s_per_step']} | {r['samples_per_s']} | {r.get('peak_rss_gib', '–')} | "
+            f"{r['gpu_peak_gib'] if r['gpu_peak_gib'] is not None else '–'} |"
+        )
     settings = {k: v for k, v in vars(args).items() if k not in ("child", "json")}
     record = {"machine": info, "settings": settings, "results": rows}
     if args.json:

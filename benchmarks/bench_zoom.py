@@ -72,13 +72,20 @@ def make_capture(folder: Path, megapixels: float, photo: Path = PHOTO) -> tuple[
     img = load_photo(photo).pixels
     h = round((megapixels * 1e6 * 3 / 4) ** 0.5)
     w = round(h * 4 / 3)
-    uw = F.interpolate(img[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0].clamp(0, 1)
+    uw = F.interpolate(img[None], size=(h, w), mode="bicubic", antialias=True, align_corners=False)[0].clamp(
+        0, 1
+    )
     y0, x0 = h // 4 + 3, w // 4 - 5
-    tele = F.interpolate(uw[None, :, y0 : y0 + h // 2, x0 : x0 + w // 2], size=(h, w), mode="bicubic",
-                         align_corners=False)[0].clamp(0, 1)
+    tele = F.interpolate(
+        uw[None, :, y0 : y0 + h // 2, x0 : x0 + w // 2], size=(h, w), mode="bicubic", align_corners=False
+    )[0].clamp(0, 1)
     uw_path, tele_path = folder / "bench_uw.jpg", folder / "bench_tele.jpg"
-    save_image(uw_path, uw, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=26.0)), quality=95)
-    save_image(tele_path, tele, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=52.0)), quality=95)
+    save_image(
+        uw_path, uw, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=26.0)), quality=95
+    )
+    save_image(
+        tele_path, tele, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=52.0)), quality=95
+    )
     return uw_path, tele_path
 
 
@@ -88,17 +95,29 @@ def child(uw: str, tele: str, out: str, model: str, device: str, tile: int) -> N
 
     from dzcli.pipeline.zoom import ZoomConfig, zoom
 
-    cfg = ZoomConfig(inputs=(Path(uw), Path(tele)), out=Path(out), model=model, device=device, tile=tile,
-                     overwrite=True)
+    cfg = ZoomConfig(
+        inputs=(Path(uw), Path(tele)), out=Path(out), model=model, device=device, tile=tile, overwrite=True
+    )
     t = time.perf_counter()
     (res,) = zoom(cfg)
     total = time.perf_counter() - t
-    gpu_peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() and device != "cpu" else None
-    print(json.dumps({
-        "status": res.status, "in": res.in_size, "out": res.out_size, "ratio": res.ratio, "tiles": res.tiles,
-        "seconds": round(total, 2), "stages": {k: round(v, 2) for k, v in res.timings.items()},
-        "gpu_peak_gib": None if gpu_peak is None else round(gpu_peak, 2),
-    }))
+    gpu_peak = (
+        torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() and device != "cpu" else None
+    )
+    print(
+        json.dumps(
+            {
+                "status": res.status,
+                "in": res.in_size,
+                "out": res.out_size,
+                "ratio": res.ratio,
+                "tiles": res.tiles,
+                "seconds": round(total, 2),
+                "stages": {k: round(v, 2) for k, v in res.timings.items()},
+                "gpu_peak_gib": None if gpu_peak is None else round(gpu_peak, 2),
+            }
+        )
+    )
 
 
 def run_one(uw: Path, tele: Path, out: Path, model: str, device: str, tile: int) -> dict[str, Any]:
@@ -119,8 +138,12 @@ def run_one(uw: Path, tele: Path, out: Path, model: str, device: str, tile: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=float, nargs="+", default=[1.0, 4.0, 12.0], help="wide photo megapixels")
-    parser.add_argument("--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)")
+    parser.add_argument(
+        "--sizes", type=float, nargs="+", default=[1.0, 4.0, 12.0], help="wide photo megapixels"
+    )
+    parser.add_argument(
+        "--device", action="append", help="cpu and/or cuda (default: cpu, plus cuda if present)"
+    )
     parser.add_argument("--model", help="checkpoint or bundled name (default: the bundled default)")
     parser.add_argument("--tile", type=int, default=0, help="tile side (0 = automatic)")
     parser.add_argument("--json", type=Path, help="also write the results here")
@@ -153,15 +176,21 @@ def main() -> None:
                     flush=True,
                 )
     print()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, torch {info['torch']}"
-          + (f", {info['cuda']}" if info["cuda"] else ""))
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {info['memory_gib']} GiB, torch {info['torch']}"
+        + (f", {info['cuda']}" if info["cuda"] else "")
+    )
     print(f"model: {Path(model).name}")
-    print("| wide photo | output | device | time (s) | of which SR (s) | peak RSS (GiB) | peak GPU (GiB) | tiles |")
+    print(
+        "| wide photo | output | device | time (s) | of which SR (s) | peak RSS (GiB) | peak GPU (GiB) | tiles |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['in'][0]}x{r['in'][1]} ({r['megapixels']:g} MP) | {r['out'][0]}x{r['out'][1]} | {r['device']} | "
-              f"{r['seconds']:.1f} | {r['stages'].get('sr', 0):.1f} | {r['peak_rss_gib']:.2f} | "
-              f"{'–' if r['gpu_peak_gib'] is None else r['gpu_peak_gib']} | {r['tiles']} |")
+        print(
+            f"| {r['in'][0]}x{r['in'][1]} ({r['megapixels']:g} MP) | {r['out'][0]}x{r['out'][1]} | {r['device']} | "
+            f"{r['seconds']:.1f} | {r['stages'].get('sr', 0):.1f} | {r['peak_rss_gib']:.2f} | "
+            f"{'–' if r['gpu_peak_gib'] is None else r['gpu_peak_gib']} | {r['tiles']} |"
+        )
     report = {"machine": info, "model": Path(model).name, "results": rows}
     print(json.dumps(report))
     if args.json:

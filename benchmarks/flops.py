@@ -68,8 +68,13 @@ def main() -> None:
     def part(*names: str) -> int:
         return sum(counts.get(n, 0) for n in names)
 
-    body_names = [k for k in counts if k in {f"DZSR.{n}" for n in ("head", "fuse", "body_tail", "upsampler", "tail")}
-                  or k.count(".") == 2 and k.startswith(("DZSR.blocks.", "DZSR.adastn."))]
+    body_names = [
+        k
+        for k in counts
+        if k in {f"DZSR.{n}" for n in ("head", "fuse", "body_tail", "upsampler", "tail")}
+        or k.count(".") == 2
+        and k.startswith(("DZSR.blocks.", "DZSR.adastn."))
+    ]
     trunk = part("DZSR.matcher.trunk")
     refb = part("DZSR.ref.extractor", "DZSR.ref.paste_head")
     body = part(*body_names)
@@ -82,14 +87,20 @@ def main() -> None:
     }
     total = sum(parts.values())
     pixels = H * W
-    print(f"wide photo {W}x{H}, tile {args.tile}, total {total / 1e9:.1f} GFLOP = {total / pixels / 1e3:.0f} kFLOP per wide pixel")
+    print(
+        f"wide photo {W}x{H}, tile {args.tile}, total {total / 1e9:.1f} GFLOP = {total / pixels / 1e3:.0f} kFLOP per wide pixel"
+    )
     print("| part | kFLOP per wide pixel | share |")
     print("|---|---:|---:|")
     for name, value in parts.items():
         print(f"| {name} | {value / pixels / 1e3:.0f} | {100 * value / total:.0f} % |")
     if args.json:
-        args.json.write_text(json.dumps({"width": W, "height": H, "tile": args.tile, "total_flops": total,
-                                         "parts_flops": parts}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"width": W, "height": H, "tile": args.tile, "total_flops": total, "parts_flops": parts},
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

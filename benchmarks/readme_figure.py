@@ -33,8 +33,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--photo", type=Path, default=Path("/work/shared/data/photos/seeding_by_Clements_Engelhardt.jpg"))
-    parser.add_argument("--model", default=None, help="checkpoint or bundled name (default: the bundled model)")
+    parser.add_argument(
+        "--photo", type=Path, default=Path("/work/shared/data/photos/seeding_by_Clements_Engelhardt.jpg")
+    )
+    parser.add_argument(
+        "--model", default=None, help="checkpoint or bundled name (default: the bundled model)"
+    )
     parser.add_argument("--crop", type=int, default=160, help="crop side in output pixels")
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
     args = parser.parse_args()
@@ -44,10 +48,14 @@ def main() -> None:
         work = Path(tmp)
         photo = work / "seeding.jpg"
         photo.symlink_to(args.photo.resolve())
-        (rec,) = simulate_folder(SimulateConfig(photos=photo, out=work / "sim", ratio=2.0, max_side=3200, seed=0))
+        (rec,) = simulate_folder(
+            SimulateConfig(photos=photo, out=work / "sim", ratio=2.0, max_side=3200, seed=0)
+        )
         sim_uw = (work / "sim" / rec["files"]["uw"]).read_bytes()
         if sim_uw != uw_path.read_bytes():
-            raise SystemExit("error: the simulation does not reproduce examples/seeding_uw.jpg (wrong --photo?)")
+            raise SystemExit(
+                "error: the simulation does not reproduce examples/seeding_uw.jpg (wrong --photo?)"
+            )
         truth = load_photo(work / "sim" / rec["files"]["truth"]).pixels
         out = work / "zoomed.png"
         zoom(ZoomConfig(inputs=(uw_path, tele_path), out=out, model=args.model, outscale=2.0, ext="png"))
@@ -66,15 +74,26 @@ def main() -> None:
             "psnr_bicubic": round(psnr(crops[0], crops[2]), 2),
             "psnr_dzsr": round(psnr(crops[1], crops[2]), 2),
         }
-        labels = (f"bicubic {scores[name]['psnr_bicubic']:.2f} dB", f"dzsr {scores[name]['psnr_dzsr']:.2f} dB",
-                  "ground truth")
+        labels = (
+            f"bicubic {scores[name]['psnr_bicubic']:.2f} dB",
+            f"dzsr {scores[name]['psnr_dzsr']:.2f} dB",
+            "ground truth",
+        )
         big = [F.interpolate(t[None], scale_factor=2, mode="nearest")[0] for t in crops]
         rows.append((f"{name} (x{x} y{y}, {c} px, shown 2x)", list(zip(labels, big))))
     args.out.mkdir(parents=True, exist_ok=True)
     save_image(args.out / "example_crops.png", crop_sheet(rows))
-    (args.out / "example_crops.json").write_text(json.dumps(
-        {"columns": ["bicubic", "dzsr", "ground truth"], "crops": scores, "model": args.model or "bundled default"},
-        indent=2) + "\n")
+    (args.out / "example_crops.json").write_text(
+        json.dumps(
+            {
+                "columns": ["bicubic", "dzsr", "ground truth"],
+                "crops": scores,
+                "model": args.model or "bundled default",
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(json.dumps(scores, indent=2))
 
 

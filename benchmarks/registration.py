@@ -72,13 +72,21 @@ def simulate(
     if index.is_file():
         return out, json.loads(index.read_text())["pairs"]
     cfg = SimulateConfig(
-        photos=photos, out=out, ratio=ratio, seed=seed * 1000, max_side=max_side, parallax=parallax, camera="none",
+        photos=photos,
+        out=out,
+        ratio=ratio,
+        seed=seed * 1000,
+        max_side=max_side,
+        parallax=parallax,
+        camera="none",
         **HARD,
     )
     return out, simulate_folder(cfg)
 
 
-def register_one(root: Path, record: dict[str, Any], tele_record: dict[str, Any] | None = None) -> dict[str, Any]:
+def register_one(
+    root: Path, record: dict[str, Any], tele_record: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Register one simulated capture as prepare/zoom do; its errors against the truth and its time.
 
     With ``tele_record``, the uw of ``record`` is paired with the tele of another capture (an unrelated pair,
@@ -97,13 +105,21 @@ def register_one(root: Path, record: dict[str, Any], tele_record: dict[str, Any]
         row["tele_of"] = tele_record["name"]
     t = time.perf_counter()
     try:
-        reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=uw.path.name, tele_name=tele.path.name)
+        reg = register(
+            uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=uw.path.name, tele_name=tele.path.name
+        )
     except AlignmentError as exc:
         row.update(registered=False, error=str(exc), seconds=time.perf_counter() - t)
         return row
     if tele_record is not None:
-        row.update(registered=True, seconds=time.perf_counter() - t, correct=False, ratio_error=float("nan"),
-                   centre_error=float("nan"), inliers=reg.inliers)
+        row.update(
+            registered=True,
+            seconds=time.perf_counter() - t,
+            correct=False,
+            ratio_error=float("nan"),
+            centre_error=float("nan"),
+            inliers=reg.inliers,
+        )
         return row
     row.update(
         registered=True,
@@ -173,16 +189,20 @@ def hard_12mp(folder: Path, photo: Path) -> tuple[Path, Path]:
     img = load_photo(photo).pixels
     uw = F.interpolate(img[None], size=(3000, 4000), mode="bicubic", antialias=True, align_corners=False)[0]
     y0, x0 = 750 + 23, 1000 - 41
-    tele = F.interpolate(uw[None, :, y0 : y0 + 1500, x0 : x0 + 2000], size=(3000, 4000), mode="bicubic",
-                         align_corners=False)[0].clamp(0, 1)
+    tele = F.interpolate(
+        uw[None, :, y0 : y0 + 1500, x0 : x0 + 2000], size=(3000, 4000), mode="bicubic", align_corners=False
+    )[0].clamp(0, 1)
     tele = isp_change(tele, seed=7, gain=HARD["gain"], gamma=HARD["gamma"])
     gen = torch.Generator().manual_seed(0)
     uw = (uw + HARD["noise"] * torch.randn(uw.shape, generator=gen)).clamp(0, 1)
     tele = (tele + HARD["noise"] * torch.randn(tele.shape, generator=gen)).clamp(0, 1)
     uw_path, tele_path = folder / "hard_uw.jpg", folder / "hard_tele.jpg"
-    save_image(uw_path, uw, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=26.0)), quality=85)
-    save_image(tele_path, tele, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=52.0)),
-               quality=85)
+    save_image(
+        uw_path, uw, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=26.0)), quality=85
+    )
+    save_image(
+        tele_path, tele, exif=make_exif(CaptureInfo(make="dzsr", model="Bench", focal_35mm=52.0)), quality=85
+    )
     return uw_path, tele_path
 
 
@@ -223,8 +243,12 @@ def main() -> None:
     parser.add_argument("--photos", type=Path, default=PHOTOS, help="folder of photos")
     parser.add_argument("--ratios", type=float, nargs="+", default=list(RATIOS))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--parallax", type=float, default=0.0,
-                        help="simulated parallax (px); with parallax the true homography is itself uncertain")
+    parser.add_argument(
+        "--parallax",
+        type=float,
+        default=0.0,
+        help="simulated parallax (px); with parallax the true homography is itself uncertain",
+    )
     parser.add_argument("--work", type=Path, help="keep the simulated captures here (reused by later runs)")
     parser.add_argument("--time-12mp", action="store_true", help="also time registration of 12 MP captures")
     parser.add_argument("--repeats", type=int, default=2, help="timing repeats (best is kept)")
@@ -247,7 +271,10 @@ def main() -> None:
                         row["ratio"] = ratio
                         unrelated.append(row)
                         if row["registered"]:
-                            print(f"x{ratio:g} UNRELATED {record['name']} + {row['tele_of']}: ACCEPTED", flush=True)
+                            print(
+                                f"x{ratio:g} UNRELATED {record['name']} + {row['tele_of']}: ACCEPTED",
+                                flush=True,
+                            )
                 for record in records:
                     row = register_one(root, record)
                     row["ratio"] = ratio
@@ -255,10 +282,13 @@ def main() -> None:
                     verdict = ("ok" if row["correct"] else "WRONG") if row["registered"] else "FAILED"
                     detail = (
                         f"ratio err {100 * row['ratio_error']:.3f} %, centre err {row['centre_error']:.2f} px"
-                        if row["registered"] else row["error"]
+                        if row["registered"]
+                        else row["error"]
                     )
-                    print(f"x{ratio:g} seed {seed} {record['name']}: {verdict} ({detail}), {row['seconds']:.2f} s",
-                          flush=True)
+                    print(
+                        f"x{ratio:g} seed {seed} {record['name']}: {verdict} ({detail}), {row['seconds']:.2f} s",
+                        flush=True,
+                    )
             summaries.append(summarise(ratio, rows, unrelated))
             rows_all += rows + unrelated
         timing = time_12mp(work, args.photos, args.repeats) if args.time_12mp else None
@@ -275,12 +305,18 @@ def main() -> None:
             elif not r["registered"]:
                 what = r["error"]
             else:
-                what = (f"registered off the truth: ratio {100 * r['ratio_error']:.2f} %, "
-                        f"centre {r['centre_error']:.2f} px")
+                what = (
+                    f"registered off the truth: ratio {100 * r['ratio_error']:.2f} %, "
+                    f"centre {r['centre_error']:.2f} px"
+                )
             print(f"- x{r['ratio']:g} {r['name']} (seed {r['seed']}): {what}")
-    report = {"machine": info, "conditions": {**HARD, "parallax": args.parallax}, "summaries": summaries,
-              "captures": rows_all,
-              "time_12mp": timing}
+    report = {
+        "machine": info,
+        "conditions": {**HARD, "parallax": args.parallax},
+        "summaries": summaries,
+        "captures": rows_all,
+        "time_12mp": timing,
+    }
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

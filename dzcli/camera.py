@@ -56,7 +56,9 @@ def _image(a: np.ndarray) -> Tensor:
 # --------------------------------------------------------------------------------------------------------
 
 
-def blur_kernel(kind: BlurKind, sigma: float, *, sigma2: float | None = None, angle: float = 0.0) -> np.ndarray:
+def blur_kernel(
+    kind: BlurKind, sigma: float, *, sigma2: float | None = None, angle: float = 0.0
+) -> np.ndarray:
     """A normalised 2-D blur kernel.
 
     Args:
@@ -90,12 +92,18 @@ def blur(img: Tensor, kernel: np.ndarray) -> Tensor:
     return _image(cv2.filter2D(to_hwc(img), -1, kernel, borderType=cv2.BORDER_REFLECT))
 
 
-def downscale(img: Tensor, ratio: float, method: Literal["area", "bicubic", "bilinear", "lanczos"] = "area") -> Tensor:
+def downscale(
+    img: Tensor, ratio: float, method: Literal["area", "bicubic", "bilinear", "lanczos"] = "area"
+) -> Tensor:
     """Resample to ``round(H / ratio) × round(W / ratio)`` by pixel area or by a resampling kernel."""
     if ratio < 1:
         raise ConfigError(f"downscale ratio must be >= 1, got {ratio}")
-    flags = {"area": cv2.INTER_AREA, "bicubic": cv2.INTER_CUBIC, "bilinear": cv2.INTER_LINEAR,
-             "lanczos": cv2.INTER_LANCZOS4}
+    flags = {
+        "area": cv2.INTER_AREA,
+        "bicubic": cv2.INTER_CUBIC,
+        "bilinear": cv2.INTER_LINEAR,
+        "lanczos": cv2.INTER_LANCZOS4,
+    }
     if method not in flags:
         raise ConfigError(f"unknown downscale method {method!r}: {', '.join(flags)}")
     _, h, w = img.shape
@@ -149,7 +157,12 @@ def jpeg(img: Tensor, quality: int, subsampling: Subsampling = "420") -> Tensor:
     if subsampling not in _SAMPLING:
         raise ConfigError(f"unknown chroma subsampling {subsampling!r}: {', '.join(_SAMPLING)}")
     bgr = np.round(to_hwc(img)[..., ::-1] * 255.0).clip(0, 255).astype(np.uint8)
-    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality), cv2.IMWRITE_JPEG_SAMPLING_FACTOR, _SAMPLING[subsampling]]
+    params = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        int(quality),
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        _SAMPLING[subsampling],
+    ]
     ok, buf = cv2.imencode(".jpg", bgr, params)
     if not ok:
         raise ConfigError("JPEG encoding failed")
@@ -187,8 +200,18 @@ class CameraRanges:
     downscale: tuple[str, ...] = ("area", "bicubic", "lanczos")
 
     def __post_init__(self) -> None:
-        for name in ("blur_sigma", "anisotropy", "photons", "read_noise", "denoise", "sharpen_radius",
-                     "sharpen_amount", "contrast", "saturation", "jpeg_quality"):
+        for name in (
+            "blur_sigma",
+            "anisotropy",
+            "photons",
+            "read_noise",
+            "denoise",
+            "sharpen_radius",
+            "sharpen_amount",
+            "contrast",
+            "saturation",
+            "jpeg_quality",
+        ):
             lo, hi = getattr(self, name)
             if lo > hi or lo < 0:
                 raise ConfigError(f"camera range {name} must be 0 <= low <= high, got {(lo, hi)}")
@@ -260,7 +283,9 @@ def capture(scene: Tensor, ratio: float, cam: CameraSettings, rng: np.random.Gen
     Returns:
         ``(3, round(H / ratio), round(W / ratio))`` float32 in ``[0, 1]``.
     """
-    kernel = blur_kernel(cam.blur_kind, cam.blur_sigma * ratio, sigma2=cam.blur_sigma2 * ratio, angle=cam.blur_angle)
+    kernel = blur_kernel(
+        cam.blur_kind, cam.blur_sigma * ratio, sigma2=cam.blur_sigma2 * ratio, angle=cam.blur_angle
+    )
     x = downscale(blur(scene, kernel), ratio, cam.downscale)  # type: ignore[arg-type]
     x = sensor_noise(x, rng, photons=cam.photons, read=cam.read_noise)
     x = denoise(x, cam.denoise)

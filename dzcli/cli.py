@@ -78,10 +78,14 @@ def _boundary() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except OSError as exc:  # writing outputs: permissions, full disk, ...
         where = f"{exc.filename}: " if exc.filename else ""
-        err_console.print(f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {where}{exc.strerror or exc}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(OutputError.exit_code) from None
     except KeyboardInterrupt:
-        err_console.print("[bold red]interrupted[/]: finished work is kept; run the same command again to resume")
+        err_console.print(
+            "[bold red]interrupted[/]: finished work is kept; run the same command again to resume"
+        )
         raise typer.Exit(130) from None
 
 
@@ -116,7 +120,9 @@ RatioOpt = Annotated[
     float | None, typer.Option(help="Zoom ratio when EXIF has none (registration refines it anyway).")
 ]
 MaxMegapixelsOpt = Annotated[float, typer.Option(help="Refuse photos larger than this.")]
-TileOpt = Annotated[int, typer.Option("--tile", "-t", help="Tile side in wide-photo pixels; 0 = from free memory.")]
+TileOpt = Annotated[
+    int, typer.Option("--tile", "-t", help="Tile side in wide-photo pixels; 0 = from free memory.")
+]
 OverlapOpt = Annotated[int, typer.Option(help="Least overlap of neighbouring tiles, in pixels.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")]
 Fp32Opt = Annotated[bool, typer.Option("--fp32", help="Full precision on CUDA (default: float16).")]
@@ -132,7 +138,9 @@ def prepare(
     pairs: Annotated[
         Path | None, typer.Option("--pairs", help="CSV with columns uw, tele (optional wide, id).")
     ] = None,
-    max_gap: Annotated[float, typer.Option(help="Seconds between shots grouped as one capture (EXIF).")] = 2.0,
+    max_gap: Annotated[
+        float, typer.Option(help="Seconds between shots grouped as one capture (EXIF).")
+    ] = 2.0,
     ratio: RatioOpt = None,
     max_megapixels: MaxMegapixelsOpt = 100.0,
 ) -> None:
@@ -145,8 +153,15 @@ def prepare(
 
     with _boundary():
         cfg = PrepareConfig(
-            src=src, out=out, scale=scale, test_fraction=test_fraction, force=force, pairs_csv=pairs,
-            max_gap=max_gap, ratio=ratio, max_megapixels=max_megapixels,
+            src=src,
+            out=out,
+            scale=scale,
+            test_fraction=test_fraction,
+            force=force,
+            pairs_csv=pairs,
+            max_gap=max_gap,
+            ratio=ratio,
+            max_megapixels=max_megapixels,
         )
         with _progress() as bar:
             task = bar.add_task("prepare", total=None, item="", visible=False)
@@ -209,21 +224,30 @@ def simulate(
         float, typer.Option(help="True zoom ratio off the EXIF one by up to this fraction (e.g. 0.015).")
     ] = 0.0,
     gain: Annotated[float, typer.Option(help="Tele white-balance gains drawn in 1 ± GAIN.")] = 0.15,
-    gamma: Annotated[
-        tuple[float, float], typer.Option(help="Tele per-channel gamma range LOW HIGH.")
-    ] = (0.85, 1.18),
-    parallax: Annotated[float, typer.Option(help="Largest parallax displacement of the tele, in pixels.")] = 1.5,
+    gamma: Annotated[tuple[float, float], typer.Option(help="Tele per-channel gamma range LOW HIGH.")] = (
+        0.85,
+        1.18,
+    ),
+    parallax: Annotated[
+        float, typer.Option(help="Largest parallax displacement of the tele, in pixels.")
+    ] = 1.5,
     noise: Annotated[float, typer.Option(help="Gaussian noise sigma of both photos (0..1 scale).")] = 0.01,
     jpeg_quality: Annotated[int, typer.Option(help="JPEG quality of both photos.")] = 92,
     camera: Annotated[
-        str, typer.Option(help="none, or each camera through its own randomised pipeline (blur, noise, "
-                               "denoising, sharpening, tone, JPEG): phone (JPEG 80-95 4:2:0), dslr (light "
-                               "processing, JPEG 90-98) or night (heavy noise, denoising, JPEG 60-85).")
+        str,
+        typer.Option(
+            help="none, or each camera through its own randomised pipeline (blur, noise, "
+            "denoising, sharpening, tone, JPEG): phone (JPEG 80-95 4:2:0), dslr (light "
+            "processing, JPEG 90-98) or night (heavy noise, denoising, JPEG 60-85)."
+        ),
     ] = "phone",
     camera_range: Annotated[
         list[str] | None,
-        typer.Option(help="Widen or narrow one of the camera's ranges, NAME=LOW,HIGH (repeatable), e.g. "
-                          "jpeg_quality=60,98 or sharpen_amount=0,2.", show_default=False),
+        typer.Option(
+            help="Widen or narrow one of the camera's ranges, NAME=LOW,HIGH (repeatable), e.g. "
+            "jpeg_quality=60,98 or sharpen_amount=0,2.",
+            show_default=False,
+        ),
     ] = None,
 ) -> None:
     """Simulate phone wide + tele captures, with ground truth, from single high-resolution photos.
@@ -237,15 +261,29 @@ def simulate(
 
     with _boundary():
         cfg = SimulateConfig(
-            photos=photos, out=out, ratio=ratio, seed=seed, max_side=max_side, triple=triple,
-            wide_ratio=wide_ratio, max_offset=max_offset, max_rotation=max_rotation, ratio_error=ratio_error,
-            gain=gain, gamma=gamma, parallax=parallax, noise=noise, jpeg_quality=jpeg_quality, camera=camera,
+            photos=photos,
+            out=out,
+            ratio=ratio,
+            seed=seed,
+            max_side=max_side,
+            triple=triple,
+            wide_ratio=wide_ratio,
+            max_offset=max_offset,
+            max_rotation=max_rotation,
+            ratio_error=ratio_error,
+            gain=gain,
+            gamma=gamma,
+            parallax=parallax,
+            noise=noise,
+            jpeg_quality=jpeg_quality,
+            camera=camera,
             camera_ranges=tuple(parse_camera_range(t) for t in camera_range or ()),
         )
         with _progress() as bar:
             task = bar.add_task("simulate", total=None, item="", visible=False)
             records = simulate_folder(
-                cfg, progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r["name"], visible=True)
+                cfg,
+                progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r["name"], visible=True),
             )
         console.print(f"{len(records)} captures in {out / 'captures'}, ground truth in {out / 'truth'}")
 
@@ -257,18 +295,30 @@ def zoom(
     ],
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Output file (one pair) or folder. Default: next to the wide photo, "
-                     "or FOLDER_zoom/ for a folder."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Output file (one pair) or folder. Default: next to the wide photo, "
+            "or FOLDER_zoom/ for a folder.",
+        ),
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Checkpoint path or bundled model name (see dzsr models).")
+        str | None,
+        typer.Option("--model", "-m", help="Checkpoint path or bundled model name (see dzsr models)."),
     ] = None,
     outscale: Annotated[
-        float | None, typer.Option("--outscale", "-s", help="Output scale. Default: the tele's pixel density.")
+        float | None,
+        typer.Option("--outscale", "-s", help="Output scale. Default: the tele's pixel density."),
     ] = None,
-    suffix: Annotated[str, typer.Option(help="Output name: {stem}_{suffix}.{ext}; empty keeps the stem.")] = "out",
-    ext: Annotated[str, typer.Option(help="Output format: auto (the wide photo's), png, jpg, tif, webp, heic.")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")] = False,
+    suffix: Annotated[
+        str, typer.Option(help="Output name: {stem}_{suffix}.{ext}; empty keeps the stem.")
+    ] = "out",
+    ext: Annotated[
+        str, typer.Option(help="Output format: auto (the wide photo's), png, jpg, tif, webp, heic.")
+    ] = "auto",
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace existing outputs (inputs are never overwritten).")
+    ] = False,
     tile: TileOpt = 0,
     tile_overlap: OverlapOpt = 16,
     device: DeviceOpt = "auto",
@@ -277,15 +327,24 @@ def zoom(
     ratio: RatioOpt = None,
     quality: Annotated[int, typer.Option(help="JPEG / WebP / HEIC quality.")] = 95,
     adapt: Annotated[
-        int, typer.Option(help="First fine-tune the model for N self-supervised steps on each capture itself.")
+        int,
+        typer.Option(help="First fine-tune the model for N self-supervised steps on each capture itself."),
     ] = 0,
     require_ref: Annotated[
-        bool, typer.Option("--require-ref", help="A tele that cannot be found is an error (exit 4) instead of "
-                           "zooming the wide photo without the reference.")
+        bool,
+        typer.Option(
+            "--require-ref",
+            help="A tele that cannot be found is an error (exit 4) instead of "
+            "zooming the wide photo without the reference.",
+        ),
     ] = False,
     self_check: Annotated[
-        bool, typer.Option("--self-check/--no-self-check", help="Keep as much of the network's detail outside "
-                           "the tele's view as the tele shows it is worth on this capture.")
+        bool,
+        typer.Option(
+            "--self-check/--no-self-check",
+            help="Keep as much of the network's detail outside "
+            "the tele's view as the tele shows it is worth on this capture.",
+        ),
     ] = True,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
@@ -304,11 +363,15 @@ def zoom(
         if not r.ok:
             return f"[yellow]{r.uw.name}: not zoomed: {r.status}[/]"
         assert r.in_size and r.out_size and r.outscale and r.scale and r.resample and r.seconds is not None
-        filt = "" if r.out_size == (r.scale * r.in_size[0], r.scale * r.in_size[1]) else (
-            f" then x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}"
+        filt = (
+            ""
+            if r.out_size == (r.scale * r.in_size[0], r.scale * r.in_size[1])
+            else (f" then x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}")
         )
-        how = f"zoom ratio {r.ratio:.2f}" if r.no_ref is None else (
-            f"[yellow]tele not found ({escape(r.no_ref)}): zoomed without the reference[/]"
+        how = (
+            f"zoom ratio {r.ratio:.2f}"
+            if r.no_ref is None
+            else (f"[yellow]tele not found ({escape(r.no_ref)}): zoomed without the reference[/]")
         )
         if r.residual_gain is not None:
             how += f", self-check: network detail outside the tele x{r.residual_gain:.2f}"
@@ -322,9 +385,22 @@ def zoom(
 
     with _boundary():
         cfg = ZoomConfig(
-            inputs=tuple(inputs), out=output, model=model, outscale=outscale, suffix=suffix, ext=ext,
-            overwrite=overwrite, tile=tile, tile_overlap=tile_overlap, device=device, fp32=fp32,
-            max_megapixels=max_megapixels, ratio=ratio, quality=quality, adapt=adapt, require_ref=require_ref,
+            inputs=tuple(inputs),
+            out=output,
+            model=model,
+            outscale=outscale,
+            suffix=suffix,
+            ext=ext,
+            overwrite=overwrite,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            device=device,
+            fp32=fp32,
+            max_megapixels=max_megapixels,
+            ratio=ratio,
+            quality=quality,
+            adapt=adapt,
+            require_ref=require_ref,
             self_check=self_check,
         )
         with _progress() as bar:
@@ -339,7 +415,9 @@ def zoom(
                     bar.reset(tasks[stage], total=total)
                 bar.update(tasks[stage], completed=done, total=total, item=item)
 
-            results = run_zoom(cfg, progress=step, on_result=lambda r: console.print(line(r), highlight=False))
+            results = run_zoom(
+                cfg, progress=step, on_result=lambda r: console.print(line(r), highlight=False)
+            )
         failed = [r for r in results if r.status not in ("ok", "skipped")]
         if len(results) > 1:
             done = sum(r.ok for r in results)
@@ -368,8 +446,13 @@ def models_cmd() -> None:
         for m in BUNDLED:
             path = m.verified_path()
             table.add_row(
-                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""), f"x{m.scale}",
-                f"{weight_count(path):,}", f"{path.stat().st_size / 2**20:.1f} MiB", m.sha256, m.licence, m.summary,
+                m.name + (" (default)" if m.name == DEFAULT_MODEL else ""),
+                f"x{m.scale}",
+                f"{weight_count(path):,}",
+                f"{path.stat().st_size / 2**20:.1f} MiB",
+                m.sha256,
+                m.licence,
+                m.summary,
             )
         console.print(table)
 
@@ -378,13 +461,18 @@ def models_cmd() -> None:
 def eval_cmd(
     data: Annotated[
         Path,
-        typer.Argument(help="A prepared dataset (dzsr prepare) or a simulated set (dzsr simulate).",
-                       show_default=False),
+        typer.Argument(
+            help="A prepared dataset (dzsr prepare) or a simulated set (dzsr simulate).", show_default=False
+        ),
     ],
     model: Annotated[
         list[str] | None,
-        typer.Option("--model", "-m", help="Checkpoint path or bundled model name; repeat to compare "
-                     "several. Default: the bundled model."),
+        typer.Option(
+            "--model",
+            "-m",
+            help="Checkpoint path or bundled model name; repeat to compare "
+            "several. Default: the bundled model.",
+        ),
     ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Report folder. Default: DATA_eval/ next to DATA.")
@@ -398,12 +486,19 @@ def eval_cmd(
     crop: Annotated[int, typer.Option(help="Side of the comparison crops, in output pixels.")] = 192,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N images.")] = None,
     self_check: Annotated[
-        bool, typer.Option("--self-check/--no-self-check", help="As dzsr zoom: the network's detail outside "
-                           "the reference kept as far as the reference shows it is worth.")
+        bool,
+        typer.Option(
+            "--self-check/--no-self-check",
+            help="As dzsr zoom: the network's detail outside "
+            "the reference kept as far as the reference shows it is worth.",
+        ),
     ] = True,
     holdout: Annotated[
-        str | None, typer.Option(help="Prepared datasets: hold out this half of each tele (left, right, top "
-                                 "or bottom), give the model the other half and score both halves apart.")
+        str | None,
+        typer.Option(
+            help="Prepared datasets: hold out this half of each tele (left, right, top "
+            "or bottom), give the model the other half and score both halves apart."
+        ),
     ] = None,
 ) -> None:
     """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
@@ -419,8 +514,18 @@ def eval_cmd(
     with _boundary():
         out = output if output is not None else default_out(data)
         cfg = EvalConfig(
-            data=data, out=out, models=tuple(model or ()), split=split, device=device, tile=tile,
-            tile_overlap=tile_overlap, fp32=fp32, lpips=lpips, crop=crop, limit=limit, self_check=self_check,
+            data=data,
+            out=out,
+            models=tuple(model or ()),
+            split=split,
+            device=device,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            fp32=fp32,
+            lpips=lpips,
+            crop=crop,
+            limit=limit,
+            self_check=self_check,
             holdout=holdout,
         )
         with _progress() as bar:
@@ -439,8 +544,9 @@ def eval_cmd(
         for metric in metrics:
             arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
             for region in regions:
-                table.add_column(f"{metric.upper()} {arrow}\n{region_label(report, region)}", justify="right",
-                                 no_wrap=True)
+                table.add_column(
+                    f"{metric.upper()} {arrow}\n{region_label(report, region)}", justify="right", no_wrap=True
+                )
         table.add_column("s/image", justify="right", no_wrap=True)
         for method in report.methods:
             cells = []
@@ -508,8 +614,16 @@ def train_cmd(
     from dzcli.pipeline.train import train as run_train
 
     flags = {
-        "preset": preset, "init": init, "loss": loss, "steps": steps, "batch_size": batch_size,
-        "patch_size": patch_size, "lr": lr, "device": device, "seed": seed, "val_every": val_every,
+        "preset": preset,
+        "init": init,
+        "loss": loss,
+        "steps": steps,
+        "batch_size": batch_size,
+        "patch_size": patch_size,
+        "lr": lr,
+        "device": device,
+        "seed": seed,
+        "val_every": val_every,
         "save_every": save_every,
     }
     main_rank = os.environ.get("RANK", "0") == "0"
@@ -521,16 +635,26 @@ def train_cmd(
     with _boundary():
         cfg = resolve_train_config(data, out, config_file=config, flags=flags, resume=resume)
         progress = Progress(
-            TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("[bold]train"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.1f} samples/s"),
-            console=err_console, disable=not main_rank,
+            console=err_console,
+            disable=not main_rank,
         )
         with progress as bar:
             task = bar.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0, visible=False)
 
             def step(done: int, total: int, info: dict[str, Any]) -> None:
-                bar.update(task, completed=done, total=total, loss=info["sr"], rate=info["samples_per_s"],
-                           visible=True)
+                bar.update(
+                    task,
+                    completed=done,
+                    total=total,
+                    loss=info["sr"],
+                    rate=info["samples_per_s"],
+                    visible=True,
+                )
                 if "val" in info and main_rank:
                     bar.console.print(
                         f"step {done}: {scores('model', info['val']['model'])}   |   "

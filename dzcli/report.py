@@ -217,9 +217,7 @@ def to_csv(report: EvalReport) -> str:
                 if vals is None:
                     continue
                 t = seconds.get(method)
-                writer.writerow(
-                    [image, method, region, *(_exact(vals.get(m)) for m in METRICS), _exact(t)]
-                )
+                writer.writerow([image, method, region, *(_exact(vals.get(m)) for m in METRICS), _exact(t)])
     return buf.getvalue()
 
 
@@ -353,7 +351,9 @@ figcaption { font-size: 0.85em; text-align: center; }
 def _means_table(report: EvalReport, metrics: tuple[str, ...]) -> str:
     means, secs = report.means(), report.mean_seconds()
     head = "".join(
-        f"<th>{html.escape(region_label(report, r))} {m.replace('_', ' ')}</th>" for r in DISPLAY_REGIONS for m in metrics
+        f"<th>{html.escape(region_label(report, r))} {m.replace('_', ' ')}</th>"
+        for r in DISPLAY_REGIONS
+        for m in metrics
     )
     rows = []
     for method in report.methods:
@@ -364,9 +364,7 @@ def _means_table(report: EvalReport, metrics: tuple[str, ...]) -> str:
                 best = v is not None and v == best_value(report, means, region, metric)
                 cells.append(f"<td{' class=best' if best else ''}>{_fmt(v, metric) or '–'}</td>")
         t = secs.get(method)
-        rows.append(
-            f"<tr><td>{html.escape(method)}</td>{''.join(cells)}<td>{_fmt_seconds(t)}</td></tr>"
-        )
+        rows.append(f"<tr><td>{html.escape(method)}</td>{''.join(cells)}<td>{_fmt_seconds(t)}</td></tr>")
     return f"<table><tr><th>method</th>{head}<th>s / image</th></tr>{''.join(rows)}</table>"
 
 
@@ -415,10 +413,16 @@ def to_html(report: EvalReport) -> str:
         out.append(f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>")
         for region, files in im.crops.items():
             x0, y0, w, h = im.crop_boxes[region]
-            out.append(f"<h3>{esc(region_label(report, region))} crop ({w}×{h} px at x={x0}, y={y0})</h3><div class=row>")
+            out.append(
+                f"<h3>{esc(region_label(report, region))} crop ({w}×{h} px at x={x0}, y={y0})</h3><div class=row>"
+            )
             for name, rel in files.items():
                 score = im.scores.get(name, {}).get(region, {}).get("psnr")
-                label = name if score is None else f"{name}: {_fmt(score, 'psnr')} dB ({region_label(report, region)})"
+                label = (
+                    name
+                    if score is None
+                    else f"{name}: {_fmt(score, 'psnr')} dB ({region_label(report, region)})"
+                )
                 out.append(
                     f"<figure><a href='{esc(rel)}'><img src='{esc(rel)}' alt='{esc(name)}'></a>"
                     f"<figcaption>{esc(label)}</figcaption></figure>"

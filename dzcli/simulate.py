@@ -84,9 +84,7 @@ GAMMA = (0.85, 1.18)
 """Default per-channel gamma range of :func:`isp_change`."""
 
 
-def isp_change(
-    img: Tensor, *, seed: int, gain: float = GAIN, gamma: tuple[float, float] = GAMMA
-) -> Tensor:
+def isp_change(img: Tensor, *, seed: int, gain: float = GAIN, gamma: tuple[float, float] = GAMMA) -> Tensor:
     """A plausible different colour pipeline, deterministic for a seed.
 
     A 3×3 colour mix near identity (rows sum to 1), white-balance gains within ``±gain``, a per-channel
@@ -361,8 +359,17 @@ def simulate_triple(
             f"the wide camera's zoom ratio must lie strictly between 1 and the tele's {ratio} (got {r_w})"
         )
     pair = simulate_pair(
-        scene, ratio=ratio, offset=offset, rotation_deg=rotation_deg, parallax=parallax, isp=isp,
-        gain=gain, gamma=gamma, noise=noise, seed=seed, camera=camera,
+        scene,
+        ratio=ratio,
+        offset=offset,
+        rotation_deg=rotation_deg,
+        parallax=parallax,
+        isp=isp,
+        gain=gain,
+        gamma=gamma,
+        noise=noise,
+        seed=seed,
+        camera=camera,
     )
     rng = np.random.default_rng((seed, 1))
     hu, wu = pair.uw.shape[-2:]

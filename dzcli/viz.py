@@ -52,7 +52,9 @@ def grid(rows: list[list[torch.Tensor]], *, gap: int = 4, fill: float = 1.0) -> 
     return out
 
 
-def pair_preview(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, *, max_side: int = 1600) -> torch.Tensor:
+def pair_preview(
+    lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor, *, max_side: int = 1600
+) -> torch.Tensor:
     """Preview of a prepared pair: ``[lr upscaled | hr]`` over ``[checkerboard of both | mask]``.
 
     Args:

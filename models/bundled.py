@@ -184,12 +184,16 @@ def load_model(
         elif candidate.is_dir():  # a `dzsr train` run folder: its best checkpoint
             path, name = candidate / "checkpoints" / "best.safetensors", candidate.resolve().name
             if not path.is_file():
-                raise WeightsError(f"{text}: a folder without checkpoints/best.safetensors (not a dzsr train run)")
+                raise WeightsError(
+                    f"{text}: a folder without checkpoints/best.safetensors (not a dzsr train run)"
+                )
         elif candidate.suffix or "/" in text or os.sep in text:
             raise WeightsError(f"{text}: checkpoint not found")
         else:
             names = ", ".join(by_name) or "none"
-            raise WeightsError(f"unknown model {text!r}: bundled models are {names}; or pass the path of a checkpoint")
+            raise WeightsError(
+                f"unknown model {text!r}: bundled models are {names}; or pass the path of a checkpoint"
+            )
     model, meta = load_checkpoint(path, device=dev)
     if meta.get("arch") != "dzsr":
         raise WeightsError(f"{path}: not a super-resolution model (architecture {meta.get('arch')!r})")

@@ -204,7 +204,9 @@ def _place(x: Tensor, oy: int, ox: int, height: int, width: int, margin: int) ->
     y0, y1 = max(0, margin - oy), min(height, margin - oy + h)
     x0, x1 = max(0, margin - ox), min(width, margin - ox + w)
     if y1 > y0 and x1 > x0:
-        canvas[..., y0:y1, x0:x1] = x[..., y0 - margin + oy : y1 - margin + oy, x0 - margin + ox : x1 - margin + ox]
+        canvas[..., y0:y1, x0:x1] = x[
+            ..., y0 - margin + oy : y1 - margin + oy, x0 - margin + ox : x1 - margin + ox
+        ]
     return canvas
 
 
@@ -288,7 +290,12 @@ class PatchMatcher(nn.Module):
             raise ConfigError(f"match stride must be a positive multiple of 4, got {stride}")
         if radius < 0:
             raise ConfigError(f"match radius must be >= 0, got {radius}")
-        self.hparams = {"weights": weights, "stride": stride, "radius": radius, "chunk_elements": chunk_elements}
+        self.hparams = {
+            "weights": weights,
+            "stride": stride,
+            "radius": radius,
+            "chunk_elements": chunk_elements,
+        }
         self.stride = stride
         self.radius = radius
         self.chunk_elements = chunk_elements
@@ -334,7 +341,9 @@ class PatchMatcher(nn.Module):
         none = index < 0  # no candidate: the registered position (outside the Ref)
         ky = torch.where(none, qy + offset[0], index // wr)
         kx = torch.where(none, qx + offset[1], index % wr)
-        flow = torch.stack((ky - qy, kx - qx), dim=1) * s + torch.tensor(shift, device=index.device).view(1, 2, 1, 1)
+        flow = torch.stack((ky - qy, kx - qx), dim=1) * s + torch.tensor(shift, device=index.device).view(
+            1, 2, 1, 1
+        )
         flow = flow.to(image.dtype).repeat_interleave(s, dim=2).repeat_interleave(s, dim=3)
         score = score.masked_fill(none, 0.0).repeat_interleave(s, dim=1).repeat_interleave(s, dim=2)
         rows, cols = slice(shift[0], shift[0] + H), slice(shift[1], shift[1] + W)
@@ -372,7 +381,9 @@ class PatchMatcher(nn.Module):
         for cy0, cy1, cx0, cx1 in cores:
             cy0, cy1, cx0, cx1 = max(cy0, 0), min(cy1, H), max(cx0, 0), min(cx1, W)
             if cy1 > cy0 and cx1 > cx0:
-                strips.append((cy0, cy1, cx0, cx1, max(cy0 - m, 0), min(cy1 + m, H), max(cx0 - m, 0), min(cx1 + m, W)))
+                strips.append(
+                    (cy0, cy1, cx0, cx1, max(cy0 - m, 0), min(cy1 + m, H), max(cx0 - m, 0), min(cx1 + m, W))
+                )
         if sum((yb - ya) * (xb - xa) for *_, ya, yb, xa, xb in strips) > H * W // 2:  # cheaper at once
             return self._match(image, ref, (x0, y0))[0]
         for cy0, cy1, cx0, cx1, ya, yb, xa, xb in strips:
@@ -380,7 +391,9 @@ class PatchMatcher(nn.Module):
             ryb, rxb = min(yb - y0 + reach + m, h), min(xb - x0 + reach + m, w)
             if ryb <= rya or rxb <= rxa:
                 continue
-            part, _ = self._match(image[..., ya:yb, xa:xb], ref[..., rya:ryb, rxa:rxb], (x0 + rxa - xa, y0 + rya - ya))
+            part, _ = self._match(
+                image[..., ya:yb, xa:xb], ref[..., rya:ryb, rxa:rxb], (x0 + rxa - xa, y0 + rya - ya)
+            )
             part[:, 0] += rya - ya
             part[:, 1] += rxa - xa
             flow[..., cy0:cy1, cx0:cx1] = part[..., cy0 - ya : cy1 - ya, cx0 - xa : cx1 - xa]
@@ -736,7 +749,10 @@ class DZSR(nn.Module):
         self.head = nn.Conv2d(3, channels, 3, padding=1)
         self.adastn = nn.ModuleList(AdaSTN(channels, collapse_p=collapse_p) for _ in range(adastn))
         self.matcher = PatchMatcher(
-            weights=matcher_weights, stride=match_stride, radius=match_radius, chunk_elements=match_chunk_elements
+            weights=matcher_weights,
+            stride=match_stride,
+            radius=match_radius,
+            chunk_elements=match_chunk_elements,
         )
         self.ref = RefBranch(scale, channels, ref_layers)
         self.fuse = nn.Conv2d(2 * channels, channels, 3, padding=1)
@@ -858,7 +874,12 @@ class DZSR(nn.Module):
         if bool(keep.all()):  # the Ref's own features replace the matched ones inside every box
             if all(x0 <= 0 and y0 <= 0 and x0 + w >= W and y0 + h >= H for x0, y0, w, h in boxes):
                 return _paste(pasted.new_zeros(B, channels, H, W), pasted, boxes, keep)
-            flow = torch.cat([self.matcher.ring_flow(probe[b : b + 1], ref_lr[b : b + 1], bx) for b, bx in enumerate(boxes)])
+            flow = torch.cat(
+                [
+                    self.matcher.ring_flow(probe[b : b + 1], ref_lr[b : b + 1], bx)
+                    for b, bx in enumerate(boxes)
+                ]
+            )
         else:
             flow, _ = self.matcher(probe, ref_lr, [(b[0], b[1]) for b in boxes])
         aligned = shifted_depthwise_conv(branch.extractor(s2d), flow, branch.align_weight, branch.align_bias)

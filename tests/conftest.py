@@ -46,15 +46,24 @@ def low_texture_scene(seed: int, size: tuple[int, int] = (640, 480)) -> torch.Te
 
 
 def write_capture(
-    folder: Path, name: str, sim: SimulatedPair, *, ratio_exif: float | None, when: datetime, bit_depth: int = 8
+    folder: Path,
+    name: str,
+    sim: SimulatedPair,
+    *,
+    ratio_exif: float | None,
+    when: datetime,
+    bit_depth: int = 8,
 ) -> tuple[Path, Path]:
     """Write a simulated pair as ``name_uw`` / ``name_tele`` with phone-like EXIF (JPEG, or 16-bit TIFF)."""
     ext = ".jpg" if bit_depth == 8 else ".tif"
     uw, tele = folder / f"{name}_uw{ext}", folder / f"{name}_tele{ext}"
     uw_info = CaptureInfo(make="dzsr", model="TestPhone", focal_mm=4.25, focal_35mm=26.0, time=when)
     tele_info = CaptureInfo(
-        make="dzsr", model="TestPhone", focal_mm=6.0,
-        focal_35mm=None if ratio_exif is None else round(26.0 * ratio_exif), time=when + timedelta(seconds=0.3),
+        make="dzsr",
+        model="TestPhone",
+        focal_mm=6.0,
+        focal_35mm=None if ratio_exif is None else round(26.0 * ratio_exif),
+        time=when + timedelta(seconds=0.3),
     )
     save_image(uw, sim.uw, exif=make_exif(uw_info), bit_depth=bit_depth, quality=95)
     save_image(tele, sim.tele, exif=make_exif(tele_info), bit_depth=bit_depth, quality=95)
@@ -66,8 +75,9 @@ def sim_pairs() -> dict[str, SimulatedPair]:
     """Three simulated ×2 phone pairs with off-centre, slightly rotated teles (deterministic)."""
     geo = {"life": ((14.0, -9.0), 0.8), "picos": ((-11.0, 7.0), -1.2), "seeding": ((6.0, 12.0), 0.5)}
     return {
-        name: simulate_pair(scene(name), ratio=2.0, offset=off, rotation_deg=rot, parallax=0.5, noise=0.005,
-                            seed=i)
+        name: simulate_pair(
+            scene(name), ratio=2.0, offset=off, rotation_deg=rot, parallax=0.5, noise=0.005, seed=i
+        )
         for i, (name, (off, rot)) in enumerate(geo.items())
     }
 

@@ -66,13 +66,24 @@ HARD_TONES = {"gain": 0.25, "gamma": (0.75, 1.33)}
 """The tele through a colour pipeline far from the uw's (white balance ±25 %, gammas 0.75–1.33)."""
 
 
-@pytest.mark.parametrize(("seed", "ratio", "hint"), [(0, 2.0, 2.0), (1, 2.0, 2.03), (2, 3.0, 3.0), (3, 2.0, None)])
-def test_a_low_texture_capture_with_other_tones_is_registered(seed: int, ratio: float, hint: float | None) -> None:
+@pytest.mark.parametrize(
+    ("seed", "ratio", "hint"), [(0, 2.0, 2.0), (1, 2.0, 2.03), (2, 3.0, 3.0), (3, 2.0, None)]
+)
+def test_a_low_texture_capture_with_other_tones_is_registered(
+    seed: int, ratio: float, hint: float | None
+) -> None:
     p = simulate_pair(
-        low_texture_scene(seed), ratio=ratio, offset=(9.0, -6.0), rotation_deg=0.8, noise=0.01, seed=seed,
+        low_texture_scene(seed),
+        ratio=ratio,
+        offset=(9.0, -6.0),
+        rotation_deg=0.8,
+        noise=0.01,
+        seed=seed,
         **HARD_TONES,  # type: ignore[arg-type]
     )
-    features = register_module._feature_attempts(register_module._gray(p.uw), register_module._gray(p.tele), hint, 30)
+    features = register_module._feature_attempts(
+        register_module._gray(p.uw), register_module._gray(p.tele), hint, 30
+    )
     assert max(a.inliers for a in features) < 30  # what feature matching alone refused
     reg = register(p.uw, p.tele, ratio_hint=hint)
     assert reg.ratio == pytest.approx(p.ratio, rel=0.005)
@@ -85,15 +96,23 @@ def test_low_texture_pairs_that_do_not_belong_together_are_refused() -> None:
     a = simulate_pair(low_texture_scene(0), ratio=2.0, offset=(9.0, -6.0), seed=0, **HARD_TONES)  # type: ignore[arg-type]
     b = simulate_pair(_photo("seeding"), ratio=2.0, seed=1)
     for hint in (2.0, None):
-        with pytest.raises(AlignmentError, match=r"^no overlap found between a\.jpg and b\.jpg \(correlation"):
+        with pytest.raises(
+            AlignmentError, match=r"^no overlap found between a\.jpg and b\.jpg \(correlation"
+        ):
             register(a.uw, b.tele, ratio_hint=hint, uw_name="a.jpg", tele_name="b.jpg")
-        with pytest.raises(AlignmentError, match=r"^no overlap found between b\.jpg and a\.jpg \(correlation"):
+        with pytest.raises(
+            AlignmentError, match=r"^no overlap found between b\.jpg and a\.jpg \(correlation"
+        ):
             register(b.uw, a.tele, ratio_hint=hint, uw_name="b.jpg", tele_name="a.jpg")
     for hint in (0.5, None):  # swapped: the wide photo given as the tele
-        with pytest.raises(AlignmentError, match=r"^w\.jpg is not narrower than t\.jpg \(zoom ratio 0\.50\); pass"):
+        with pytest.raises(
+            AlignmentError, match=r"^w\.jpg is not narrower than t\.jpg \(zoom ratio 0\.50\); pass"
+        ):
             register(a.tele, a.uw, ratio_hint=hint, uw_name="t.jpg", tele_name="w.jpg")
     for hint in (1.0, None):  # the same photo twice
-        with pytest.raises(AlignmentError, match=r"^u\.jpg is not narrower than u\.jpg \(zoom ratio 1\.00\); pass"):
+        with pytest.raises(
+            AlignmentError, match=r"^u\.jpg is not narrower than u\.jpg \(zoom ratio 1\.00\); pass"
+        ):
             register(a.uw, a.uw.clone(), ratio_hint=hint, uw_name="u.jpg", tele_name="u.jpg")
 
 
@@ -110,7 +129,9 @@ def test_the_direct_search_finds_a_known_position_and_ratio() -> None:
     luma = register_module._Luma
     gray = register_module._gray
     found = register_module._locate(luma(gray(p.uw)), luma(gray(p.tele)), [2.4, 2.45, 2.5, 2.55, 2.6], 1.0)
-    reg = register_module._describe(found[0].homography, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1]))
+    reg = register_module._describe(
+        found[0].homography, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1])
+    )
     assert reg.ratio == pytest.approx(2.5, rel=0.021) and math.dist(reg.center, p.center) < 1.5
 
 
@@ -140,7 +161,15 @@ def test_registration_is_json_ready() -> None:
     reg = register(p.uw, p.tele, ratio_hint=2.0)
     d = json.loads(json.dumps(reg.to_dict()))
     assert set(d) == {
-        "homography", "inliers", "matches", "density", "ratio", "center", "rotation_deg", "method", "correlation"
+        "homography",
+        "inliers",
+        "matches",
+        "density",
+        "ratio",
+        "center",
+        "rotation_deg",
+        "method",
+        "correlation",
     }
     np.testing.assert_allclose(np.array(d["homography"]), reg.homography)
     assert d["method"] == "features" and 0.5 < d["correlation"] <= 1.0

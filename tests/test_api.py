@@ -36,7 +36,9 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     code = _readme_block("api")
     assert len([line for line in code.splitlines() if line.strip() and not line.startswith("import")]) <= 5
     # the same files as in the repository's examples/, only smaller (a real zoom of them takes a minute)
-    sim = simulate_pair(fit_within(scene("seeding"), 320), ratio=2.0, offset=(5.0, -3.0), rotation_deg=0.5, seed=0)
+    sim = simulate_pair(
+        fit_within(scene("seeding"), 320), ratio=2.0, offset=(5.0, -3.0), rotation_deg=0.5, seed=0
+    )
     (tmp_path / "examples").mkdir()
     write_capture(tmp_path / "examples", "seeding", sim, ratio_exif=2.0, when=datetime(2026, 1, 1))
     monkeypatch.chdir(tmp_path)
@@ -59,14 +61,20 @@ def test_zoom_photo_takes_numpy_or_tensors_alike() -> None:
     model = _tiny()
     as_tensor = dzcli.zoom_photo(model, sim.uw, sim.tele, ratio=2.0, device="cpu")
     as_numpy = dzcli.zoom_photo(
-        model, (sim.uw.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
-        (sim.tele.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8), ratio=2.0, device="cpu",
+        model,
+        (sim.uw.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+        (sim.tele.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
+        ratio=2.0,
+        device="cpu",
     )
     assert as_tensor.image.shape == as_numpy.image.shape == (3, 2 * sim.uw.shape[1], 2 * sim.uw.shape[2])
     assert float((as_tensor.image - as_numpy.image).abs().mean()) < 2 / 255  # 8-bit quantisation apart
     assert as_tensor.aligned is not None and as_tensor.aligned.box == as_numpy.aligned.box  # type: ignore[union-attr]
     assert as_tensor.residual_gain is not None and 0.0 <= as_tensor.residual_gain <= 1.0  # the self-check ran
-    assert dzcli.zoom_photo(model, sim.uw, sim.tele, ratio=2.0, device="cpu", self_check=False).residual_gain is None
+    assert (
+        dzcli.zoom_photo(model, sim.uw, sim.tele, ratio=2.0, device="cpu", self_check=False).residual_gain
+        is None
+    )
     with pytest.raises(ValueError, match="expected an RGB image"):
         dzcli.zoom_photo(model, sim.uw[:1], sim.tele, device="cpu")
 
@@ -86,14 +94,17 @@ def test_zoom_photo_without_the_tele_and_with_require_ref() -> None:
 
     assert torch.allclose(alone.image, super_resolve(model, a.uw), atol=1e-6)  # the reference-free network
     with pytest.raises(TeleNotFoundError, match="^no overlap found between a.jpg and b.jpg"):
-        dzcli.zoom_photo(model, a.uw, b.tele, device="cpu", require_ref=True, uw_name="a.jpg", tele_name="b.jpg")
+        dzcli.zoom_photo(
+            model, a.uw, b.tele, device="cpu", require_ref=True, uw_name="a.jpg", tele_name="b.jpg"
+        )
     with pytest.raises(AlignmentError, match="not narrower"):  # photos swapped: an error, not a fallback
         dzcli.zoom_photo(model, a.tele, a.uw, device="cpu")
 
 
 def test_align_capture_is_what_prepare_stores() -> None:
-    sim = simulate_pair(fit_within(scene("picos"), 480), ratio=2.0, offset=(7.0, -4.0), rotation_deg=0.6, seed=3,
-                        noise=0.0)
+    sim = simulate_pair(
+        fit_within(scene("picos"), 480), ratio=2.0, offset=(7.0, -4.0), rotation_deg=0.6, seed=3, noise=0.0
+    )
     aligned = dzcli.align_capture(sim.uw, sim.tele, scale=2, ratio=2.0)
     x0, y0, w, h = aligned.box
     assert aligned.lr.shape == (3, h, w) and aligned.ref.shape == (3, 2 * h, 2 * w)
@@ -109,6 +120,6 @@ def test_the_api_names_are_lazy() -> None:
     with pytest.raises(AttributeError):
         dzcli.nope  # noqa: B018
     probe = "import sys, dzcli; print('torch' in sys.modules)"  # `import dzcli` alone stays light
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip() == (
-        "False"
-    )
+    assert subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip() == ("False")

@@ -36,7 +36,9 @@ def test_a_bundled_file_with_another_sha256_is_refused(tmp_path: Path) -> None:
     data[-1] ^= 1  # one flipped bit in the last tensor: still a readable safetensors file
     (tmp_path / shipped.file).write_bytes(bytes(data))
     (tmp_path / shipped.card).write_text("# card\n\nA card.\n")
-    copy = BundledModel(shipped.name, shipped.file, shipped.sha256, shipped.scale, shipped.card, shipped.licence, tmp_path)
+    copy = BundledModel(
+        shipped.name, shipped.file, shipped.sha256, shipped.scale, shipped.card, shipped.licence, tmp_path
+    )
     with pytest.raises(WeightsError, match=r"SHA-256 .* differs .*corrupt or replaced"):
         load_model(DEFAULT_MODEL, table=(copy,))
     with pytest.raises(WeightsError, match="SHA-256"):
@@ -72,8 +74,11 @@ def test_a_run_folder_loads_its_best_checkpoint(tmp_path: Path) -> None:
     run = tmp_path / "myrun"
     (run / "checkpoints").mkdir(parents=True)
     torch.manual_seed(0)
-    save_checkpoint(create_model("dzsr-tiny", scale=2, matcher_weights="random"),
-                    run / "checkpoints" / "best.safetensors", metadata={})
+    save_checkpoint(
+        create_model("dzsr-tiny", scale=2, matcher_weights="random"),
+        run / "checkpoints" / "best.safetensors",
+        metadata={},
+    )
     model, info = load_model(str(run))
     assert info["name"] == "myrun" and info["path"] == run / "checkpoints" / "best.safetensors"
     with pytest.raises(WeightsError, match="without checkpoints/best.safetensors"):

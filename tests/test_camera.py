@@ -29,7 +29,11 @@ def _photo() -> torch.Tensor:
 def test_blur_kernels_are_normalised_and_shaped_as_named() -> None:
     for kind in ("isotropic", "anisotropic", "defocus"):
         k = camera.blur_kernel(kind, 2.0, sigma2=1.0)  # type: ignore[arg-type]
-        assert k.shape[0] == k.shape[1] and k.shape[0] % 2 == 1 and math.isclose(float(k.sum()), 1.0, rel_tol=1e-5)
+        assert (
+            k.shape[0] == k.shape[1]
+            and k.shape[0] % 2 == 1
+            and math.isclose(float(k.sum()), 1.0, rel_tol=1e-5)
+        )
     iso = camera.blur_kernel("isotropic", 2.0)
     assert np.allclose(iso, iso.T) and np.allclose(iso, iso[::-1])
     r = iso.shape[0] // 2
@@ -40,7 +44,9 @@ def test_blur_kernels_are_normalised_and_shaped_as_named() -> None:
     assert (ani * xa**2).sum() > 5 * (ani * ya**2).sum()  # long along x (angle 0), short across
     disc = camera.blur_kernel("defocus", 3.0)
     c = disc.shape[0] // 2
-    assert disc[c, c] == disc[c, c + 2] == disc.max() and disc[0, 0] == 0  # flat inside, nothing at the corner
+    assert (
+        disc[c, c] == disc[c, c + 2] == disc.max() and disc[0, 0] == 0
+    )  # flat inside, nothing at the corner
     with pytest.raises(ConfigError):
         camera.blur_kernel("isotropic", 0.0)
 
@@ -56,7 +62,9 @@ def test_blur_and_denoise_remove_high_frequencies_sharpening_adds_them_with_halo
     step[:, :, 16:] = 0.7
     sharp = camera.sharpen(step, radius=1.5, amount=1.0)
     assert sharp[:, :, 13:16].min() < 0.28 and sharp[:, :, 16:19].max() > 0.72  # overshoot on both sides
-    assert torch.allclose(sharp[:, :, :4], step[:, :, :4]) and torch.allclose(sharp[:, :, -4:], step[:, :, -4:])
+    assert torch.allclose(sharp[:, :, :4], step[:, :, :4]) and torch.allclose(
+        sharp[:, :, -4:], step[:, :, -4:]
+    )
 
 
 def test_denoise_smooths_noise_but_keeps_an_edge() -> None:
@@ -79,8 +87,9 @@ def test_sensor_noise_is_poisson_gaussian() -> None:
 
 def test_jpeg_has_blocks_at_8_px_and_subsampling_blurs_chroma() -> None:
     g = torch.Generator().manual_seed(2)
-    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(96, 96), mode="bicubic",
-                                             align_corners=False)[0].clamp(0, 1)
+    smooth = torch.nn.functional.interpolate(
+        torch.rand(1, 3, 8, 8, generator=g), size=(96, 96), mode="bicubic", align_corners=False
+    )[0].clamp(0, 1)
     low = camera.jpeg(smooth, 20, "444")
     step = (low[:, :, 1:] - low[:, :, :-1]).abs().mean(dim=(0, 1))  # between columns c and c+1
     at_edges = step[7::8].mean()
@@ -144,15 +153,23 @@ def test_simulate_with_a_phone_camera_keeps_the_geometry_and_processes_both_phot
     kw = {"ratio": 2.0, "offset": (3.0, -2.0), "rotation_deg": 0.5, "parallax": 1.0, "seed": 7}
     plain = simulate_pair(img, **kw)
     phone = simulate_pair(img, camera=camera.CameraRanges(), **kw)
-    assert np.array_equal(plain.tele_to_uw, phone.tele_to_uw) and np.allclose(plain.tele_to_uw_fit, phone.tele_to_uw_fit)
+    assert np.array_equal(plain.tele_to_uw, phone.tele_to_uw) and np.allclose(
+        plain.tele_to_uw_fit, phone.tele_to_uw_fit
+    )
     assert phone.truth.shape == plain.truth.shape and phone.uw.shape == plain.uw.shape
     # the truth is the scene in the uw camera's colours: its tone and saturation, nothing else
     uw_cam = camera.sample_camera(np.random.default_rng((7, 2)), camera.CameraRanges())
     toned = camera.tone(plain.truth, contrast=uw_cam.contrast, saturation=uw_cam.saturation)
-    assert torch.allclose(phone.truth, toned, atol=1e-6) and not torch.allclose(phone.truth, plain.truth, atol=1e-3)
-    coarse_uw = camera.downscale(phone.uw, 8.0)  # at 1/16 of the truth's density: colours, not detail or noise
-    err = {k: float((camera.downscale(t, 16.0) - coarse_uw).abs().mean())
-           for k, t in (("scene", plain.truth), ("toned", phone.truth))}
+    assert torch.allclose(phone.truth, toned, atol=1e-6) and not torch.allclose(
+        phone.truth, plain.truth, atol=1e-3
+    )
+    coarse_uw = camera.downscale(
+        phone.uw, 8.0
+    )  # at 1/16 of the truth's density: colours, not detail or noise
+    err = {
+        k: float((camera.downscale(t, 16.0) - coarse_uw).abs().mean())
+        for k, t in (("scene", plain.truth), ("toned", phone.truth))
+    }
     assert err["toned"] < err["scene"]
     assert phone.tele.shape == plain.tele.shape
     for a, b in ((plain.uw, phone.uw), (plain.tele, phone.tele)):

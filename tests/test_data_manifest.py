@@ -10,8 +10,16 @@ import pytest
 from dzcli.data.manifest import MANIFEST_VERSION, read_manifest, write_manifest
 from dzcli.errors import DatasetError
 
-PAIR = {"id": "a", "status": "ok", "split": "train", "ratio_exif": 2.0, "ratio": 1.97, "inliers": 300,
-        "valid_fraction": 0.9, "files": {"lr": "pairs/a/lr.png"}}
+PAIR = {
+    "id": "a",
+    "status": "ok",
+    "split": "train",
+    "ratio_exif": 2.0,
+    "ratio": 1.97,
+    "inliers": 300,
+    "valid_fraction": 0.9,
+    "files": {"lr": "pairs/a/lr.png"},
+}
 
 
 def test_round_trip_and_no_rewrite_when_unchanged(tmp_path: Path) -> None:

@@ -78,8 +78,9 @@ def test_exif_grouping_by_body_time_and_focal(tmp_path: Path) -> None:
     t0 = datetime(2026, 5, 1, 10, 0, 0)
 
     def info(model: str, f35: float, dt: float) -> CaptureInfo:
-        return CaptureInfo(make="Apple", model=model, focal_mm=f35 / 6, focal_35mm=f35,
-                           time=t0 + timedelta(seconds=dt))
+        return CaptureInfo(
+            make="Apple", model=model, focal_mm=f35 / 6, focal_35mm=f35, time=t0 + timedelta(seconds=dt)
+        )
 
     # a triple within a second: ultra-wide 13, wide 26, tele 52 (written out of order)
     t_tele = touch(tmp_path / "IMG_0003.jpg", info("iPhone 13 Pro", 52, 0.8))
@@ -101,8 +102,10 @@ def test_exif_grouping_by_body_time_and_focal(tmp_path: Path) -> None:
 def test_same_focal_twice_is_not_a_pair(tmp_path: Path) -> None:
     t0 = datetime(2026, 5, 1, 10, 0, 0)
     for i in range(2):
-        touch(tmp_path / f"burst_{i}.jpg", CaptureInfo(make="X", model="Y", focal_35mm=26,
-                                                     time=t0 + timedelta(seconds=i * 0.1)))
+        touch(
+            tmp_path / f"burst_{i}.jpg",
+            CaptureInfo(make="X", model="Y", focal_35mm=26, time=t0 + timedelta(seconds=i * 0.1)),
+        )
     caps, alone = discover_captures(tmp_path)
     assert caps == [] and len(alone) == 2
 

@@ -30,12 +30,16 @@ class PasteNet(nn.Module):
         self.scale = scale
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
         torch.nn.init.normal_(self.conv.weight, std=0.2)
-        self.calls: list[tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, int, int, int] | None]] = []
+        self.calls: list[
+            tuple[tuple[int, ...], tuple[int, ...] | None, tuple[int, int, int, int] | None]
+        ] = []
 
     def describe(self) -> ModelDescriptor:
         return ModelDescriptor(scale=self.scale, supports_half=False, bytes_per_pixel=64.0)
 
-    def forward(self, lr: Tensor, ref: Tensor | None = None, box: tuple[int, int, int, int] | None = None) -> Tensor:
+    def forward(
+        self, lr: Tensor, ref: Tensor | None = None, box: tuple[int, int, int, int] | None = None
+    ) -> Tensor:
         self.calls.append((tuple(lr.shape), None if ref is None else tuple(ref.shape), box))
         s = self.scale
         out = F.interpolate(torch.sigmoid(self.conv(lr)), scale_factor=s, mode="nearest")
@@ -168,7 +172,9 @@ def test_restores_training_mode() -> None:
 def test_progress_counts_tiles() -> None:
     seen: list[tuple[int, int]] = []
     lr, ref, box = _inputs()
-    super_resolve(PasteNet(), lr, ref=ref, box=box, tile=48, overlap=8, progress=lambda d, n: seen.append((d, n)))
+    super_resolve(
+        PasteNet(), lr, ref=ref, box=box, tile=48, overlap=8, progress=lambda d, n: seen.append((d, n))
+    )
     assert seen and seen[-1][0] == seen[-1][1] == len(seen)
 
 
@@ -201,12 +207,17 @@ def test_out_of_memory_halves_the_tile_and_resumes(caplog: pytest.LogCaptureFixt
         super_resolve(FlakyMemoryNet(limit=10), lr, ref=ref, box=box, tile=64)
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("could not create a primitive"),  # oneDNN under memory pressure
-    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
-                 "to allocate 8589934592 bytes."),
-    MemoryError(),
-])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("could not create a primitive"),  # oneDNN under memory pressure
+        RuntimeError(
+            "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried "
+            "to allocate 8589934592 bytes."
+        ),
+        MemoryError(),
+    ],
+)
 def test_cpu_out_of_memory_in_any_wording_takes_the_tile_halving_path(error: Exception) -> None:
     lr, ref, box = _inputs()
     model = FlakyMemoryNet(limit=40, error=error)
@@ -215,7 +226,9 @@ def test_cpu_out_of_memory_in_any_wording_takes_the_tile_halving_path(error: Exc
     out = super_resolve(model, lr, ref=ref, box=box, tile=128, overlap=16)
     assert (out - super_resolve(plain, lr, ref=ref, box=box, tile=0)).abs().max() < 1e-5
     with pytest.raises(RuntimeError, match="a real bug"):  # other errors are not taken for memory
-        super_resolve(FlakyMemoryNet(limit=10, error=RuntimeError("a real bug")), lr, ref=ref, box=box, tile=64)
+        super_resolve(
+            FlakyMemoryNet(limit=10, error=RuntimeError("a real bug")), lr, ref=ref, box=box, tile=64
+        )
 
 
 def test_box_is_clipped_to_the_image() -> None:
@@ -292,7 +305,11 @@ class ContextNet(nn.Module):
 
     def describe(self) -> ModelDescriptor:
         return ModelDescriptor(
-            scale=self.scale, supports_half=False, bytes_per_pixel=64.0, ref_context=self.context, ref_grid=4,
+            scale=self.scale,
+            supports_half=False,
+            bytes_per_pixel=64.0,
+            ref_context=self.context,
+            ref_grid=4,
             gvec_stride=4,
         )
 
@@ -325,7 +342,7 @@ def test_a_toy_models_descriptor_drives_the_engine() -> None:
     toy = ContextNet(context=3)
     lr, ref, box = _inputs(90, 120, (41, 26, 44, 36))
     whole = super_resolve(toy, lr, ref=ref, box=box, tile=1000)
-    (_, r, b, gvec), = toy.calls
+    ((_, r, b, gvec),) = toy.calls
     assert r == (1, 3, 72, 88) and b == (41, 26, 44, 36)
     torch.testing.assert_close(gvec, toy.global_vector(lr[None, :, 26:62, 41:85], None, None))
     toy.calls.clear()

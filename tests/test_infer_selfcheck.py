@@ -57,8 +57,13 @@ def test_blend_keeps_the_box_and_moves_the_rest_towards_bicubic() -> None:
     bic = F.interpolate(lr[None], scale_factor=2, mode="bicubic", align_corners=False)[0]
     x0, y0, w, h = box
     out = blend_outside(sr.clone(), lr, box, 0.0)
-    assert torch.equal(out[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)], sr[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)])
+    assert torch.equal(
+        out[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)],
+        sr[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)],
+    )
     far = (slice(None), slice(0, 2 * (y0 - 16)), slice(None))  # more than the feather away from the box
     torch.testing.assert_close(out[far], bic[far])
     assert torch.equal(blend_outside(sr.clone(), lr, box, 1.0), sr)
-    torch.testing.assert_close(blend_outside(sr.clone(), lr, box, 0.3, band=16), blend_outside(sr.clone(), lr, box, 0.3))
+    torch.testing.assert_close(
+        blend_outside(sr.clone(), lr, box, 0.3, band=16), blend_outside(sr.clone(), lr, box, 0.3)
+    )

@@ -63,7 +63,7 @@ def test_weights_vanish_near_interior_edges(length: int, tile: int, overlap: int
 
 
 def test_tile_weights_sum_to_one_in_2d() -> None:
-    for (h, w, tile, ov, s) in [(150, 200, 64, 16, 2), (97, 33, 32, 12, 3), (40, 40, 64, 16, 2)]:
+    for h, w, tile, ov, s in [(150, 200, 64, 16, 2), (97, 33, 32, 12, 3), (40, 40, 64, 16, 2)]:
         tiles = plan_tiles(h, w, tile, ov)
         total = torch.zeros(s * h, s * w)
         for t, wt in zip(tiles, tile_weights(tiles, h, w, ov, s), strict=True):

@@ -54,8 +54,10 @@ def test_torch_runtime_error_of_a_failed_write_names_the_target(tmp_path: Path) 
     """torch.save wraps a full disk in a RuntimeError; the user sees the target and the problem."""
 
     def full(fh: object) -> None:
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
-                           "data/0: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:664] . PytorchStreamWriter failed writing file "
+            "data/0: file write failed"
+        )
 
     with pytest.raises(OutputError, match=r"resume\.pt: cannot write: .*file write failed") as info:
         write_atomic(tmp_path / "resume.pt", full)

@@ -467,10 +467,16 @@ def _damaged(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("name", "chatter"), [("a.jpg", "Corrupt JPEG data"), ("a.png", "libpng warning"),
-                                               ("a.dng", "Unexpected end of file")])
+@pytest.mark.parametrize(
+    ("name", "chatter"),
+    [("a.jpg", "Corrupt JPEG data"), ("a.png", "libpng warning"), ("a.dng", "Unexpected end of file")],
+)
 def test_decoder_chatter_goes_to_the_debug_log_not_to_stderr(
-    tmp_path: Path, name: str, chatter: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    name: str,
+    chatter: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     path = _damaged(tmp_path / name)
@@ -482,7 +488,10 @@ def test_decoder_chatter_goes_to_the_debug_log_not_to_stderr(
         except InputError:
             assert name.endswith(".dng")
     assert capfd.readouterr().err == ""
-    assert any(r.levelname == "DEBUG" and chatter in r.getMessage() and name in r.getMessage() for r in caplog.records)
+    assert any(
+        r.levelname == "DEBUG" and chatter in r.getMessage() and name in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_opencv_log_only_when_verbose(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -49,8 +49,10 @@ def random_trunk(seed: int) -> dict[str, torch.Tensor]:
 def random_net(seed: int) -> LPIPS:
     """LPIPS with a random trunk and random non-negative lins (no pretrained weights needed)."""
     g = torch.Generator().manual_seed(seed + 1000)
-    lins = {f"lin{i}.model.1.weight": torch.rand(1, cout, 1, 1, generator=g)
-            for i, (_, cout, _, _) in enumerate(ALEXNET_CONVS)}
+    lins = {
+        f"lin{i}.model.1.weight": torch.rand(1, cout, 1, 1, generator=g)
+        for i, (_, cout, _, _) in enumerate(ALEXNET_CONVS)
+    }
     return LPIPS(trunk=random_trunk(seed), lins=lins)
 
 

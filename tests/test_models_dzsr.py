@@ -412,7 +412,9 @@ def test_checkpoint_saved_before_bicubic_skip_loads_without_it(tmp_path: Path) -
 
 def test_ref_dropout_trains_the_reference_free_path():
     torch.manual_seed(8)
-    model = create_model("dzsr-tiny", scale=2, matcher_weights="random", collapse_p=0.0, ref_drop_p=1.0).train()
+    model = create_model(
+        "dzsr-tiny", scale=2, matcher_weights="random", collapse_p=0.0, ref_drop_p=1.0
+    ).train()
     lr, ref = torch.rand(2, 3, 16, 20), torch.rand(2, 3, 2 * 8, 2 * 10)
     gvec = torch.rand(2, model.hparams["channels"])
     dropped = model(lr, ref, centre_box(16, 20, 2), gvec=gvec)
@@ -423,7 +425,9 @@ def test_ref_dropout_trains_the_reference_free_path():
         create_model("dzsr-tiny", ref_drop_p=1.5)
 
 
-@pytest.mark.parametrize("box", [(100, -16, 200, 288), (-20, -30, 120, 100), (150, 170, 60, 50), (37, 22, 150, 120)])
+@pytest.mark.parametrize(
+    "box", [(100, -16, 200, 288), (-20, -30, 120, 100), (150, 170, 60, 50), (37, 22, 150, 120)]
+)
 def test_ring_flow_equals_the_full_matching_where_it_is_used(box):
     """In eval() only the ring outside the box and within the search's reach is matched (in strips, or at
     once when they would cover most of the tile); there it equals matching the whole tile, elsewhere it is
@@ -433,7 +437,9 @@ def test_ring_flow_equals_the_full_matching_where_it_is_used(box):
     lr = img[:, 40:296, 60:316][None]
     x0, y0, w, h = box
     ref = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
-    ref[..., max(-y0, 0) :, max(-x0, 0) :] = img[None, :, 40 + max(y0, 0) : 40 + y0 + h, 60 + max(x0, 0) : 60 + x0 + w]
+    ref[..., max(-y0, 0) :, max(-x0, 0) :] = img[
+        None, :, 40 + max(y0, 0) : 40 + y0 + h, 60 + max(x0, 0) : 60 + x0 + w
+    ]
     full, _ = matcher(lr, ref, [(x0, y0)])
     ring = matcher.ring_flow(lr, ref, box)
     yy, xx = torch.arange(256).view(256, 1), torch.arange(256).view(1, 256)

@@ -114,8 +114,24 @@ def test_eval_prepared_dataset(
         return real(model, lr, **kw)
 
     monkeypatch.setattr(evaluate_module, "super_resolve", spy)
-    args = ["eval", str(data), "-m", str(ckpts["a"]), "-m", str(ckpts["b"]), "-o", str(out), "--split", "all",
-            "--limit", "2", "--device", "cpu", "--crop", "48"]
+    args = [
+        "eval",
+        str(data),
+        "-m",
+        str(ckpts["a"]),
+        "-m",
+        str(ckpts["b"]),
+        "-o",
+        str(out),
+        "--split",
+        "all",
+        "--limit",
+        "2",
+        "--device",
+        "cpu",
+        "--crop",
+        "48",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     methods = ["bicubic", "lanczos", "a/tiny (no ref)", "a/tiny", "b/tiny (no ref)", "b/tiny"]
@@ -161,14 +177,26 @@ def test_eval_simulated_set_runs_the_zoom_pipeline(tmp_path: Path, ckpts: dict[s
     # the model's numbers are those of `dzsr zoom --outscale 2` on the same capture
     zoomed = tmp_path / "zoomed.png"
     caps = sim / "captures"
-    args = ["zoom", str(caps / "picos_uw.jpg"), str(caps / "picos_tele.jpg"), "-o", str(zoomed),
-            "-m", str(ckpts["a"]), "--outscale", "2", "--device", "cpu"]
+    args = [
+        "zoom",
+        str(caps / "picos_uw.jpg"),
+        str(caps / "picos_tele.jpg"),
+        "-o",
+        str(zoomed),
+        "-m",
+        str(ckpts["a"]),
+        "--outscale",
+        "2",
+        "--device",
+        "cpu",
+    ]
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     # (eval scores zoom's float output; the file rounds halves up, the 8-bit protocol to even: a few pixels)
     assert im["scores"]["tiny"]["full"]["psnr"] == pytest.approx(_psnr8(_rgb(zoomed), truth), abs=1e-4)
     assert 0.5 < im["info"]["tiny"]["valid_fraction"] <= 1 and im["info"]["tiny"]["registered_ratio"] == (
-        pytest.approx(2.0, rel=0.01))
+        pytest.approx(2.0, rel=0.01)
+    )
     # centre = the tele's footprint: about half the output on each side, around the tele's true centre
     geo = json.loads((sim / "truth" / "picos.json").read_text())
     x0, y0, w, h = im["box"]
@@ -192,8 +220,10 @@ def test_pick_crop_stays_in_its_region_and_finds_the_detail() -> None:
     box = (40, 30, 80, 60)
     x0, y0, w, h = pick_crop(truth, box, "corner", 24)
     assert (w, h) == (24, 24) and x0 <= 6 and y0 >= 90 - 6
-    assert any(a <= y0 and y0 + h <= b and c <= x0 and x0 + w <= d
-               for a, b, c, d in region_pieces(120, 160, box)["corner"])
+    assert any(
+        a <= y0 and y0 + h <= b and c <= x0 and x0 + w <= d
+        for a, b, c, d in region_pieces(120, 160, box)["corner"]
+    )
     cx0, cy0, cw, ch = pick_crop(truth, box, "centre", 24)
     assert 40 <= cx0 and cx0 + cw <= 120 and 30 <= cy0 and cy0 + ch <= 90
     assert pick_crop(truth, box, "centre", 100)[2:] == (60, 60)  # shrunk to fit the 80x60 centre
@@ -232,8 +262,9 @@ def test_a_capture_whose_tele_is_not_found_is_scored_without_the_reference(
     simulate_folder(SimulateConfig(photos=photos, out=sim, ratio=2.0))
     tele = sim / "captures" / "picos_tele.jpg"
     tele.write_bytes((sim / "captures" / "life_tele.jpg").read_bytes())  # a tele of another scene
-    result = runner.invoke(app, ["eval", str(sim), "-m", str(ckpts["a"]), "--no-lpips", "--device", "cpu"],
-                           terminal_width=300)
+    result = runner.invoke(
+        app, ["eval", str(sim), "-m", str(ckpts["a"]), "--no-lpips", "--device", "cpu"], terminal_width=300
+    )
     assert result.exit_code == 0, result.output
     assert "picos: tiny zoomed it without the reference (tele not found: no overlap found" in " ".join(
         result.output.split()
@@ -243,8 +274,9 @@ def test_a_capture_whose_tele_is_not_found_is_scored_without_the_reference(
     life, picos = data["images"]
     assert "tiny" in picos["no_ref"] and picos["info"]["tiny"]["reference"].startswith("not used: no overlap")
     assert life["no_ref"] == {} and life["info"]["tiny"]["reference"] == "used"
-    assert picos["scores"]["tiny"]["full"]["psnr"] == pytest.approx(picos["scores"]["tiny (no ref)"]["full"]["psnr"],
-                                                                    abs=0.05)
+    assert picos["scores"]["tiny"]["full"]["psnr"] == pytest.approx(
+        picos["scores"]["tiny (no ref)"]["full"]["psnr"], abs=0.05
+    )
     assert "picos: tiny zoomed it without the reference" in (tmp_path / "sim_eval" / "report.md").read_text()
 
 
@@ -253,13 +285,23 @@ def test_report_means_skip_incomplete_images_and_render_inf() -> None:
         return {r: {"psnr": psnr, "lpips": lpips} for r in ("centre", "corner", "full")}
 
     images = [
-        ImageResult("a", (8, 8), (2, 2, 4, 4),
-                    scores={"bicubic": scores(20.0, 0.5), "m": scores(math.inf, 0.1)},
-                    seconds={"bicubic": 0.1, "m": 2.0}),
-        ImageResult("b", (8, 8), (2, 2, 4, 4), scores={"bicubic": scores(30.0, 0.3), "m": scores(31.0, 0.2)},
-                    seconds={"bicubic": 0.3, "m": 4.0}),
-        ImageResult("c", (8, 8), (2, 2, 4, 4), scores={"bicubic": scores(10.0, 0.9)},
-                    failed={"m": "no overlap"}),
+        ImageResult(
+            "a",
+            (8, 8),
+            (2, 2, 4, 4),
+            scores={"bicubic": scores(20.0, 0.5), "m": scores(math.inf, 0.1)},
+            seconds={"bicubic": 0.1, "m": 2.0},
+        ),
+        ImageResult(
+            "b",
+            (8, 8),
+            (2, 2, 4, 4),
+            scores={"bicubic": scores(30.0, 0.3), "m": scores(31.0, 0.2)},
+            seconds={"bicubic": 0.3, "m": 4.0},
+        ),
+        ImageResult(
+            "c", (8, 8), (2, 2, 4, 4), scores={"bicubic": scores(10.0, 0.9)}, failed={"m": "no overlap"}
+        ),
     ]
     report = EvalReport("simulated", "x", ["bicubic", "m"], {}, {"summary": "test"}, images)
     assert [im.id for im in report.complete] == ["a", "b"]
@@ -300,7 +342,12 @@ def test_holdout_box_is_the_other_half(size: tuple[int, int]) -> None:
         x0, y0, bw, bh = holdout_box(size, side)
         given = np.zeros((h, w), bool)
         given[y0 : y0 + bh, x0 : x0 + bw] = True
-        held = {"left": np.s_[:, : w - bw], "right": np.s_[:, bw:], "top": np.s_[: h - bh], "bottom": np.s_[bh:]}
+        held = {
+            "left": np.s_[:, : w - bw],
+            "right": np.s_[:, bw:],
+            "top": np.s_[: h - bh],
+            "bottom": np.s_[bh:],
+        }
         assert not given[held[side]].any() and given.sum() + given[held[side]].size == w * h  # a partition
         assert given[held[side]].size >= given.sum()  # the held-out half is never the smaller one
     with pytest.raises(ConfigError, match="--holdout"):
@@ -325,8 +372,18 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
         return out
 
     monkeypatch.setattr(evaluate_module, "super_resolve", paste)
-    report, _ = evaluate(EvalConfig(data=prepared, out=tmp_path / "r", models=(str(ckpts["a"]),), split="all",
-                                    device="cpu", lpips=False, self_check=False, holdout="right"))
+    report, _ = evaluate(
+        EvalConfig(
+            data=prepared,
+            out=tmp_path / "r",
+            models=(str(ckpts["a"]),),
+            split="all",
+            device="cpu",
+            lpips=False,
+            self_check=False,
+            holdout="right",
+        )
+    )
     assert len(seen) == len(report.images) > 0
     manifest = json.loads((prepared / "manifest.json").read_text())
     for im, (ref, box) in zip(report.images, seen):

@@ -24,7 +24,8 @@ def tree_state(root: Path) -> dict[str, tuple[str, int]]:
     """Every file under root → (sha1, mtime_ns)."""
     return {
         str(p.relative_to(root)): (hashlib.sha1(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
-        for p in sorted(root.rglob("*")) if p.is_file()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -145,7 +146,9 @@ def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
     from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 
     photo = Path(__file__).parent / "data" / "life.jpg"
-    simulate_folder(SimulateConfig(photos=photo, out=tmp_path / "sim", ratio=2.4, wide_ratio=1.4, triple=True, seed=2))
+    simulate_folder(
+        SimulateConfig(photos=photo, out=tmp_path / "sim", ratio=2.4, wide_ratio=1.4, triple=True, seed=2)
+    )
     out = tmp_path / "data"
     summary = prepare(PrepareConfig(src=tmp_path / "sim" / "captures", out=out, test_fraction=0.0))
     (rec,) = summary.records
@@ -166,7 +169,9 @@ def test_an_unwritable_dataset_folder_is_found_before_any_capture(
     monkeypatch.setattr(prepare_mod, "register", no_work)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the dataset folder should be")
-    with pytest.raises(OutputError, match=r"blocker/data/manifest\.json: cannot create its folder .*: not a directory"):
+    with pytest.raises(
+        OutputError, match=r"blocker/data/manifest\.json: cannot create its folder .*: not a directory"
+    ):
         prepare(PrepareConfig(src=captures_dir, out=blocker / "data"))
 
 

@@ -37,8 +37,11 @@ def test_simulate_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "a", seed=1))
     simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "b", seed=1))
     simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "c", seed=2))
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*")
-                   if p.is_file() and p.name != "simulation.json")  # that one names its output folder
+    files = sorted(
+        p.relative_to(tmp_path / "a")
+        for p in (tmp_path / "a").rglob("*")
+        if p.is_file() and p.name != "simulation.json"
+    )  # that one names its output folder
     assert len(files) == 4
     same = [(tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files]
     assert all(same)
@@ -86,8 +89,9 @@ def test_cli_triple(tmp_path: Path) -> None:
     from dzcli.cli import app
 
     runner = CliRunner()
-    ok = runner.invoke(app, ["simulate", str(PHOTO), str(tmp_path / "s"), "--ratio", "3", "--triple",
-                             "--wide-ratio", "1.5"])
+    ok = runner.invoke(
+        app, ["simulate", str(PHOTO), str(tmp_path / "s"), "--ratio", "3", "--triple", "--wide-ratio", "1.5"]
+    )
     assert ok.exit_code == 0, ok.output
     assert (tmp_path / "s" / "captures" / "seeding_wide.jpg").is_file()
     assert json.loads((tmp_path / "s" / "truth" / "seeding.json").read_text())["wide_ratio"] == 1.5
@@ -100,15 +104,40 @@ def test_harder_capture_conditions_are_options(tmp_path: Path) -> None:
 
     from dzcli.cli import app
 
-    args = ["simulate", str(PHOTO), str(tmp_path / "h"), "--ratio", "3", "--ratio-error", "0.015", "--gain", "0.25",
-            "--gamma", "0.75", "1.33", "--noise", "0.02", "--jpeg-quality", "85", "--max-offset", "0.02",
-            "--max-rotation", "1", "--seed", "4", "--camera", "none"]
+    args = [
+        "simulate",
+        str(PHOTO),
+        str(tmp_path / "h"),
+        "--ratio",
+        "3",
+        "--ratio-error",
+        "0.015",
+        "--gain",
+        "0.25",
+        "--gamma",
+        "0.75",
+        "1.33",
+        "--noise",
+        "0.02",
+        "--jpeg-quality",
+        "85",
+        "--max-offset",
+        "0.02",
+        "--max-rotation",
+        "1",
+        "--seed",
+        "4",
+        "--camera",
+        "none",
+    ]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     rec = json.loads((tmp_path / "h" / "truth" / "seeding.json").read_text())
     tele = read_capture_info(tmp_path / "h" / "captures" / "seeding_tele.jpg")
     assert tele.focal_35mm == 78 and rec["ratio_nominal"] == 3.0  # EXIF says the nominal ratio ...
-    assert rec["ratio"] != pytest.approx(3.0, abs=1e-4) and abs(rec["ratio"] / 3.0 - 1) <= 0.015  # ... not the true
+    assert (
+        rec["ratio"] != pytest.approx(3.0, abs=1e-4) and abs(rec["ratio"] / 3.0 - 1) <= 0.015
+    )  # ... not the true
     # the affine fit of the true mapping (parallax 1.5 px by default) is close to the parallax-free geometry
     assert rec["ratio_fit"] == pytest.approx(rec["ratio"], rel=0.005)
     assert math.dist(rec["center_fit"], rec["center"]) < 1.0

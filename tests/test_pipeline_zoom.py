@@ -49,8 +49,15 @@ def sims() -> dict[str, SimulatedPair]:
     """Simulated ×2 pairs with 240-px-wide wide photos (small, so a zoom takes a fraction of a second)."""
     geo = {"life": ((8.0, -5.0), 0.8), "picos": ((-6.5, 4.0), -1.2), "seeding": ((3.0, 6.0), 0.5)}
     return {
-        name: simulate_pair(fit_within(scene(name), 480), ratio=2.0, offset=off, rotation_deg=rot, parallax=0.5,
-                            noise=0.005, seed=i)
+        name: simulate_pair(
+            fit_within(scene(name), 480),
+            ratio=2.0,
+            offset=off,
+            rotation_deg=rot,
+            parallax=0.5,
+            noise=0.005,
+            seed=i,
+        )
         for i, (name, (off, rot)) in enumerate(geo.items())
     }
 
@@ -116,13 +123,23 @@ def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ck
 
 
 def test_output_at_the_tele_density_when_it_is_not_the_network_scale(tmp_path: Path, tiny_ckpt: Path) -> None:
-    sim = simulate_pair(fit_within(scene("life"), 560), ratio=2.6, offset=(5.0, 3.0), rotation_deg=0.4,
-                        parallax=0.5, noise=0.005, seed=3)
+    sim = simulate_pair(
+        fit_within(scene("life"), 560),
+        ratio=2.6,
+        offset=(5.0, 3.0),
+        rotation_deg=0.4,
+        parallax=0.5,
+        noise=0.005,
+        seed=3,
+    )
     uw, tele = write_capture(tmp_path, "r26", sim, ratio_exif=2.6, when=WHEN)
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt, ext="png"))
     w, h = load_photo(uw).size
     assert abs(res.density - 2.6) < 0.02
-    assert res.output.suffix == ".png" and load_photo(res.output).size == (round(res.density * w), round(res.density * h))
+    assert res.output.suffix == ".png" and load_photo(res.output).size == (
+        round(res.density * w),
+        round(res.density * h),
+    )
     assert math.isclose(res.resample, res.density / 2)
 
 
@@ -157,8 +174,16 @@ def test_the_tele_is_pasted_where_it_lies(
         model.conv.weight.zero_()
         model.conv.bias.fill_(-20.0)  # outside the box the output is ~0, inside it is the Ref
     monkeypatch.setattr(zoom_module, "load_model", lambda *a, **k: (model, {"name": "paste", "scale": 2}))
-    (res,) = zoom(ZoomConfig(inputs=pair, out=pair[0].parent / "o.png", outscale=2.0, model="paste", device="cpu",
-                             self_check=False))  # the network alone, outside the footprint too
+    (res,) = zoom(
+        ZoomConfig(
+            inputs=pair,
+            out=pair[0].parent / "o.png",
+            outscale=2.0,
+            model="paste",
+            device="cpu",
+            self_check=False,
+        )
+    )  # the network alone, outside the footprint too
     out = load_photo(res.output).pixels
     truth = sims["life"].truth
     x0, y0, w, h = res.box
@@ -173,7 +198,11 @@ def test_the_tele_is_pasted_where_it_lies(
 def test_inputs_are_never_overwritten(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
     uw, tele = pair
     before = {p: p.read_bytes() for p in pair}
-    for kw in ({"out": uw, "overwrite": True}, {"out": tele, "overwrite": True}, {"suffix": "", "overwrite": True}):
+    for kw in (
+        {"out": uw, "overwrite": True},
+        {"out": tele, "overwrite": True},
+        {"suffix": "", "overwrite": True},
+    ):
         with pytest.raises(ConfigError, match="input photo"):
             zoom(_cfg(pair, tiny_ckpt, **kw))
     link = uw.parent / "link.jpg"
@@ -198,8 +227,14 @@ def test_a_tele_not_found_is_zoomed_without_the_reference(
     uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
     _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
-    assert res.ok and res.no_ref is not None and "no overlap found between a_uw.jpg and b_tele.jpg" in res.no_ref
-    assert res.box is None and res.valid_fraction is None and res.out_size == (2 * res.in_size[0], 2 * res.in_size[1])
+    assert (
+        res.ok and res.no_ref is not None and "no overlap found between a_uw.jpg and b_tele.jpg" in res.no_ref
+    )
+    assert (
+        res.box is None
+        and res.valid_fraction is None
+        and res.out_size == (2 * res.in_size[0], 2 * res.in_size[1])
+    )
     # exactly the network without the reference (the EXIF ratio sets the output scale: x2 here)
     model, _ = bundled.load_model(str(tiny_ckpt))
     expected = engine.super_resolve(model, load_photo(uw).pixels, tile=0)
@@ -273,18 +308,37 @@ def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: 
     by_id = {r.id: r for r in results}
     assert set(by_id) == {"life", "mixed", "trip_picos"}
     assert by_id["life"].ok and by_id["life"].output == tmp_path / "out" / "life_uw_out.jpg"
-    assert by_id["trip_picos"].ok and by_id["trip_picos"].output == tmp_path / "out" / "trip" / "picos_uw_out.jpg"
+    assert (
+        by_id["trip_picos"].ok
+        and by_id["trip_picos"].output == tmp_path / "out" / "trip" / "picos_uw_out.jpg"
+    )
     assert by_id["mixed"].ok and "no overlap" in (by_id["mixed"].no_ref or "")  # zoomed without the reference
     assert by_id["life"].no_ref is None and by_id["trip_picos"].no_ref is None
     for r in by_id.values():
         assert load_photo(r.output).size == r.out_size
-    res = runner.invoke(app, ["zoom", str(src), "-o", str(tmp_path / "cli"), "-m", str(tiny_ckpt), "--device", "cpu"],
-                        terminal_width=300)
+    res = runner.invoke(
+        app,
+        ["zoom", str(src), "-o", str(tmp_path / "cli"), "-m", str(tiny_ckpt), "--device", "cpu"],
+        terminal_width=300,
+    )
     assert res.exit_code == 0, res.output
     text = " ".join(res.output.split())
     assert "3 zoomed (2 with the reference, 1 without: tele not found), 0 skipped, 0 failed" in text
-    res = runner.invoke(app, ["zoom", str(src), "-o", str(tmp_path / "strict"), "-m", str(tiny_ckpt), "--device",
-                              "cpu", "--require-ref"], terminal_width=300)
+    res = runner.invoke(
+        app,
+        [
+            "zoom",
+            str(src),
+            "-o",
+            str(tmp_path / "strict"),
+            "-m",
+            str(tiny_ckpt),
+            "--device",
+            "cpu",
+            "--require-ref",
+        ],
+        terminal_width=300,
+    )
     assert res.exit_code == 1 and "2 zoomed (2 with the reference, 0 without" in " ".join(res.output.split())
     assert not (tmp_path / "strict" / "mixed_uw_out.jpg").exists()
 
@@ -323,8 +377,11 @@ def test_bundled_default_model_and_models_command(
 def test_cli_zoom_summary_and_errors(pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path) -> None:
     uw, tele = pair
     out = tmp_path / "cli.png"
-    res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(out), "-m", str(tiny_ckpt), "--device", "cpu",
-                              "-t", "128"], terminal_width=200)
+    res = runner.invoke(
+        app,
+        ["zoom", str(uw), str(tele), "-o", str(out), "-m", str(tiny_ckpt), "--device", "cpu", "-t", "128"],
+        terminal_width=200,
+    )
     assert res.exit_code == 0, res.output
     assert "life_uw.jpg ->" in res.output and "x2 network tiny" in res.output and "tiles" in res.output
     assert load_photo(out).kind == "png"
@@ -342,8 +399,10 @@ def test_cli_zoom_without_the_tele(tmp_path: Path, sims: dict[str, SimulatedPair
     res = runner.invoke(app, args, terminal_width=400)
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "tele not found (no overlap found between a_uw.jpg and b_tele.jpg" in text
-    assert "zoomed without the reference" in text and load_photo(out).size == (2 * sims["life"].uw.shape[2],
-                                                                               2 * sims["life"].uw.shape[1])
+    assert "zoomed without the reference" in text and load_photo(out).size == (
+        2 * sims["life"].uw.shape[2],
+        2 * sims["life"].uw.shape[1],
+    )
     out.unlink()
     res = runner.invoke(app, [*args, "--require-ref"], terminal_width=400)
     assert res.exit_code == 4 and "error: no overlap found between a_uw.jpg and b_tele.jpg" in res.output
@@ -368,7 +427,9 @@ def test_unwritable_outputs_are_found_before_the_work(
     monkeypatch.setattr(zoom_module, "super_resolve", _no_work)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the output folder should be")
-    res = runner.invoke(app, ["zoom", str(uw), str(tele), "-o", str(blocker / "out.png"), "-m", str(tiny_ckpt)])
+    res = runner.invoke(
+        app, ["zoom", str(uw), str(tele), "-o", str(blocker / "out.png"), "-m", str(tiny_ckpt)]
+    )
     assert res.exit_code == 8 and "out.png: cannot write" in res.output and "not a folder" in res.output
     assert "Traceback" not in res.output and ".tmp" not in res.output
 
@@ -381,7 +442,9 @@ def test_unwritable_outputs_are_found_before_the_work(
     assert not (tmp_path / "out.png").exists()
 
 
-def test_a_temp_file_left_by_a_killed_run_is_removed(pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path) -> None:
+def test_a_temp_file_left_by_a_killed_run_is_removed(
+    pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path
+) -> None:
     uw, tele = pair
     stale = tmp_path / ".out.png.00aa11bb22cc.tmp"
     stale.write_bytes(b"")  # kill -9 during the write leaves this
@@ -401,8 +464,11 @@ def test_output_and_ext_must_agree_and_conversions_are_said(
     uw16, tele16 = tmp_path / "d_uw.png", tmp_path / "d_tele.png"
     save_image(uw16, load_photo(uw).pixels, bit_depth=16, exif=load_photo(uw).exif)
     save_image(tele16, load_photo(tele).pixels, bit_depth=16, exif=load_photo(tele).exif)
-    res = runner.invoke(app, ["zoom", str(uw16), str(tele16), "--ext", "jpg", "-m", str(tiny_ckpt), "--device", "cpu"],
-                        terminal_width=250)
+    res = runner.invoke(
+        app,
+        ["zoom", str(uw16), str(tele16), "--ext", "jpg", "-m", str(tiny_ckpt), "--device", "cpu"],
+        terminal_width=250,
+    )
     assert res.exit_code == 0, res.output
     assert "16-bit input written as 8-bit (.jpg holds 8 bits" in res.output
     assert load_photo(tmp_path / "d_uw_out.jpg").bit_depth == 8
@@ -432,15 +498,33 @@ def test_alpha_is_upscaled_where_the_format_holds_it_and_said_dropped_where_not(
     expected = resample_alpha(load_photo(uw).alpha, (2 * h, 2 * w))
     assert (alpha - expected).abs().max() <= 0.5 / 255 + 1e-6  # bicubic, then 8-bit levels
     assert alpha[0, 0, 0] == 0 and alpha[0, h, w] == 1
-    res = runner.invoke(app, ["zoom", str(folder), "--ext", "jpg", "-o", str(tmp_path / "jpg"), "-m", str(tiny_ckpt),
-                              "--device", "cpu"], terminal_width=300)
+    res = runner.invoke(
+        app,
+        [
+            "zoom",
+            str(folder),
+            "--ext",
+            "jpg",
+            "-o",
+            str(tmp_path / "jpg"),
+            "-m",
+            str(tiny_ckpt),
+            "--device",
+            "cpu",
+        ],
+        terminal_width=300,
+    )
     assert res.exit_code == 0, res.output
     assert "a_uw.png -> " in res.output
-    assert "alpha channel dropped (.jpg holds none; use --ext png, tif, webp or heic)" in " ".join(res.output.split())
+    assert "alpha channel dropped (.jpg holds none; use --ext png, tif, webp or heic)" in " ".join(
+        res.output.split()
+    )
     assert load_photo(tmp_path / "jpg" / "a_uw_out.jpg").alpha is None
 
 
-def test_xmp_is_kept_with_the_new_size(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path) -> None:
+def test_xmp_is_kept_with_the_new_size(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
     uw, tele = write_capture(tmp_path, "x", sims["life"], ratio_exif=2.0, when=WHEN)
     src = load_photo(uw)
     save_image(uw, src.pixels, exif=src.exif, xmp=XMP, quality=95)  # a rating, sizes of another image
@@ -456,7 +540,10 @@ def test_xmp_is_kept_with_the_new_size(tmp_path: Path, sims: dict[str, Simulated
 
 
 def test_library_chatter_reaches_the_terminal_only_with_verbose(
-    pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str],
+    pair: tuple[Path, Path],
+    tiny_ckpt: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """libjpeg prints "Corrupt JPEG data" on stderr itself, Python prints libraries' warnings: both become

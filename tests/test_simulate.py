@@ -132,8 +132,14 @@ def test_invalid_ratio_is_a_config_error() -> None:
 
 def test_triple_is_the_pair_plus_a_deterministic_wide() -> None:
     scene = _photo("picos")
-    kw = {"ratio": 4.0, "offset": (3.0, -2.0), "rotation_deg": 0.7, "parallax": 1.0,
-          "wide_offset": (-4.0, 5.0), "wide_rotation_deg": -0.5}
+    kw = {
+        "ratio": 4.0,
+        "offset": (3.0, -2.0),
+        "rotation_deg": 0.7,
+        "parallax": 1.0,
+        "wide_offset": (-4.0, 5.0),
+        "wide_rotation_deg": -0.5,
+    }
     a, b = simulate_triple(scene, seed=5, **kw), simulate_triple(scene, seed=5, **kw)
     c = simulate_triple(scene, seed=6, **kw)
     pair = simulate_pair(scene, ratio=4.0, offset=(3.0, -2.0), rotation_deg=0.7, parallax=1.0, seed=5)
@@ -152,8 +158,15 @@ def test_triple_is_the_pair_plus_a_deterministic_wide() -> None:
 def test_wide_to_uw_maps_wide_pixels_onto_the_truth(
     ratio: float, wide_ratio: float, rotation: float, min_psnr: float
 ) -> None:
-    t = simulate_triple(_photo("life"), ratio=ratio, wide_ratio=wide_ratio, wide_offset=(7.0, -4.0),
-                        wide_rotation_deg=rotation, isp=False, noise=0.0)
+    t = simulate_triple(
+        _photo("life"),
+        ratio=ratio,
+        wide_ratio=wide_ratio,
+        wide_offset=(7.0, -4.0),
+        wide_rotation_deg=rotation,
+        isp=False,
+        noise=0.0,
+    )
     # The truth at the wide's density on the uw's axes: uw coordinate u lies at wide_ratio·(u + 0.5) - 0.5.
     low = _hwc(degrade(t.pair.truth, ratio / wide_ratio))
     hw, ww = t.wide.shape[1:]

@@ -42,8 +42,11 @@ def test_defaults_document_the_recipe() -> None:
 def test_file_then_flags(tmp_path: Path) -> None:
     (tmp_path / "a.toml").write_text(TOML)
     (tmp_path / "b.yaml").write_text(yaml.safe_dump({"steps": 5, "lr": 1}))
-    layers = [(read_config_file(tmp_path / "a.toml"), "a"), (read_config_file(tmp_path / "b.yaml"), "b"),
-              ({"steps": 7, "seed": None}, "flags")]
+    layers = [
+        (read_config_file(tmp_path / "a.toml"), "a"),
+        (read_config_file(tmp_path / "b.yaml"), "b"),
+        ({"steps": 7, "seed": None}, "flags"),
+    ]
     cfg = resolve_config(*layers, data=Path("d"), out=Path("o"))
     assert (cfg.steps, cfg.seed, cfg.lr, cfg.trunk_weights, cfg.preset) == (7, 3, 1.0, "random", "tiny")
     assert isinstance(cfg.lr, float)

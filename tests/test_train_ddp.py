@@ -23,7 +23,10 @@ def _free_port() -> int:
 def _worker(rank: int, world: int, port: int, data: str, out: str, report: str) -> None:
     """What ``torchrun`` sets up, then the ordinary training entry point."""
     os.environ.update(
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
         WORLD_SIZE=str(world),
     )
     torch.set_num_threads(1)
@@ -38,8 +41,18 @@ def _worker(rank: int, world: int, port: int, data: str, out: str, report: str) 
         return original(self, progress)
 
     Trainer.run = run  # type: ignore[method-assign]
-    flags = {"preset": "tiny", "trunk_weights": "random", "loss": "l1+losw", "steps": 3, "batch_size": 2,
-             "patch_size": 16, "device": "cpu", "log_every": 1, "val_every": 3, "save_every": 3}
+    flags = {
+        "preset": "tiny",
+        "trunk_weights": "random",
+        "loss": "l1+losw",
+        "steps": 3,
+        "batch_size": 2,
+        "patch_size": 16,
+        "device": "cpu",
+        "log_every": 1,
+        "val_every": 3,
+        "save_every": 3,
+    }
     summary = train(resolve_train_config(Path(data), Path(out), flags=flags))
     trainer = trainers[0]
     torch.save(

@@ -72,8 +72,9 @@ def _patch_l1(model: torch.nn.Module, data: Path) -> float:
 
 def test_training_lowers_the_loss(data: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    cfg = config(data, run, loss="l1", steps=40, lr=1e-3, batch_size=4, log_every=5, val_every=40,
-                 save_every=20)
+    cfg = config(
+        data, run, loss="l1", steps=40, lr=1e-3, batch_size=4, log_every=5, val_every=40, save_every=20
+    )
     summary = train(cfg)
     torch.manual_seed(cfg.seed)  # the trainer's initialisation
     start = create_model("dzsr-tiny", scale=2, matcher_weights="random")
@@ -85,8 +86,12 @@ def test_training_lowers_the_loss(data: Path, tmp_path: Path) -> None:
     assert len(losses) == 8 and all(math.isfinite(v) for v in losses)
     assert summary.steps == 40 and summary.best_psnr is not None and summary.in_sync
     files = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert files == ["best.safetensors", "last.safetensors", "step_00000020.safetensors",
-                     "step_00000040.safetensors"]
+    assert files == [
+        "best.safetensors",
+        "last.safetensors",
+        "step_00000020.safetensors",
+        "step_00000040.safetensors",
+    ]
     # Validation ran through the inference path on the test split, with the bicubic baseline once.
     kinds = [m["kind"] for m in metrics(run)]
     assert kinds.count("baseline") == 1 and kinds.count("val") == 1
@@ -188,8 +193,10 @@ def test_a_full_disk_while_saving_names_the_file(
 
     def full(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
         real(obj, f, *args, **kwargs)
-        raise RuntimeError("[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing "
-                           "central directory: file write failed")
+        raise RuntimeError(
+            "[enforce fail at inline_container.cc:858] . PytorchStreamWriter failed writing "
+            "central directory: file write failed"
+        )
 
     monkeypatch.setattr(torch, "save", full)
     run = tmp_path / "run"
@@ -215,8 +222,9 @@ def test_init_and_scale_mismatch(data: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     x2 = create_model("dzsr-tiny", scale=2, matcher_weights="random")
     save_checkpoint(x2, tmp_path / "x2.safetensors", metadata={})
-    save_checkpoint(create_model("dzsr-tiny", scale=4, matcher_weights="random"), tmp_path / "x4.safetensors",
-                    metadata={})
+    save_checkpoint(
+        create_model("dzsr-tiny", scale=4, matcher_weights="random"), tmp_path / "x4.safetensors", metadata={}
+    )
     # A x4 model starts a x2 run: every weight that does not depend on the scale is carried over.
     down = tmp_path / "down"
     train(config(data, down, init=str(tmp_path / "x4.safetensors"), steps=1, loss="l1", lr=1e-12))
@@ -340,7 +348,9 @@ def test_an_unwritable_run_folder_is_found_before_the_first_step(
     monkeypatch.setattr("dzcli.train.loop.Trainer.train_step", no_step)
     blocker = tmp_path / "blocker"
     blocker.write_text("a file where the run folder should be")
-    with pytest.raises(OutputError, match=r"blocker/run/resume\.pt: cannot create its folder .*: not a directory"):
+    with pytest.raises(
+        OutputError, match=r"blocker/run/resume\.pt: cannot create its folder .*: not a directory"
+    ):
         train(config(data, blocker / "run", steps=1, loss="l1"))
     monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: _Full())
     with pytest.raises(OutputError, match=r"run/resume\.pt: not enough free space on its disk \(0 MiB free"):

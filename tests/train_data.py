@@ -50,15 +50,25 @@ def make_dataset(
         save_image(folder / "mask.png", mask.expand(3, -1, -1).contiguous())
         records.append(
             {
-                "id": pid, "status": "ok", "split": "train" if i < n_train else "test", "ratio_exif": 2.0,
-                "ratio": 2.0, "inliers": 100, "valid_fraction": float(mask.mean()), "scale": scale,
+                "id": pid,
+                "status": "ok",
+                "split": "train" if i < n_train else "test",
+                "ratio_exif": 2.0,
+                "ratio": 2.0,
+                "inliers": 100,
+                "valid_fraction": float(mask.mean()),
+                "scale": scale,
                 "files": {k: f"pairs/{pid}/{k}.png" for k in ("lr", "hr", "ref", "mask")},
-                "ref_box": list(box), "bit_depth": 8,
+                "ref_box": list(box),
+                "bit_depth": 8,
             }
         )
     manifest = {
-        "version": version, "dzsr_version": __version__, "options": {"scale": scale, "test_fraction": 0.25},
-        "pairs": records, "unpaired": [],
+        "version": version,
+        "dzsr_version": __version__,
+        "options": {"scale": scale, "test_fraction": 0.25},
+        "pairs": records,
+        "unpaired": [],
     }
     write_manifest(root, manifest)
     return root

@@ -49,7 +49,9 @@ class CapturePhotos:
     ratio: RatioEstimate
 
 
-def read_capture(cap: Capture, *, max_megapixels: float | None = None, ratio: float | None = None) -> CapturePhotos:
+def read_capture(
+    cap: Capture, *, max_megapixels: float | None = None, ratio: float | None = None
+) -> CapturePhotos:
     """Read a capture's wide and tele photos and estimate their zoom ratio from EXIF.
 
     Args:
@@ -133,6 +135,13 @@ def align_capture(
     except TeleNotFoundError as exc:
         raise TeleNotFoundError(f"{tele_name} onto {uw_name}: {exc}") from exc
     return AlignedCapture(
-        registration=reg, lr=pair.lr, ref=ref, mask=pair.mask, box=pair.box, scale=int(scale),
-        valid_fraction=pair.valid_fraction, flow=pair.flow, colour=colour,
+        registration=reg,
+        lr=pair.lr,
+        ref=ref,
+        mask=pair.mask,
+        box=pair.box,
+        scale=int(scale),
+        valid_fraction=pair.valid_fraction,
+        flow=pair.flow,
+        colour=colour,
     )

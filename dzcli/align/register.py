@@ -858,7 +858,9 @@ def register(
             found = tried[-1] if strong and tried[-1].evidence.ok else None
         if found is None:  # few feature matches: the direct search too, and the best of all candidates
             _direct(uw_luma, tele_luma, hint_density, tried)
-            found = max((c for c in tried if c.evidence.ok), key=lambda c: c.evidence.correlation, default=None)
+            found = max(
+                (c for c in tried if c.evidence.ok), key=lambda c: c.evidence.correlation, default=None
+            )
         if found is None:
             if implausible:
                 raise TeleNotFoundError(
@@ -871,7 +873,8 @@ def register(
             detail = (
                 f"correlation {closest.evidence.correlation:.2f} over the tele's footprint at best, "
                 f"need {closest.evidence.required:.2f}; "
-                if closest is not None else ""
+                if closest is not None
+                else ""
             )
             raise TeleNotFoundError(
                 f"no overlap found between {uw_name} and {tele_name} ({detail}{n} feature matches)"

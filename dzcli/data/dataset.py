@@ -140,7 +140,9 @@ def load_pairs(root: Path, split: str | None) -> list[PreparedPair]:
         try:
             x0, y0, bw, bh = (int(v) for v in rec["ref_box"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(f"{root}: pair {rec.get('id')} is corrupt (no usable ref_box: {exc!r})") from None
+            raise DatasetError(
+                f"{root}: pair {rec.get('id')} is corrupt (no usable ref_box: {exc!r})"
+            ) from None
         if tuple(ref.pixels.shape[-2:]) != (scale * bh, scale * bw):
             raise DatasetError(f"{root}: pair {rec['id']} is corrupt (ref does not match its ref_box)")
         out.append(
@@ -195,12 +197,14 @@ class TrainPatches:
         small = [p.id for p in pairs if min(p.lr.shape[-2:]) < patch]
         self.pairs = [p for p in pairs if min(p.lr.shape[-2:]) >= patch]
         if not self.pairs:
-            raise DatasetError(
-                f"every pair is smaller than the {patch}-pixel patch size; lower --patch-size"
-            )
+            raise DatasetError(f"every pair is smaller than the {patch}-pixel patch size; lower --patch-size")
         if small:
-            log.warning("%d pairs smaller than the %d-pixel patch are not used: %s", len(small), patch,
-                        ", ".join(small[:5]))
+            log.warning(
+                "%d pairs smaller than the %d-pixel patch are not used: %s",
+                len(small),
+                patch,
+                ", ".join(small[:5]),
+            )
         self.patch, self.scale, self.seed = patch, scale, seed
         areas = np.array([p.lr.shape[-1] * p.lr.shape[-2] for p in self.pairs], dtype=np.float64)
         self.weights = areas / areas.sum()

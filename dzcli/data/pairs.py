@@ -109,7 +109,9 @@ def read_pairs_csv(path: Path) -> list[Capture]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read pairs list ({exc.strerror or exc})") from exc
     if not rows or not {"uw", "tele"} <= set(rows[0]):
-        raise ConfigError(f"{path}: pairs list needs a header with columns 'uw' and 'tele' (optional 'wide', 'id')")
+        raise ConfigError(
+            f"{path}: pairs list needs a header with columns 'uw' and 'tele' (optional 'wide', 'id')"
+        )
     base = path.parent
     out = []
     for line, row in enumerate(rows, start=2):
@@ -119,7 +121,13 @@ def read_pairs_csv(path: Path) -> list[Capture]:
         wide = (row.get("wide") or "").strip()
         cid = (row.get("id") or "").strip() or Path(uw).stem
         out.append(
-            Capture(_safe_id(cid), uw=base / uw, tele=base / tele, wide=base / wide if wide else None, method="csv")
+            Capture(
+                _safe_id(cid),
+                uw=base / uw,
+                tele=base / tele,
+                wide=base / wide if wide else None,
+                method="csv",
+            )
         )
     return out
 
@@ -221,7 +229,9 @@ def discover_captures(
     captures = read_pairs_csv(pairs_csv) if pairs_csv else []
     claimed = {p.resolve() for c in captures for p in c.sources.values()}
 
-    folder_caps = [c for c in _folder_captures(src) if not any(p.resolve() in claimed for p in c.sources.values())]
+    folder_caps = [
+        c for c in _folder_captures(src) if not any(p.resolve() in claimed for p in c.sources.values())
+    ]
     captures += folder_caps
     claimed |= {p.resolve() for c in folder_caps for p in c.sources.values()}
     role_dirs = {d.resolve() for c in folder_caps for d in (p.parent for p in c.sources.values())}

@@ -139,7 +139,9 @@ def clip_reference(
     cx0, cy0 = max(x0, 0), max(y0, 0)
     cx1, cy1 = min(x0 + bw, width), min(y0 + bh, height)
     if cx1 <= cx0 or cy1 <= cy0:
-        log.warning("the reference box %s lies outside the %dx%d image; running without it", box, width, height)
+        log.warning(
+            "the reference box %s lies outside the %dx%d image; running without it", box, width, height
+        )
         return None, None
     crop = ref[:, scale * (cy0 - y0) : scale * (cy1 - y0), scale * (cx0 - x0) : scale * (cx1 - x0)]
     return crop, (cx0, cy0, cx1 - cx0, cy1 - cy0)
@@ -245,7 +247,9 @@ class RefWindows:
         grid: windows start at multiples of this many LR pixels from the Ref's origin (``ref_grid``).
     """
 
-    def __init__(self, ref: Tensor | None, box: Box | None, scale: int, *, context: int = 0, grid: int = 1) -> None:
+    def __init__(
+        self, ref: Tensor | None, box: Box | None, scale: int, *, context: int = 0, grid: int = 1
+    ) -> None:
         self.ref = ref
         self.box = box
         self.scale = scale
@@ -349,7 +353,9 @@ def super_resolve(
     ref, box = clip_reference(ref, box, H, W, s)
     use_half = bool(half) and dev.type == "cuda" and desc.supports_half
     if half and not use_half:
-        log.debug("half precision is only used on CUDA with a model that supports it; running float32 on %s", dev)
+        log.debug(
+            "half precision is only used on CUDA with a model that supports it; running float32 on %s", dev
+        )
     model.to(dev)
     autocast = (
         torch.autocast(device_type="cuda", dtype=torch.float16) if use_half else contextlib.nullcontext()
@@ -387,19 +393,32 @@ def super_resolve(
                     state["tile"] = max(MIN_TILE, min(state["tile"], max(t.w, t.h)) // 2)
                     log.warning(
                         "out of memory on %s with a %dx%d tile: continuing with %d-px tiles",
-                        dev, t.w, t.h, state["tile"],
+                        dev,
+                        t.w,
+                        t.h,
+                        state["tile"],
                     )
             sub = state["tile"]
             out = run_tiled(
                 lambda u: solve(Tile(t.x0 + u.x0, t.y0 + u.y0, u.w, u.h, u.row, u.col)),
-                t.h, t.w, tile=sub, overlap=min(overlap, sub // 2), scale=s,
+                t.h,
+                t.w,
+                tile=sub,
+                overlap=min(overlap, sub // 2),
+                scale=s,
             )
             return out
 
         ov = min(overlap, side // 2)
         log.info(
             "super-resolving %dx%d at x%d on %s: %d-px tiles, overlap %d%s",
-            W, H, s, dev, side, ov, ", float16" if use_half else "",
+            W,
+            H,
+            s,
+            dev,
+            side,
+            ov,
+            ", float16" if use_half else "",
         )
         out = run_tiled(solve, H, W, tile=side, overlap=ov, scale=s, progress=progress)
     if state["tile"] < side:

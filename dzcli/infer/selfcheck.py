@@ -72,14 +72,20 @@ def residual_gain(
             bic = _bicubic(part, s)
             inner = (slice(None), slice(s * margin, s * (ph - margin)), slice(s * margin, s * (pw - margin)))
             t = ref[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
-            w = torch.ones_like(t[:1]) if mask is None else mask[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
+            w = (
+                torch.ones_like(t[:1])
+                if mask is None
+                else mask[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
+            )
             r, d = (net - bic)[inner], t - bic[inner]
             num += float((w * r * d).sum())
             den += float((w * r * r).sum())
     return 1.0 if den <= 0 else min(1.0, max(0.0, num / den))
 
 
-def blend_outside(sr: Tensor, lr: Tensor, box: Box, gain: float, *, feather: int = 16, band: int = 256) -> Tensor:
+def blend_outside(
+    sr: Tensor, lr: Tensor, box: Box, gain: float, *, feather: int = 16, band: int = 256
+) -> Tensor:
     """``bicubic + g·(sr − bicubic)`` with ``g = gain`` outside the box, 1 inside, ramping over ``feather``
     LR pixels outside its edge; in bands of ``band`` LR rows (bounded memory). ``sr`` is changed in place.
 

@@ -136,7 +136,9 @@ def axis_weights(spans: list[tuple[int, int]], overlap: int, scale: int = 1) -> 
     return weights
 
 
-def tile_weights(tiles: list[Tile], height: int, width: int, overlap: int, scale: int = 1) -> Iterator[Tensor]:
+def tile_weights(
+    tiles: list[Tile], height: int, width: int, overlap: int, scale: int = 1
+) -> Iterator[Tensor]:
     """2-D blend weights of a plan from :func:`plan_tiles` (outer products of the 1-D weights), made one
     tile at a time (a 12 MP plan's weights would take 230 MB at once).
 

@@ -206,4 +206,3 @@ def check_output(path: str | Path, need_bytes: int = 0) -> None:
                 f"{path}: not enough free space on its disk ({free / 2**20:.0f} MiB free, about "
                 f"{need_bytes / 2**20:.0f} MiB needed)"
             )
-

@@ -93,8 +93,13 @@ def _ssim_pieces(
         if min(y1 - y0, x1 - x0) < 11:
             continue
         value, smap = structural_similarity(
-            a[y0:y1, x0:x1], b[y0:y1, x0:x1], win_size=11, gaussian_weights=True, data_range=255,
-            channel_axis=-1, full=True,
+            a[y0:y1, x0:x1],
+            b[y0:y1, x0:x1],
+            win_size=11,
+            gaussian_weights=True,
+            data_range=255,
+            channel_axis=-1,
+            full=True,
         )
         plain.append(float(value))
         if m is not None:

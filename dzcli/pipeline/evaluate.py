@@ -82,6 +82,7 @@ class Peer:
     upscale: Upscaler
     info: dict[str, Any]
 
+
 INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 HOLDOUT_SIDES = ("left", "right", "top", "bottom")
 SIMULATION_NAME = "simulation.json"
@@ -194,8 +195,12 @@ def holdout_box(lr_size: tuple[int, int], side: str) -> Box:
         ``(x0, y0, bw, bh)`` in whole LR pixels.
     """
     w, h = lr_size
-    boxes = {"right": (0, 0, w // 2, h), "left": (w - w // 2, 0, w // 2, h),
-             "bottom": (0, 0, w, h // 2), "top": (0, h - h // 2, w, h // 2)}
+    boxes = {
+        "right": (0, 0, w // 2, h),
+        "left": (w - w // 2, 0, w // 2, h),
+        "bottom": (0, 0, w, h // 2),
+        "top": (0, h - h // 2, w, h // 2),
+    }
     if side not in boxes:
         raise ConfigError(f"unknown held-out side {side!r}: {', '.join(HOLDOUT_SIDES)}")
     return boxes[side]
@@ -312,8 +317,13 @@ class _Scorer:
     """
 
     def __init__(
-        self, result: ImageResult, truth: Tensor, cfg: EvalConfig, lpips_net: LPIPS | None,
-        crop_methods: list[str], mask: Tensor | None = None,
+        self,
+        result: ImageResult,
+        truth: Tensor,
+        cfg: EvalConfig,
+        lpips_net: LPIPS | None,
+        crop_methods: list[str],
+        mask: Tensor | None = None,
     ) -> None:
         self.result = result
         self.cfg = cfg
@@ -371,8 +381,14 @@ def _score_single_image(scorer: _Scorer, lr: Tensor, size: tuple[int, int], peer
 
 
 def _eval_prepared(
-    pair: PreparedPair, s: int, models: list[_Model], cfg: EvalConfig, device: torch.device,
-    lpips_net: LPIPS | None, crop_methods: list[str], peers: dict[str, Peer],
+    pair: PreparedPair,
+    s: int,
+    models: list[_Model],
+    cfg: EvalConfig,
+    device: torch.device,
+    lpips_net: LPIPS | None,
+    crop_methods: list[str],
+    peers: dict[str, Peer],
 ) -> ImageResult:
     hr, lr = pair.hr, pair.lr
     H, W = int(hr.shape[-2]), int(hr.shape[-1])
@@ -417,11 +433,19 @@ def _density(record: dict[str, Any]) -> float:
 
 
 def _eval_simulated(
-    record: dict[str, Any], root: Path, models: list[_Model], cfg: EvalConfig,
-    device: torch.device, lpips_net: LPIPS | None, crop_methods: list[str], peers: dict[str, Peer],
+    record: dict[str, Any],
+    root: Path,
+    models: list[_Model],
+    cfg: EvalConfig,
+    device: torch.device,
+    lpips_net: LPIPS | None,
+    crop_methods: list[str],
+    peers: dict[str, Peer],
 ) -> ImageResult:
     files = record["files"]
-    cap = Capture(id=str(record["name"]), uw=root / files["uw"], tele=root / files["tele"], method="simulated")
+    cap = Capture(
+        id=str(record["name"]), uw=root / files["uw"], tele=root / files["tele"], method="simulated"
+    )
     try:
         truth = load_photo(root / files["truth"]).pixels
         photos = read_capture(cap)
@@ -445,9 +469,18 @@ def _eval_simulated(
         t = time.perf_counter()
         try:
             zoomed = zoom_photo(
-                m.model, uw, tele, outscale=density, ratio=photos.ratio.value, tile=cfg.tile,
-                overlap=cfg.tile_overlap, device=device, half=not cfg.fp32, self_check=cfg.self_check,
-                uw_name=cap.uw.name, tele_name=cap.tele.name,
+                m.model,
+                uw,
+                tele,
+                outscale=density,
+                ratio=photos.ratio.value,
+                tile=cfg.tile,
+                overlap=cfg.tile_overlap,
+                device=device,
+                half=not cfg.fp32,
+                self_check=cfg.self_check,
+                uw_name=cap.uw.name,
+                tele_name=cap.tele.name,
             )
         except AlignmentError as exc:  # photos in the wrong order: nothing a zoom would write
             log.warning("%s: %s not evaluated: %s", record["name"], m.name, exc)
@@ -460,7 +493,9 @@ def _eval_simulated(
             "registered_ratio": None if reg is None else reg.ratio,
             "registration": None if reg is None else reg.method,
             "valid_fraction": None if aligned is None else aligned.valid_fraction,
-            "model_scale": zoomed.scale, "resample": zoomed.outscale / zoomed.scale, "tiles": zoomed.tiles,
+            "model_scale": zoomed.scale,
+            "resample": zoomed.outscale / zoomed.scale,
+            "tiles": zoomed.tiles,
             "residual_gain": zoomed.residual_gain,
         }
         if zoomed.no_ref is not None:
@@ -494,12 +529,17 @@ def _protocol(kind: str, cfg: EvalConfig, scale: int | None) -> dict[str, Any]:
     labels = None
     if kind == "prepared":
         if cfg.holdout is None:
-            protocol, ref, regions = "SelfDZSR protocol", "ref (the centre 1/s of hr)", (
-                "centre = the ref's field of view, corner = the rest")
+            protocol, ref, regions = (
+                "SelfDZSR protocol",
+                "ref (the centre 1/s of hr)",
+                ("centre = the ref's field of view, corner = the rest"),
+            )
         else:
             protocol, ref = "held-out protocol", f"the half of hr opposite its {cfg.holdout} half as ref"
-            regions = (f"centre = the ref's half, corner = the held-out {cfg.holdout} half (real tele pixels the "
-                       "model never received; hr was colour-matched to lr by prepare over the whole tele)")
+            regions = (
+                f"centre = the ref's half, corner = the held-out {cfg.holdout} half (real tele pixels the "
+                "model never received; hr was colour-matched to lr by prepare over the whole tele)"
+            )
             labels = {"centre": "ref half", "corner": f"held-out {cfg.holdout} half"}
         summary = (
             f"Prepared dataset ({cfg.split} split), {protocol} at x{scale}: lr super-resolved with {ref} and "
@@ -547,7 +587,9 @@ def evaluate(
     root = cfg.data
     kind = _kind(root)
     if cfg.holdout is not None and kind != "prepared":
-        raise ConfigError(f"{root}: --holdout needs a prepared dataset (a simulated set has full ground truth)")
+        raise ConfigError(
+            f"{root}: --holdout needs a prepared dataset (a simulated set has full ground truth)"
+        )
     check_output(cfg.out / "report.json")  # before minutes of work, not after
     check_output(cfg.out / crop_file("image", "centre", "method"))
     device = resolve_device(cfg.device)
@@ -569,8 +611,12 @@ def evaluate(
     methods, method_info = _methods(models, peers)
     crop_methods = ["bicubic", *peers, *(m.name for m in models)]
     report = EvalReport(
-        kind=kind, data=str(root), methods=methods, method_info=method_info,
-        protocol=_protocol(kind, cfg, scale), crop_methods=crop_methods,
+        kind=kind,
+        data=str(root),
+        methods=methods,
+        method_info=method_info,
+        protocol=_protocol(kind, cfg, scale),
+        crop_methods=crop_methods,
     )
     # The crops (two regions, each crop method and the truth) as uncompressed RGB at most, and the report.
     crops = len(items) * 2 * (len(crop_methods) + 1) * cfg.crop**2 * 3
@@ -594,4 +640,3 @@ def default_out(data: Path) -> Path:
     """Default report folder: ``<DATA>_eval`` next to the data folder."""
     resolved = data.resolve()
     return resolved.parent / f"{resolved.name}_eval"
-

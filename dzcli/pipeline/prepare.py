@@ -75,7 +75,12 @@ class PrepareConfig:
 
     def key(self) -> dict[str, Any]:
         """The options a prepared pair depends on (a pair is reused only when these are unchanged)."""
-        return {"scale": self.scale, "ratio": self.ratio, "min_valid": self.min_valid, "min_size": self.min_size}
+        return {
+            "scale": self.scale,
+            "ratio": self.ratio,
+            "min_valid": self.min_valid,
+            "min_size": self.min_size,
+        }
 
 
 @dataclass
@@ -169,11 +174,18 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     if reg.density < cfg.scale * 0.9:
         log.warning(
             "%s: the tele has only %.2fx the wide's pixel density, below the x%d scale: its detail is upsampled",
-            cap.id, reg.density, cfg.scale,
+            cap.id,
+            reg.density,
+            cfg.scale,
         )
     aligned = align_capture(
-        uw.pixels, tele.pixels, scale=cfg.scale, ratio=est.value, registration=reg,
-        uw_name=cap.uw.name, tele_name=cap.tele.name,
+        uw.pixels,
+        tele.pixels,
+        scale=cfg.scale,
+        ratio=est.value,
+        registration=reg,
+        uw_name=cap.uw.name,
+        tele_name=cap.tele.name,
     )
     record["valid_fraction"] = round(aligned.valid_fraction, 4)
     record["box"] = list(aligned.box)
@@ -215,16 +227,23 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
 
 
 def _process_mid(
-    cap: Capture, cfg: PrepareConfig, uw: Photo, box: tuple[int, int, int, int], lr: torch.Tensor,
-    work: Path, files: dict[str, str], depth: int,
+    cap: Capture,
+    cfg: PrepareConfig,
+    uw: Photo,
+    box: tuple[int, int, int, int],
+    lr: torch.Tensor,
+    work: Path,
+    files: dict[str, str],
+    depth: int,
 ) -> dict[str, Any]:
     """Register the middle camera of a triple capture onto the same LR grid (``mid.png``, ``mid_mask.png``)."""
     assert cap.wide is not None
     wide = load_photo(cap.wide, max_megapixels=cfg.max_megapixels)
     est = exif_ratio(uw.info, wide.info, uw_size=uw.size, tele_size=wide.size)
     reg = register(uw.pixels, wide.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name)
-    pair = align_pair(uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box, uw_name=cap.uw.name,
-                      tele_name=cap.wide.name)
+    pair = align_pair(
+        uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box, uw_name=cap.uw.name, tele_name=cap.wide.name
+    )
     mid, _ = match_colors(pair.hr, lr, pair.mask)
     files["mid"], files["mid_mask"] = "mid.png", "mid_mask.png"
     save_image(work / files["mid"], mid, bit_depth=max(depth, wide.bit_depth))
@@ -309,8 +328,14 @@ def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> Prepar
     manifest: dict[str, Any] = {
         "version": MANIFEST_VERSION,
         "dzsr_version": __version__,
-        "options": {"scale": cfg.scale, "test_fraction": cfg.test_fraction, "ratio": cfg.ratio,
-                    "max_gap": cfg.max_gap, "min_valid": cfg.min_valid, "min_size": cfg.min_size},
+        "options": {
+            "scale": cfg.scale,
+            "test_fraction": cfg.test_fraction,
+            "ratio": cfg.ratio,
+            "max_gap": cfg.max_gap,
+            "min_valid": cfg.min_valid,
+            "min_size": cfg.min_size,
+        },
         "pairs": summary.records,
         "unpaired": summary.unpaired,
     }

@@ -91,7 +91,10 @@ class SimulateConfig:
             raise ConfigError(f"--camera must be one of {', '.join(CAMERAS)}, not {self.camera!r}")
         self.ranges()  # unknown or inverted overrides fail here, before any work
         plain = {f.name: f.default for f in fields(self) if f.name in ("noise", "jpeg_quality")}
-        if self.camera != "none" and (self.noise, self.jpeg_quality) != (plain["noise"], plain["jpeg_quality"]):
+        if self.camera != "none" and (self.noise, self.jpeg_quality) != (
+            plain["noise"],
+            plain["jpeg_quality"],
+        ):
             raise ConfigError(
                 f"--noise and --jpeg-quality apply only to --camera none; --camera {self.camera} has its own "
                 "(change them with --camera-range photons=LOW,HIGH or jpeg_quality=LOW,HIGH)"
@@ -127,12 +130,17 @@ class SimulateConfig:
             return base
         if base is None:
             raise ConfigError("--camera-range needs a camera (--camera phone, dslr or night)")
-        kinds = {f.name: int if "int" in str(f.type) else float
-                 for f in fields(CameraRanges) if f.name not in ("subsampling", "downscale")}
+        kinds = {
+            f.name: int if "int" in str(f.type) else float
+            for f in fields(CameraRanges)
+            if f.name not in ("subsampling", "downscale")
+        }
         changes: dict[str, tuple[float, float]] = {}
         for name, low, high in self.camera_ranges:
             if name not in kinds:
-                raise ConfigError(f"--camera-range: unknown range {name!r}; one of {', '.join(sorted(kinds))}")
+                raise ConfigError(
+                    f"--camera-range: unknown range {name!r}; one of {', '.join(sorted(kinds))}"
+                )
             changes[name] = (kinds[name](low), kinds[name](high))
         return replace(base, **changes)  # type: ignore[arg-type]
 
@@ -143,7 +151,9 @@ def parse_camera_range(text: str) -> tuple[str, float, float]:
     try:
         low, high = (float(v) for v in values.split(","))
     except ValueError:
-        raise ConfigError(f"--camera-range must be NAME=LOW,HIGH (e.g. jpeg_quality=60,98), not {text!r}") from None
+        raise ConfigError(
+            f"--camera-range must be NAME=LOW,HIGH (e.g. jpeg_quality=60,98), not {text!r}"
+        ) from None
     return name.strip(), low, high
 
 
@@ -153,15 +163,31 @@ CAMERAS: dict[str, CameraRanges | None] = {
     # a large-sensor camera: more lens blur (and an anti-aliasing filter), little noise, light processing,
     # high-quality JPEG at 4:2:2 or 4:4:4, resampled by a kernel
     "dslr": CameraRanges(
-        blur_sigma=(0.6, 1.6), photons=(3000.0, 30000.0), read_noise=(0.0005, 0.003), denoise=(0.0, 0.03),
-        sharpen_radius=(0.5, 1.2), sharpen_amount=(0.0, 0.6), contrast=(0.0, 0.15), saturation=(0.95, 1.1),
-        jpeg_quality=(90, 98), subsampling=("422", "444"), downscale=("bilinear", "bicubic"),
+        blur_sigma=(0.6, 1.6),
+        photons=(3000.0, 30000.0),
+        read_noise=(0.0005, 0.003),
+        denoise=(0.0, 0.03),
+        sharpen_radius=(0.5, 1.2),
+        sharpen_amount=(0.0, 0.6),
+        contrast=(0.0, 0.15),
+        saturation=(0.95, 1.1),
+        jpeg_quality=(90, 98),
+        subsampling=("422", "444"),
+        downscale=("bilinear", "bicubic"),
     ),
     # a phone at night: few photons, strong denoising and sharpening, low JPEG quality
     "night": CameraRanges(
-        blur_sigma=(0.4, 1.4), photons=(60.0, 400.0), read_noise=(0.005, 0.02), denoise=(0.06, 0.14),
-        sharpen_radius=(1.0, 2.5), sharpen_amount=(0.6, 1.6), contrast=(0.1, 0.4), saturation=(0.8, 1.3),
-        jpeg_quality=(60, 85), subsampling=("420",), downscale=("area", "lanczos"),
+        blur_sigma=(0.4, 1.4),
+        photons=(60.0, 400.0),
+        read_noise=(0.005, 0.02),
+        denoise=(0.06, 0.14),
+        sharpen_radius=(1.0, 2.5),
+        sharpen_amount=(0.6, 1.6),
+        contrast=(0.1, 0.4),
+        saturation=(0.8, 1.3),
+        jpeg_quality=(60, 85),
+        subsampling=("420",),
+        downscale=("area", "lanczos"),
     ),
 }
 """``--camera`` choices: the capture pipeline's ranges (None: the plain blur, noise and JPEG)."""
@@ -231,8 +257,14 @@ def simulate_folder(
         # Drawn only when asked for, so that the captures of the default options stay as they were.
         true_ratio = cfg.ratio * (1 + rng.uniform(-1, 1) * cfg.ratio_error) if cfg.ratio_error else cfg.ratio
         common: dict[str, Any] = {
-            "ratio": true_ratio, "offset": offset, "rotation_deg": rotation, "parallax": cfg.parallax,
-            "gain": cfg.gain, "gamma": cfg.gamma, "noise": cfg.noise, "seed": cfg.seed + i,
+            "ratio": true_ratio,
+            "offset": offset,
+            "rotation_deg": rotation,
+            "parallax": cfg.parallax,
+            "gain": cfg.gain,
+            "gamma": cfg.gamma,
+            "noise": cfg.noise,
+            "seed": cfg.seed + i,
             "camera": camera,
         }
         name = path.stem
@@ -242,15 +274,21 @@ def simulate_folder(
         if cfg.triple:
             wide_offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
             triple = simulate_triple(
-                scene, wide_ratio=cfg.wide_ratio or cfg.ratio / 2, wide_offset=wide_offset,
-                wide_rotation_deg=rng.uniform(-1, 1) * cfg.max_rotation, **common,
+                scene,
+                wide_ratio=cfg.wide_ratio or cfg.ratio / 2,
+                wide_offset=wide_offset,
+                wide_rotation_deg=rng.uniform(-1, 1) * cfg.max_rotation,
+                **common,
             )
             sim: SimulatedPair = triple.pair
             files["wide"] = f"captures/{name}_wide.jpg"
             wide_size = (triple.wide.shape[-1], triple.wide.shape[-2])
-            save_image(cfg.out / files["wide"], triple.wide,
-                       exif=_exif(triple.wide_ratio, when + timedelta(milliseconds=150), wide_size),
-                       quality=quality)
+            save_image(
+                cfg.out / files["wide"],
+                triple.wide,
+                exif=_exif(triple.wide_ratio, when + timedelta(milliseconds=150), wide_size),
+                quality=quality,
+            )
             extra = {
                 "wide_ratio": triple.wide_ratio,
                 "wide_center": list(triple.wide_center),
@@ -264,9 +302,12 @@ def simulate_folder(
         uw_size = (sim.uw.shape[-1], sim.uw.shape[-2])
         tele_size = (sim.tele.shape[-1], sim.tele.shape[-2])
         save_image(cfg.out / files["uw"], sim.uw, exif=_exif(1, when, uw_size), quality=quality)
-        save_image(cfg.out / files["tele"], sim.tele,
-                   exif=_exif(cfg.ratio, when + timedelta(milliseconds=300), tele_size),
-                   quality=quality)
+        save_image(
+            cfg.out / files["tele"],
+            sim.tele,
+            exif=_exif(cfg.ratio, when + timedelta(milliseconds=300), tele_size),
+            quality=quality,
+        )
         save_image(cfg.out / files["truth"], sim.truth)
         record = {
             "name": name,
@@ -289,8 +330,11 @@ def simulate_folder(
             progress(i + 1, len(photos), record)
     write_json_atomic(
         cfg.out / "simulation.json",
-        {"dzsr_version": __version__, "options": {k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in asdict(cfg).items()},
-         "camera_ranges": None if camera is None else asdict(camera), "pairs": records},
+        {
+            "dzsr_version": __version__,
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "camera_ranges": None if camera is None else asdict(camera),
+            "pairs": records,
+        },
     )
     return records

@@ -172,7 +172,12 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
                 init, carried = rescale_model(init, scale)
                 log.info(
                     "%s is a x%d model: starting the x%d one from it (%d of its %d parameters carried over, "
-                    "the rest start fresh)", source, int(info["scale"]), scale, carried, total,
+                    "the rest start fresh)",
+                    source,
+                    int(info["scale"]),
+                    scale,
+                    carried,
+                    total,
                 )
         if init is not None and int(init.scale) != scale:
             raise ConfigError(

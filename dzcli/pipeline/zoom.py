@@ -58,8 +58,16 @@ EXTS = ("auto", "png", "jpg", "jpeg", "tif", "tiff", "webp", "heic")
 """Accepted ``--ext`` values (``auto``: the uw's own format; RAW becomes 16-bit TIFF)."""
 _WRITABLE = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".webp", ".heic", ".heif"}
 _EIGHT_BIT_ONLY = {".jpg", ".jpeg", ".webp"}
-_SAME_FORMAT = {"jpeg": "jpg", "tiff": "tif", "heif": "heic", "jpg": "jpg", "tif": "tif", "heic": "heic", "png": "png",
-                "webp": "webp"}
+_SAME_FORMAT = {
+    "jpeg": "jpg",
+    "tiff": "tif",
+    "heif": "heic",
+    "jpg": "jpg",
+    "tif": "tif",
+    "heic": "heic",
+    "png": "png",
+    "webp": "webp",
+}
 SNAP_TOLERANCE = 0.005
 """Without ``--outscale``, a tele density within this relative distance of ``s`` is taken as ``s`` exactly
 (registration measures it to about 0.1%; resampling by 1.001 would only soften the result)."""
@@ -132,7 +140,9 @@ class ZoomConfig:
         if self.outscale is not None and not 0 < self.outscale <= 16:
             raise ConfigError(f"--outscale must be in (0, 16], not {self.outscale}")
         if self.tile < 0 or self.tile_overlap < 0:
-            raise ConfigError(f"--tile and --tile-overlap must be >= 0, not {self.tile} and {self.tile_overlap}")
+            raise ConfigError(
+                f"--tile and --tile-overlap must be >= 0, not {self.tile} and {self.tile_overlap}"
+            )
         if 0 < self.tile < 32:
             raise ConfigError(f"--tile must be 0 (automatic) or at least 32, not {self.tile}")
         if any(c in self.suffix for c in "/\\"):
@@ -281,9 +291,13 @@ def _plan(cfg: ZoomConfig) -> tuple[list[tuple[Capture, Path]], set[Path]]:
             out = target / _output_name(uw, cfg)
         else:
             if target.suffix.lower() not in _WRITABLE:
-                raise ConfigError(f"{target}: cannot write '{target.suffix}' files (use .png, .jpg, .tif, .webp or .heic)")
+                raise ConfigError(
+                    f"{target}: cannot write '{target.suffix}' files (use .png, .jpg, .tif, .webp or .heic)"
+                )
             ext = cfg.ext.lower().lstrip(".")
-            if ext != "auto" and _SAME_FORMAT.get(ext, ext) != _SAME_FORMAT.get(target.suffix.lower()[1:], ""):
+            if ext != "auto" and _SAME_FORMAT.get(ext, ext) != _SAME_FORMAT.get(
+                target.suffix.lower()[1:], ""
+            ):
                 raise ConfigError(f"-o {target} and --ext {ext} disagree: give one of them")
             out = target
         return [(cap, out)], {uw.resolve(), tele.resolve()}
@@ -427,7 +441,13 @@ class ZoomedPhoto:
 
 
 def _locate_tele(
-    uw: Tensor, tele: Tensor, *, ratio: float | None, require_ref: bool, uw_name: str, tele_name: str,
+    uw: Tensor,
+    tele: Tensor,
+    *,
+    ratio: float | None,
+    require_ref: bool,
+    uw_name: str,
+    tele_name: str,
     timings: dict[str, float],
 ) -> tuple[Registration | None, str | None]:
     """The registration, or ``(None, why)`` when the tele is not found (an error with ``require_ref``)."""
@@ -443,7 +463,9 @@ def _locate_tele(
         timings["register"] = time.perf_counter() - t
 
 
-def _density(reg: Registration | None, ratio: float | None, uw_size: tuple[int, int], tele_size: tuple[int, int]) -> float | None:
+def _density(
+    reg: Registration | None, ratio: float | None, uw_size: tuple[int, int], tele_size: tuple[int, int]
+) -> float | None:
     """Tele pixels per wide pixel: registered, else from the EXIF ratio, else unknown."""
     if reg is not None:
         return reg.density
@@ -482,7 +504,9 @@ def _reference(
             uw, tele, scale=scale, ratio=ratio, registration=reg, uw_name=uw_name, tele_name=tele_name
         )
         if aligned.valid_fraction < MIN_REF_VALID:
-            raise TeleNotFoundError(f"only {aligned.valid_fraction:.0%} of {tele_name} is consistent with {uw_name}")
+            raise TeleNotFoundError(
+                f"only {aligned.valid_fraction:.0%} of {tele_name} is consistent with {uw_name}"
+            )
     except TeleNotFoundError as exc:
         if require_ref:
             raise
@@ -493,7 +517,9 @@ def _reference(
     if aligned.valid_fraction < 0.2:
         log.warning(
             "%s: only %.0f%% of the tele is consistent with the wide (moving scene or parallax): "
-            "the rest of its footprint is not used", uw_name, 100 * aligned.valid_fraction,
+            "the rest of its footprint is not used",
+            uw_name,
+            100 * aligned.valid_fraction,
         )
     return aligned, None
 
@@ -535,8 +561,15 @@ def _super_resolve(
     t = time.perf_counter()
     ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
     sr = super_resolve(
-        model, uw, ref=ref, box=None if aligned is None else aligned.box, tile=tile, overlap=overlap,
-        device=device, half=half, progress=on_tile,
+        model,
+        uw,
+        ref=ref,
+        box=None if aligned is None else aligned.box,
+        tile=tile,
+        overlap=overlap,
+        device=device,
+        half=half,
+        progress=on_tile,
     )
     timings["sr"] = time.perf_counter() - t
     gain = None
@@ -608,24 +641,55 @@ def zoom_photo(
     dev = resolve_device(device)
     timings: dict[str, float] = {}
     reg, no_ref = _locate_tele(
-        uw_t, tele_t, ratio=ratio, require_ref=require_ref, uw_name=uw_name, tele_name=tele_name,
+        uw_t,
+        tele_t,
+        ratio=ratio,
+        require_ref=require_ref,
+        uw_name=uw_name,
+        tele_name=tele_name,
         timings=timings,
     )
     s = int(model.scale)
     density = _density(reg, ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2]))
     aligned, no_ref = _reference(
-        uw_t, tele_t, reg, no_ref, scale=s, ratio=ratio, require_ref=require_ref, uw_name=uw_name,
-        tele_name=tele_name, timings=timings,
+        uw_t,
+        tele_t,
+        reg,
+        no_ref,
+        scale=s,
+        ratio=ratio,
+        require_ref=require_ref,
+        uw_name=uw_name,
+        tele_name=tele_name,
+        timings=timings,
     )
     del tele_t
     final = _output_scale(outscale, density, s)
     image, tiles, gain = _super_resolve(
-        model, uw_t, aligned, outscale=final, tile=tile, overlap=overlap, device=dev, half=half,
-        adapt=(adapt, 4, 48), self_check=self_check, uw_name=uw_name, progress=progress, timings=timings,
+        model,
+        uw_t,
+        aligned,
+        outscale=final,
+        tile=tile,
+        overlap=overlap,
+        device=dev,
+        half=half,
+        adapt=(adapt, 4, 48),
+        self_check=self_check,
+        uw_name=uw_name,
+        progress=progress,
+        timings=timings,
     )
     return ZoomedPhoto(
-        image=image, outscale=final, scale=s, registration=reg, aligned=aligned, no_ref=no_ref, tiles=tiles,
-        timings=timings, residual_gain=gain,
+        image=image,
+        outscale=final,
+        scale=s,
+        registration=reg,
+        aligned=aligned,
+        no_ref=no_ref,
+        tiles=tiles,
+        timings=timings,
+        residual_gain=gain,
     )
 
 
@@ -648,8 +712,13 @@ def zoom_capture(
     photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
     uw, est = photos.uw, photos.ratio
     reg, no_ref = _locate_tele(
-        uw.pixels, photos.tele.pixels, ratio=est.value, require_ref=cfg.require_ref, uw_name=cap.uw.name,
-        tele_name=cap.tele.name, timings=timings,
+        uw.pixels,
+        photos.tele.pixels,
+        ratio=est.value,
+        require_ref=cfg.require_ref,
+        uw_name=cap.uw.name,
+        tele_name=cap.tele.name,
+        timings=timings,
     )
     density = _density(reg, est.value, uw.size, photos.tele.size)
     model, info = models.get(cfg.outscale if cfg.outscale is not None else density)
@@ -663,14 +732,32 @@ def zoom_capture(
     channels = 3 if alpha is None else 4
     check_output(output, output_bytes(out_size, output.suffix, depth, channels))  # before minutes of work
     aligned, no_ref = _reference(
-        uw.pixels, photos.tele.pixels, reg, no_ref, scale=s, ratio=est.value, require_ref=cfg.require_ref,
-        uw_name=cap.uw.name, tele_name=cap.tele.name, timings=timings,
+        uw.pixels,
+        photos.tele.pixels,
+        reg,
+        no_ref,
+        scale=s,
+        ratio=est.value,
+        require_ref=cfg.require_ref,
+        uw_name=cap.uw.name,
+        tele_name=cap.tele.name,
+        timings=timings,
     )
     del photos  # the tele is not needed any more
     image, tiles, gain = _super_resolve(
-        model, uw.pixels, aligned, outscale=outscale, tile=cfg.tile, overlap=cfg.tile_overlap, device=device,
-        half=not cfg.fp32, adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch), self_check=cfg.self_check,
-        uw_name=cap.uw.name, progress=progress, timings=timings,
+        model,
+        uw.pixels,
+        aligned,
+        outscale=outscale,
+        tile=cfg.tile,
+        overlap=cfg.tile_overlap,
+        device=device,
+        half=not cfg.fp32,
+        adapt=(cfg.adapt, cfg.adapt_batch, cfg.adapt_patch),
+        self_check=cfg.self_check,
+        uw_name=cap.uw.name,
+        progress=progress,
+        timings=timings,
     )
     name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     notes = []
@@ -688,12 +775,29 @@ def zoom_capture(
     )
     timings["write"] = time.perf_counter() - t
     return ZoomResult(
-        id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok",
-        in_size=(W, H), out_size=out_size, ratio=reg.ratio if reg is not None else est.value, density=density,
-        outscale=outscale, scale=s, resample=outscale / s, model=name, device=str(device), tiles=tiles,
-        seconds=time.perf_counter() - t_start, valid_fraction=None if aligned is None else aligned.valid_fraction,
-        box=None if aligned is None else aligned.box, bit_depth=depth, no_ref=no_ref, residual_gain=gain,
-        timings=timings, notes=tuple(notes),
+        id=cap.id,
+        uw=cap.uw,
+        tele=cap.tele,
+        output=output,
+        status="ok",
+        in_size=(W, H),
+        out_size=out_size,
+        ratio=reg.ratio if reg is not None else est.value,
+        density=density,
+        outscale=outscale,
+        scale=s,
+        resample=outscale / s,
+        model=name,
+        device=str(device),
+        tiles=tiles,
+        seconds=time.perf_counter() - t_start,
+        valid_fraction=None if aligned is None else aligned.valid_fraction,
+        box=None if aligned is None else aligned.box,
+        bit_depth=depth,
+        no_ref=no_ref,
+        residual_gain=gain,
+        timings=timings,
+        notes=tuple(notes),
     )
 
 
@@ -738,7 +842,9 @@ def zoom(
             results.append(zoom_capture(cap, output, cfg, models=models, device=device, progress=progress))
         else:
             try:
-                results.append(zoom_capture(cap, output, cfg, models=models, device=device, progress=progress))
+                results.append(
+                    zoom_capture(cap, output, cfg, models=models, device=device, progress=progress)
+                )
             except (InputError, AlignmentError, ResourceError, MemoryError) as exc:
                 message = "out of memory" if isinstance(exc, MemoryError) else str(exc)
                 log.warning("%s: not zoomed: %s", cap.id, message)

@@ -194,9 +194,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return normalise(data, str(path))
 
 
-def resolve_config(
-    *layers: tuple[Mapping[str, Any], str], data: Path, out: Path
-) -> TrainConfig:
+def resolve_config(*layers: tuple[Mapping[str, Any], str], data: Path, out: Path) -> TrainConfig:
     """Merge config layers (lowest precedence first) into a :class:`TrainConfig`.
 
     Args:

@@ -265,9 +265,7 @@ class _Stepper:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        autocast = (
-            torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
-        )
+        autocast = torch.autocast("cuda", dtype=torch.float16) if self.amp else contextlib.nullcontext()
         self.optimizer.zero_grad(set_to_none=True)
         with autocast:
             total, parts = self.objective(batch, generator)
@@ -638,7 +636,8 @@ class Trainer:
         if state["world"] != self.world:
             log.warning(
                 "resuming a %d-process run with %d processes: the patch sequence differs from here on",
-                state["world"], self.world,
+                state["world"],
+                self.world,
             )
 
     # ---------------------------------------------------------------------------------------------------
@@ -704,8 +703,13 @@ class Trainer:
             if len(panels) < TB_IMAGE_PAIRS:
                 panels[pair.id] = validation_panel(pair, output)
 
-        scores = validate(self.ema.module, self.val_pairs, device=self.device, tile=self.cfg.val_tile,
-                          keep=keep if self.board.active else None)
+        scores = validate(
+            self.ema.module,
+            self.val_pairs,
+            device=self.device,
+            tile=self.cfg.val_tile,
+            keep=keep if self.board.active else None,
+        )
         self.last_val = scores
         full = scores["full"]
         psnr = full.get("psnr_masked", full["psnr"])
@@ -713,14 +717,23 @@ class Trainer:
         if improved:
             self.best_psnr = psnr
             self._save("best")
-        record = {"kind": "val", "step": self.step, "model": scores, "best": improved,
-                  "seconds": round(time.perf_counter() - t0, 2)}
+        record = {
+            "kind": "val",
+            "step": self.step,
+            "model": scores,
+            "best": improved,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         self._log_metrics(record)
         self.board.images(self.step, panels)
         base = self.baseline["full"]
         log.info(
             "step %d: validation PSNR %.2f dB (bicubic %.2f), centre %.2f (bicubic %.2f)",
-            self.step, full["psnr"], base["psnr"], scores["centre"]["psnr"], self.baseline["centre"]["psnr"],
+            self.step,
+            full["psnr"],
+            base["psnr"],
+            scores["centre"]["psnr"],
+            self.baseline["centre"]["psnr"],
         )
         return record
 
@@ -784,8 +797,14 @@ class Trainer:
                     means = self._reduce_mean({k: float(np.mean(v)) for k, v in window.items()})
                     window = {}
                     self._log_metrics(
-                        {"kind": "train", "step": self.step, **{k: round(v, 6) for k, v in means.items()},
-                         "lr": info["lr"], "samples_per_s": round(rate, 2), "time": round(time.time(), 1)}
+                        {
+                            "kind": "train",
+                            "step": self.step,
+                            **{k: round(v, 6) for k, v in means.items()},
+                            "lr": info["lr"],
+                            "samples_per_s": round(rate, 2),
+                            "time": round(time.time(), 1),
+                        }
                     )
                     info.update(means)
                 info["samples_per_s"] = rate
