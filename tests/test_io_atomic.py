@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import stat
 import sys
@@ -15,6 +17,7 @@ from dzcli.io.atomic import (
     check_output,
     open_atomic,
     remove_stale_temps,
+    remove_stale_temps_in,
     write_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -81,6 +84,55 @@ def test_stale_temp_of_a_killed_run_is_removed_but_a_live_one_is_kept(tmp_path: 
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out.png.notours.tmp", "out.png"]
 
 
+@posix
+def test_every_stale_temp_in_a_folder_is_removed(tmp_path: Path) -> None:
+    """A killed run may have been writing any of a folder's files (a checkpoint, a crop): all are found."""
+    stale = [
+        tmp_path / ".best.safetensors.00aa11bb22cc.tmp",
+        tmp_path / ".a_centre_bicubic.png.0123456789ab.tmp",
+    ]
+    for p in stale:
+        p.write_bytes(b"partial")
+    (tmp_path / ".keep.tmp").write_bytes(b"")  # not our pattern
+    with open_atomic(tmp_path / "live.png") as fh:
+        assert sorted(remove_stale_temps_in(tmp_path)) == sorted(stale)
+        fh.write(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".keep.tmp", "live.png"]
+    assert remove_stale_temps_in(tmp_path / "missing") == []
+
+
+@pytest.mark.parametrize(
+    ("free", "text"), [(512, "512 B"), (1024, "1.0 KiB"), (5 * 2**20 // 2, "2.5 MiB"), (40 * 2**30, "40 GiB")]
+)
+def test_space_is_said_in_units_a_person_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, free: int, text: str
+) -> None:
+    class Disk:
+        pass
+
+    Disk.free = free
+    monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: Disk())
+    with pytest.raises(OutputError, match=rf"\({text} free, about 64 TiB needed\)"):
+        check_output(tmp_path / "out.png", need_bytes=2**46)
+
+
+def test_a_disk_that_fills_mid_write_is_named_even_when_closing_fails_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing a file whose write failed tries to flush its buffer again and fails again: that second error
+    must not replace the one naming the target (`error: No space left on device`, with no file)."""
+
+    class FullDisk(io.BufferedRandom):
+        def flush(self) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dzcli.io.atomic.open", lambda p, mode: FullDisk(io.FileIO(p, mode)), raising=False)
+    target = tmp_path / "out.png"
+    with pytest.raises(OutputError, match=r"out\.png: cannot write: no space left on device"):
+        write_atomic(target, lambda fh: fh.write(b"pixels"))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_check_output_finds_problems_before_the_work(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
@@ -88,7 +140,7 @@ def test_check_output_finds_problems_before_the_work(tmp_path: Path) -> None:
         check_output(blocker / "out.png")
     with pytest.raises(OutputError, match="is a folder"):
         check_output(tmp_path)
-    with pytest.raises(OutputError, match=r"out\.png: not enough free space .* MiB needed"):
+    with pytest.raises(OutputError, match=r"out\.png: not enough free space .* about 4194304 TiB needed"):
         check_output(tmp_path / "out.png", need_bytes=2**62)
     check_output(tmp_path / "new" / "out.png", need_bytes=1)  # a folder that can be made is fine
     assert (tmp_path / "new").is_dir() and not any((tmp_path / "new").iterdir())

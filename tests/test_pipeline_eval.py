@@ -421,5 +421,18 @@ def test_an_unwritable_report_folder_is_found_before_the_work(
         free = 2**20
 
     monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: Full())
-    with pytest.raises(OutputError, match=r"report\.png: not enough free space on its disk \(1 MiB free"):
+    with pytest.raises(OutputError, match=r"report\.png: not enough free space on its disk \(1\.0 MiB free"):
         evaluate(EvalConfig(data=prepared, out=tmp_path / "r", models=(str(ckpts["a"]),), device="cpu"))
+
+
+def test_temps_a_killed_evaluation_left_are_removed(
+    tmp_path: Path, prepared: Path, ckpts: dict[str, Path]
+) -> None:
+    out = tmp_path / "r"
+    (out / "crops").mkdir(parents=True)
+    stale = out / "crops" / ".x_centre_ground-truth.png.9176956e4a4e.tmp"
+    stale.write_bytes(b"partial")
+    evaluate(
+        EvalConfig(data=prepared, out=out, models=(str(ckpts["a"]),), device="cpu", lpips=False, limit=1)
+    )
+    assert not stale.exists() and (out / "report.json").is_file()

@@ -437,7 +437,7 @@ def test_unwritable_outputs_are_found_before_the_work(
         free = 1024
 
     monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: Full())
-    with pytest.raises(OutputError, match=r"out\.png: not enough free space on its disk \(0 MiB free"):
+    with pytest.raises(OutputError, match=r"out\.png: not enough free space on its disk \(1\.0 KiB free"):
         zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
     assert not (tmp_path / "out.png").exists()
 

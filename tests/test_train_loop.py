@@ -353,6 +353,18 @@ def test_an_unwritable_run_folder_is_found_before_the_first_step(
     ):
         train(config(data, blocker / "run", steps=1, loss="l1"))
     monkeypatch.setattr("dzcli.io.atomic.shutil.disk_usage", lambda p: _Full())
-    with pytest.raises(OutputError, match=r"run/resume\.pt: not enough free space on its disk \(0 MiB free"):
+    with pytest.raises(
+        OutputError, match=r"run/resume\.pt: not enough free space on its disk \(1\.0 KiB free"
+    ):
         train(config(data, tmp_path / "run", steps=1, loss="l1"))
     assert [p.name for p in (tmp_path / "run").iterdir()] == []  # nothing written, no temp left
+
+
+def test_temps_a_killed_run_left_are_removed_when_it_resumes(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(config(data, run, loss="l1", steps=1, val_every=1, save_every=1, log_every=1, patch_size=24))
+    stale = [run / "checkpoints" / ".best.safetensors.00aa11bb22cc.tmp", run / ".resume.pt.0123456789ab.tmp"]
+    for p in stale:
+        p.write_bytes(b"partial")  # kill -9 while writing them
+    train(resolve_train_config(data, run, flags={"steps": 2}, resume=True), resume=True)
+    assert not [p for p in run.rglob("*.tmp")]

@@ -12,11 +12,12 @@ failed write) become :class:`dzcli.errors.OutputError` naming the target, never 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import secrets
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -114,20 +115,23 @@ def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
     except OSError as exc:
         raise OutputError(f"{path}: cannot write: {_describe(exc)}") from None
     try:
-        with open(tmp, "r+b") as fh:  # by name: tifffile wants a file object with a path name
+        try:
+            fh = open(tmp, "r+b")  # by name: tifffile wants a file object with a path name
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write: {_describe(exc)}") from None
+        try:
             _lock(fh)
-            try:
-                yield fh
-                fh.flush()
-                os.fsync(fh.fileno())
-            except BaseException as exc:
-                if _is_write_failure(exc):
-                    raise OutputError(f"{path}: cannot write: {_describe(exc)}") from None
-                raise
-            try:
-                os.replace(tmp, path)
-            except OSError as exc:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+            os.replace(tmp, path)  # still locked: no other run takes it for a killed run's temp meanwhile
+        except BaseException as exc:
+            if _is_write_failure(exc):
                 raise OutputError(f"{path}: cannot write: {_describe(exc)}") from None
+            raise
+        finally:  # flushed already, or a write failed and what is left in the buffer cannot be written either
+            with contextlib.suppress(OSError):
+                fh.close()
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
@@ -165,14 +169,11 @@ def _stale(tmp: Path) -> bool:
         return False
 
 
-def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Remove the temporary files a killed run left next to ``path`` (``.NAME.<hex>.tmp``); return them."""
-    path = Path(path)
+def _remove_stale(candidates: Iterable[Path]) -> list[Path]:
+    """Remove those of ``candidates`` named ``.NAME.<12 hex>.tmp`` that no live writer holds; return them."""
     removed = []
-    if not path.parent.is_dir():
-        return removed
-    for tmp in path.parent.glob(f".{path.name}.*.tmp"):
-        hexpart = tmp.name[len(path.name) + 2 : -4]
+    for tmp in candidates:
+        hexpart = tmp.name[:-4].rpartition(".")[2]
         if len(hexpart) != 12 or any(c not in "0123456789abcdef" for c in hexpart):
             continue
         with contextlib.suppress(OSError):
@@ -180,6 +181,29 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
                 tmp.unlink()
                 removed.append(tmp)
     return removed
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Remove the temporary files a killed run left next to ``path`` (``.NAME.<hex>.tmp``); return them."""
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    return _remove_stale(path.parent.glob(f".{glob.escape(path.name)}.*.tmp"))
+
+
+def remove_stale_temps_in(folder: str | Path) -> list[Path]:
+    """Remove the temporary files a killed run left in ``folder``, whatever their target; return them."""
+    folder = Path(folder)
+    return _remove_stale(folder.glob(".*.tmp")) if folder.is_dir() else []
+
+
+def _size(n: float) -> str:
+    """``n`` bytes for a person: ``512 KiB``, ``3.1 MiB``, ``12 GiB``."""
+    units = ("B", "KiB", "MiB", "GiB", "TiB")
+    i = 0
+    while n >= 1024 and i < len(units) - 1:
+        n, i = n / 1024, i + 1
+    return f"{n:.0f} {units[i]}" if n >= 10 or i == 0 else f"{n:.1f} {units[i]}"
 
 
 def check_output(path: str | Path, need_bytes: int = 0) -> None:
@@ -203,6 +227,6 @@ def check_output(path: str | Path, need_bytes: int = 0) -> None:
         free = shutil.disk_usage(path.parent).free
         if free < need_bytes:
             raise OutputError(
-                f"{path}: not enough free space on its disk ({free / 2**20:.0f} MiB free, about "
-                f"{need_bytes / 2**20:.0f} MiB needed)"
+                f"{path}: not enough free space on its disk ({_size(free)} free, about {_size(need_bytes)} "
+                "needed)"
             )

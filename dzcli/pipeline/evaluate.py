@@ -42,7 +42,7 @@ from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import super_resolve
 from dzcli.infer.selfcheck import apply_self_check
-from dzcli.io.atomic import check_output
+from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
@@ -592,6 +592,8 @@ def evaluate(
         )
     check_output(cfg.out / "report.json")  # before minutes of work, not after
     check_output(cfg.out / crop_file("image", "centre", "method"))
+    for folder in (cfg.out, (cfg.out / crop_file("image", "centre", "method")).parent):
+        remove_stale_temps_in(folder)  # what a killed run was writing
     device = resolve_device(cfg.device)
     lpips_net = LPIPS().to(device) if cfg.lpips else None
     items: list[Any]
@@ -618,9 +620,10 @@ def evaluate(
         protocol=_protocol(kind, cfg, scale),
         crop_methods=crop_methods,
     )
-    # The crops (two regions, each crop method and the truth) as uncompressed RGB at most, and the report.
+    # The crops (two regions, each crop method and the truth) as uncompressed RGB at most, the report sheet
+    # (some of the same crops) and the tables.
     crops = len(items) * 2 * (len(crop_methods) + 1) * cfg.crop**2 * 3
-    check_output(cfg.out / "report.png", crops + 2**24)
+    check_output(cfg.out / "report.png", 2 * crops + 2**20)
     for i, item in enumerate(items):
         if kind == "prepared":
             assert scale is not None

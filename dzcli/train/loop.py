@@ -45,7 +45,7 @@ from dzcli.data.dataset import PreparedPair, TrainPatches
 from dzcli.errors import ConfigError, OutputError, ResourceError, WeightsError
 from dzcli.infer.devices import is_out_of_memory, resolve_device
 from dzcli.infer.engine import super_resolve
-from dzcli.io.atomic import check_output, write_atomic
+from dzcli.io.atomic import check_output, remove_stale_temps_in, write_atomic
 from dzcli.metrics.image import region_scores
 from dzcli.train.config import TrainConfig, write_config
 from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
@@ -776,6 +776,8 @@ class Trainer:
         if self.rank == 0:  # before any step: the run folder can be written and holds one save
             check_output(self.layout.state, self._save_bytes())
             check_output(self.layout.checkpoints / "last.safetensors")
+            for folder in (self.layout.root, self.layout.checkpoints):  # what a killed run was writing
+                remove_stale_temps_in(folder)
             write_config(cfg, self.layout.config)
         window: dict[str, list[float]] = {}
         t_last, n_last = time.perf_counter(), self.step
