@@ -72,8 +72,7 @@ def main() -> None:
         k
         for k in counts
         if k in {f"DZSR.{n}" for n in ("head", "fuse", "body_tail", "upsampler", "tail")}
-        or k.count(".") == 2
-        and k.startswith(("DZSR.blocks.", "DZSR.adastn."))
+        or (k.count(".") == 2 and k.startswith(("DZSR.blocks.", "DZSR.adastn.")))
     ]
     trunk = part("DZSR.matcher.trunk")
     refb = part("DZSR.ref.extractor", "DZSR.ref.paste_head")

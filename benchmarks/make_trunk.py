@@ -16,10 +16,10 @@ import argparse
 import hashlib
 from pathlib import Path
 
-from dzsr_models import pretrained
 from safetensors.torch import save
 
 from dzcli.io.atomic import write_atomic
+from dzsr_models import pretrained
 
 
 def trunk_bytes() -> tuple[bytes, Path]:

@@ -80,7 +80,7 @@ def main() -> None:
             "ground truth",
         )
         big = [F.interpolate(t[None], scale_factor=2, mode="nearest")[0] for t in crops]
-        rows.append((f"{name} (x{x} y{y}, {c} px, shown 2x)", list(zip(labels, big))))
+        rows.append((f"{name} (x{x} y{y}, {c} px, shown 2x)", list(zip(labels, big, strict=True))))
     args.out.mkdir(parents=True, exist_ok=True)
     save_image(args.out / "example_crops.png", crop_sheet(rows))
     (args.out / "example_crops.json").write_text(

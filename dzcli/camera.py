@@ -74,7 +74,7 @@ def blur_kernel(
     if sigma <= 0:
         raise ConfigError(f"blur sigma must be > 0, got {sigma}")
     s2 = sigma if sigma2 is None else sigma2
-    r = int(math.ceil(3 * max(sigma, s2))) if kind != "defocus" else int(math.ceil(sigma)) + 1
+    r = math.ceil(3 * max(sigma, s2)) if kind != "defocus" else math.ceil(sigma) + 1
     y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float64)
     if kind == "defocus":
         k = np.clip(sigma + 0.5 - np.hypot(x, y), 0.0, 1.0)  # 1 inside, a one-pixel ramp at the rim

@@ -46,7 +46,7 @@ def _area_matrix(n_in: int, n_out: int, ratio: float) -> sp.csr_matrix:
     """Sparse ``(n_out, n_in)`` operator averaging input pixels over ``[r·u - 0.5, r·(u + 1) - 0.5]``."""
     u = np.arange(n_out)[:, None]
     lo, hi = ratio * u - 0.5, ratio * (u + 1) - 0.5
-    g = np.floor(lo + 0.5).astype(np.int64) + np.arange(int(math.ceil(ratio)) + 2)[None, :]
+    g = np.floor(lo + 0.5).astype(np.int64) + np.arange(math.ceil(ratio) + 2)[None, :]
     w = np.clip(np.minimum(hi, g + 0.5) - np.maximum(lo, g - 0.5), 0.0, None)
     w[(g < 0) | (g >= n_in)] = 0.0
     w /= w.sum(axis=1, keepdims=True)

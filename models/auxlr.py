@@ -128,7 +128,7 @@ def _jpeg(images: Tensor, qualities: list[int]) -> Tensor:
     """JPEG round trip of ``(B, 3, H, W)`` in ``[0, 1]`` (rounded to 8 bits for the codec only)."""
     codes = (images.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     out = []
-    for img, q in zip(codes, qualities):
+    for img, q in zip(codes, qualities, strict=True):
         buf = io.BytesIO()
         Image.fromarray(img).save(buf, format="JPEG", quality=q)
         buf.seek(0)

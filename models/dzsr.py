@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -230,7 +230,7 @@ def match_local(query: Tensor, ref: Tensor, offset: tuple[int, int], radius: int
         no candidate exists (the query cell is more than ``radius`` cells away from the Ref);
         ``score``: ``(B, hq, wq)`` its cosine similarity (``-inf`` where ``index`` is ``-1``).
     """
-    B, C, hq, wq = query.shape
+    B, _C, hq, wq = query.shape
     hr, wr = ref.shape[-2:]
     oy, ox = offset
     m = radius + 1
@@ -683,7 +683,7 @@ class DZSR(nn.Module):
     """
 
     arch = "dzsr"
-    legacy_hparams = {"bicubic_skip": False}
+    legacy_hparams: ClassVar[dict[str, object]] = {"bicubic_skip": False}
     """Values of hyper-parameters added later, for checkpoints saved without them (read by ``load_checkpoint``)."""
 
     def __init__(

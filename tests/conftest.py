@@ -82,7 +82,7 @@ def sim_pairs() -> dict[str, SimulatedPair]:
     }
 
 
-@pytest.fixture()
+@pytest.fixture
 def captures_dir(tmp_path: Path, sim_pairs: dict[str, SimulatedPair]) -> Path:
     """A folder of three simulated captures named ``<scene>_uw.jpg`` / ``<scene>_tele.jpg``."""
     folder = tmp_path / "captures"

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from dzcli.align.color import ColorModel, apply_color, fit_color, match_colors
 from dzcli.errors import AlignmentError

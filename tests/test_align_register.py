@@ -324,5 +324,5 @@ def test_align_pair_reuses_a_box_and_rejects_bad_ones() -> None:
     assert pair.hr.shape == (3, 4 * inner[3], 4 * inner[2])
     with pytest.raises(AlignmentError, match=r"too small \(20x40 px, need 32x32\)"):
         align_pair(p.uw, p.tele, reg, scale=2, box=(box[0], box[1], 20, 40))
-    with pytest.raises(AlignmentError, match="does not lie inside u.png"):
+    with pytest.raises(AlignmentError, match=r"does not lie inside u.png"):
         align_pair(p.uw, p.tele, reg, scale=2, box=(-4, 0, 64, 64), uw_name="u.png")

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dzsr_models import create_model
 
 import dzcli
 from dzcli.errors import AlignmentError, TeleNotFoundError
 from dzcli.simulate import simulate_pair
 from dzcli.viz import fit_within
+from dzsr_models import create_model
 
 from .conftest import low_texture_scene, scene, write_capture
 
@@ -43,7 +43,7 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     write_capture(tmp_path / "examples", "seeding", sim, ratio_exif=2.0, when=datetime(2026, 1, 1))
     monkeypatch.chdir(tmp_path)
     namespace: dict[str, object] = {}
-    exec(compile(code, str(README), "exec"), namespace)  # noqa: S102 - the README's own example
+    exec(compile(code, str(README), "exec"), namespace)
     result = namespace["result"]
     assert isinstance(result, dzcli.ZoomedPhoto) and result.no_ref is None
     assert result.registration is not None and result.registration.ratio == pytest.approx(sim.ratio, rel=0.01)
@@ -93,7 +93,7 @@ def test_zoom_photo_without_the_tele_and_with_require_ref() -> None:
     from dzcli.infer.engine import super_resolve
 
     assert torch.allclose(alone.image, super_resolve(model, a.uw), atol=1e-6)  # the reference-free network
-    with pytest.raises(TeleNotFoundError, match="^no overlap found between a.jpg and b.jpg"):
+    with pytest.raises(TeleNotFoundError, match=r"^no overlap found between a.jpg and b.jpg"):
         dzcli.zoom_photo(
             model, a.uw, b.tele, device="cpu", require_ref=True, uw_name="a.jpg", tele_name="b.jpg"
         )

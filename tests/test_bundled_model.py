@@ -79,7 +79,7 @@ def test_a_run_folder_loads_its_best_checkpoint(tmp_path: Path) -> None:
         run / "checkpoints" / "best.safetensors",
         metadata={},
     )
-    model, info = load_model(str(run))
+    _model, info = load_model(str(run))
     assert info["name"] == "myrun" and info["path"] == run / "checkpoints" / "best.safetensors"
-    with pytest.raises(WeightsError, match="without checkpoints/best.safetensors"):
+    with pytest.raises(WeightsError, match=r"without checkpoints/best.safetensors"):
         load_model(str(tmp_path / "myrun" / "checkpoints"))

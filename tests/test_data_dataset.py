@@ -30,7 +30,7 @@ def test_load_pairs_reads_the_split(data: Path) -> None:
 
 
 def test_dataset_errors(tmp_path: Path, data: Path) -> None:
-    with pytest.raises(DatasetError, match="no manifest.json"):
+    with pytest.raises(DatasetError, match=r"no manifest.json"):
         load_pairs(tmp_path, "train")
     old = make_dataset(tmp_path / "old", n_train=1, n_test=0, version=0)
     with pytest.raises(DatasetError, match="version 0"):

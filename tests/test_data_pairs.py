@@ -70,7 +70,7 @@ def test_pairs_csv_relative_paths_and_ids(tmp_path: Path) -> None:
 def test_pairs_csv_without_columns_is_a_config_error(tmp_path: Path) -> None:
     csv = tmp_path / "pairs.csv"
     csv.write_text("a,b\nx.jpg,y.jpg\n")
-    with pytest.raises(ConfigError, match="pairs.csv"):
+    with pytest.raises(ConfigError, match=r"pairs.csv"):
         discover_captures(tmp_path, pairs_csv=csv)
 
 

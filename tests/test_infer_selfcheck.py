@@ -43,7 +43,7 @@ def _capture() -> tuple[Tensor, Tensor, tuple[int, int, int, int], Tensor]:
 
 
 def test_the_gain_follows_what_the_tele_shows() -> None:
-    lr, ref, box, truth = _capture()
+    lr, ref, box, _truth = _capture()
     helps = residual_gain(Residual("sharpen"), lr, ref, box, patch=48, patches=4)
     hurts = residual_gain(Residual("noise"), lr, ref, box, patch=48, patches=4)
     assert helps > 0.5 and hurts < 0.1

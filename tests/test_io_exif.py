@@ -151,11 +151,11 @@ def test_no_or_garbled_exif_gives_empty_info(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_directory_raise(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="nothere.jpg"):
+    with pytest.raises(InputError, match=r"nothere.jpg"):
         read_capture_info(tmp_path / "nothere.jpg")
     with pytest.raises(InputError, match="directory"):
         read_capture_info(tmp_path)
-    with pytest.raises(InputError, match="nothere.png"):
+    with pytest.raises(InputError, match=r"nothere.png"):
         read_exif(tmp_path / "nothere.png")
 
 

@@ -430,7 +430,7 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_photo(tmp_path / "missing.jpg")
     folder = tmp_path / "folder.jpg"
     folder.mkdir()
-    with pytest.raises(InputError, match="folder.jpg: is a directory"):
+    with pytest.raises(InputError, match=r"folder.jpg: is a directory"):
         load_photo(folder)
 
 
@@ -448,7 +448,7 @@ def test_max_megapixels_checked_before_decoding(tmp_path: Path, monkeypatch: pyt
     for name in ("big.jpg", "big.tif"):
         with pytest.raises(ResourceError, match=rf"{name}: image is 1\.0 MP, larger than the 0\.5 MP limit"):
             load_photo(tmp_path / name, max_megapixels=0.5)
-    with pytest.raises(ResourceError, match="x.dng"):
+    with pytest.raises(ResourceError, match=r"x.dng"):
         load_photo(write_dng(tmp_path / "x.dng"), max_megapixels=0.001)
     monkeypatch.undo()
     assert load_photo(tmp_path / "big.jpg", max_megapixels=1.5).size == (1000, 1000)

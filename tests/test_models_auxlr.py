@@ -6,10 +6,10 @@ import itertools
 
 import pytest
 import torch
-from dzsr_models import create_model
-from dzsr_models.auxlr import AuxLRGenerator, inject_noise, position_loss
 
 from dzcli.errors import InputError
+from dzsr_models import create_model
+from dzsr_models.auxlr import AuxLRGenerator, inject_noise, position_loss
 
 
 def gaussian(k: int, dy: float, dx: float, sigma: float = 1.0) -> torch.Tensor:

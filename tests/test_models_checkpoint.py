@@ -6,6 +6,11 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from dzcli import __version__
+from dzcli.errors import ConfigError, WeightsError
 from dzsr_models import (
     CHECKPOINT_FORMAT_VERSION,
     PRESETS,
@@ -16,11 +21,6 @@ from dzsr_models import (
     save_checkpoint,
 )
 from dzsr_models.dzsr import DZSR, centre_box, crop_ref
-from safetensors import safe_open
-from safetensors.torch import save_file
-
-from dzcli import __version__
-from dzcli.errors import ConfigError, WeightsError
 
 TINY = [name for name in list_models() if name.endswith("-tiny")]
 
@@ -102,7 +102,7 @@ def test_half_precision_checkpoint(tmp_path):
     assert half.stat().st_size < 0.6 * full.stat().st_size
     loaded, meta = load_checkpoint(half)
     assert meta["dtype"] == "float16"
-    for (name, p), q in zip(model.named_parameters(), loaded.parameters()):
+    for (name, p), q in zip(model.named_parameters(), loaded.parameters(), strict=True):
         assert q.dtype == torch.float32 and torch.equal(q, p.half().float()), name
     torch.testing.assert_close(run(loaded, 2), run(model, 2), atol=2e-2, rtol=0)
 

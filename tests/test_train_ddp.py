@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 import torch.multiprocessing as mp
-from dzsr_models import create_model
 
+from dzsr_models import create_model
 from tests.train_data import make_dataset
 
 

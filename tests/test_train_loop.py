@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 import torch
-from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from safetensors.torch import load_file
 
 from dzcli.data.dataset import PreparedPair, TrainPatches, load_pairs
 from dzcli.errors import ConfigError, DatasetError, OutputError, ResourceError, WeightsError
 from dzcli.pipeline.train import resolve_train_config, train
-from dzcli.train.losses import masked_l1
 from dzcli.train.loop import ModelEMA, Objective, adapt, load_state, lr_factor, sample_indices, step_seed
+from dzcli.train.losses import masked_l1
+from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from tests.train_data import make_dataset
 
 TINY = {"preset": "tiny", "trunk_weights": "random", "batch_size": 2, "patch_size": 16, "device": "cpu"}
@@ -98,7 +98,7 @@ def test_training_lowers_the_loss(data: Path, tmp_path: Path) -> None:
     val = next(m for m in metrics(run) if m["kind"] == "val")["model"]
     assert set(val) == {"full", "centre", "corner"} and {"psnr", "ssim"} <= set(val["full"])
     # Checkpoints: EMA weights with arch, hparams, scale and the training summary.
-    model, meta = load_checkpoint(run / "checkpoints" / "best.safetensors")
+    _model, meta = load_checkpoint(run / "checkpoints" / "best.safetensors")
     assert meta["arch"] == "dzsr" and meta["scale"] == 2 and meta["hparams"]["channels"] == 8
     assert meta["ema"] is True and meta["dzsr_version"]
     training = meta["training"]
@@ -277,7 +277,10 @@ def test_adapt_fine_tunes_a_copy(data: Path) -> None:
     tuned = adapt(model, [own], 25, batch_size=4, patch_size=16, lr=2e-3, seed=1)
     again = adapt(model, [own], 25, batch_size=4, patch_size=16, lr=2e-3, seed=1)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the original is untouched
-    assert all(torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), again.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(tuned.state_dict().values(), again.state_dict().values(), strict=True)
+    )
     assert not tuned.training
     assert error(tuned) < 0.7 * error(model)
     # A patch larger than the pair is reduced to fit.
@@ -367,4 +370,4 @@ def test_temps_a_killed_run_left_are_removed_when_it_resumes(data: Path, tmp_pat
     for p in stale:
         p.write_bytes(b"partial")  # kill -9 while writing them
     train(resolve_train_config(data, run, flags={"steps": 2}, resume=True), resume=True)
-    assert not [p for p in run.rglob("*.tmp")]
+    assert not list(run.rglob("*.tmp"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dzsr_models import create_model
 
 from dzcli.errors import ConfigError
 from dzcli.train.losses import (
@@ -16,6 +15,7 @@ from dzcli.train.losses import (
     random_directions,
     sliced_wasserstein,
 )
+from dzsr_models import create_model
 
 
 def feats(seed: int, shape: tuple[int, ...] = (2, 16, 9, 11)) -> torch.Tensor:

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from dzsr_models.dzsr import centre_box, crop_ref
 
 from dzcli import __version__
 from dzcli.data.manifest import MANIFEST_VERSION, write_manifest
 from dzcli.io.images import save_image
+from dzsr_models.dzsr import centre_box, crop_ref
 from tests.conftest import scene
 
 SCENES = ("life", "picos", "seeding", "free")

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import torch
 from torch import Tensor
-from torch.nn import functional as F  # noqa: N812
+from torch.nn import functional as F
 
 from dzcli.errors import TeleNotFoundError
 

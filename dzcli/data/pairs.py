@@ -148,7 +148,7 @@ def _folder_captures(src: Path) -> list[Capture]:
             if is_image_file(f):
                 by_stem.setdefault(f.stem.lower(), {})[role] = f
     out = []
-    for stem, roles in sorted(by_stem.items()):
+    for _stem, roles in sorted(by_stem.items()):
         cap = _capture_from_roles(_safe_id(roles[next(iter(roles))].stem), roles, "folders")
         if cap is not None:
             out.append(cap)

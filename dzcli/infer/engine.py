@@ -25,6 +25,7 @@ it) or None with ``ref=None``; returns ``(1, 3, s·h, s·w)``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -169,7 +170,7 @@ def _windows(length: int, window: int) -> list[tuple[int, int]]:
     """Split ``[0, length)`` into ``ceil(length / window)`` near-equal consecutive spans."""
     n = math.ceil(length / window)
     edges = [round(i * length / n) for i in range(n + 1)]
-    return list(zip(edges[:-1], edges[1:], strict=True))
+    return list(itertools.pairwise(edges))
 
 
 def global_vector(

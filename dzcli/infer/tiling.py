@@ -15,6 +15,7 @@ pixels, the tiled output equals the untiled one.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -116,7 +117,7 @@ def axis_weights(spans: list[tuple[int, int]], overlap: int, scale: int = 1) -> 
     margin = overlap // 4
     ramp = scale * (overlap - 2 * margin)
     starts = []
-    for (_, b0), (a1, _) in zip(spans[:-1], spans[1:], strict=True):
+    for (_, b0), (a1, _) in itertools.pairwise(spans):
         starts.append(scale * a1 + (scale * (b0 - a1) - ramp) // 2)
 
     def step(k: int, pos: Tensor) -> Tensor:

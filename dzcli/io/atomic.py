@@ -116,7 +116,7 @@ def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
         raise OutputError(f"{path}: cannot write: {_describe(exc)}") from None
     try:
         try:
-            fh = open(tmp, "r+b")  # by name: tifffile wants a file object with a path name
+            fh = open(tmp, "r+b")  # noqa: SIM115 (closed below, also when a write failed; tifffile wants a name)
         except OSError as exc:
             raise OutputError(f"{path}: cannot write: {_describe(exc)}") from None
         try:

@@ -393,7 +393,7 @@ def _eval_prepared(
     hr, lr = pair.hr, pair.lr
     H, W = int(hr.shape[-2]), int(hr.shape[-1])
     if cfg.holdout is None:
-        x0, y0, bw, bh = (int(round(v)) for v in pair.ref_box)
+        x0, y0, bw, bh = (round(v) for v in pair.ref_box)
         ref = pair.ref
     else:
         x0, y0, bw, bh = holdout_box((int(lr.shape[-1]), int(lr.shape[-2])), cfg.holdout)

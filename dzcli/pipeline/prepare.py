@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from dzsr_models.dzsr import centre_box
 
 from dzcli import __version__
 from dzcli.align.capture import align_capture, read_capture
@@ -43,6 +42,7 @@ from dzcli.errors import (
 from dzcli.io.atomic import check_output
 from dzcli.io.images import Photo, load_photo, save_image
 from dzcli.viz import pair_preview, resize
+from dzsr_models.dzsr import centre_box
 
 log = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ Precedence, lowest first: the defaults below → the run's saved ``config.yaml``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import sys
@@ -124,10 +125,8 @@ def _coerce(key: str, value: Any, source: str) -> Any:
     if value is None and "None" in kind:
         return None
     if kind.startswith("float") and isinstance(value, str):
-        try:  # YAML 1.1 (PyYAML) reads 1e-4 as a string: it needs a dot (1.0e-4) to be a number
+        with contextlib.suppress(ValueError):  # YAML 1.1 (PyYAML) reads 1e-4 as a string (1.0e-4 is a number)
             value = float(value)
-        except ValueError:
-            pass
     ok = {
         "int": isinstance(value, int) and not isinstance(value, bool),
         "float": isinstance(value, int | float) and not isinstance(value, bool),

@@ -21,8 +21,8 @@ import inspect
 import json
 import logging
 import math
-import pickle
 import os
+import pickle
 import signal
 import threading
 import time
@@ -35,8 +35,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from dzsr_models import ARCHS, create_model, save_checkpoint
-from dzsr_models.auxlr import AuxLRGenerator, inject_noise
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -49,6 +47,8 @@ from dzcli.io.atomic import check_output, remove_stale_temps_in, write_atomic
 from dzcli.metrics.image import region_scores
 from dzcli.train.config import TrainConfig, write_config
 from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
+from dzsr_models import ARCHS, create_model, save_checkpoint
+from dzsr_models.auxlr import AuxLRGenerator, inject_noise
 
 log = logging.getLogger(__name__)
 
