@@ -166,7 +166,10 @@ def jpeg(img: Tensor, quality: int, subsampling: Subsampling = "420") -> Tensor:
     ok, buf = cv2.imencode(".jpg", bgr, params)
     if not ok:
         raise ConfigError("JPEG encoding failed")
-    out = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1].astype(np.float32) / 255.0
+    decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if decoded is None:
+        raise ConfigError("JPEG decoding failed")
+    out = decoded[..., ::-1].astype(np.float32) / 255.0
     return _image(out)
 
 

@@ -66,7 +66,7 @@ def pair_preview(
     """
     cell_side = max(8, max_side // 2 - 8)
     hr_p = fit_within(hr, cell_side)
-    size = tuple(hr_p.shape[-2:])
+    size = (hr_p.shape[-2], hr_p.shape[-1])
     lr_p = resize(lr, size, mode="bicubic")
     mask_p = resize(mask, size, mode="area")
     cell = max(8, min(size) // 8)

@@ -191,7 +191,11 @@ def save_checkpoint(
         ConfigError: Unregistered architecture, reserved or non-JSON metadata, or unknown ``dtype``.
     """
     arch = getattr(model, "arch", None)
-    if arch not in ARCHS or not isinstance(model, ARCHS[arch]):
+    if (
+        arch not in ARCHS
+        or not isinstance(model, ARCHS[arch])
+        or not isinstance(model, (DZSR, AuxLRGenerator))
+    ):
         raise ConfigError(f"cannot save a {type(model).__name__}: not a registered dzsr architecture")
     if dtype not in ("float32", "float16"):
         raise ConfigError(f"checkpoint dtype must be 'float32' or 'float16', got {dtype!r}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -68,11 +69,13 @@ class AuxLRGenerator(nn.Module):
 
     arch = "auxlr"
 
+    mean: Tensor
+
     def __init__(self, *, scale: int = 4, channels: int = 64) -> None:
         super().__init__()
         if scale < 1 or channels < 1:
             raise ConfigError(f"invalid AuxLRGenerator size: scale={scale}, channels={channels}")
-        self.hparams = {"scale": scale, "channels": channels}
+        self.hparams: dict[str, Any] = {"scale": scale, "channels": channels}
         self.scale = scale
         cin = 3 * scale * scale
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1), persistent=False)

@@ -197,5 +197,6 @@ def load_model(
     model, meta = load_checkpoint(path, device=dev)
     if meta.get("arch") != "dzsr":
         raise WeightsError(f"{path}: not a super-resolution model (architecture {meta.get('arch')!r})")
-    log.debug("model %s (x%d) from %s", name, model.scale, path)
-    return model, {"name": name, "path": path, "scale": int(model.scale), "metadata": meta}
+    scale = int(meta["scale"])
+    log.debug("model %s (x%d) from %s", name, scale, path)
+    return model, {"name": name, "path": path, "scale": scale, "metadata": meta}

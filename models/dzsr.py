@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -95,7 +95,7 @@ def crop_ref(hr: Tensor, box: Box, scale: int) -> Tensor:
 
 def _boxes(box: BoxLike, batch: int) -> list[Box]:
     """Normalise a box argument to one python ``(x0, y0, w, h)`` per sample."""
-    rows = box.detach().to("cpu", torch.int64).tolist() if isinstance(box, Tensor) else box
+    rows: Any = box.detach().to("cpu", torch.int64).tolist() if isinstance(box, Tensor) else box
     if len(rows) == 4 and all(isinstance(v, numbers.Integral) for v in rows):
         rows = [rows] * batch
     if len(rows) != batch or any(len(r) != 4 for r in rows):
@@ -290,7 +290,7 @@ class PatchMatcher(nn.Module):
             raise ConfigError(f"match stride must be a positive multiple of 4, got {stride}")
         if radius < 0:
             raise ConfigError(f"match radius must be >= 0, got {radius}")
-        self.hparams = {
+        self.hparams: dict[str, Any] = {
             "weights": weights,
             "stride": stride,
             "radius": radius,
@@ -522,9 +522,11 @@ class AdaSTN(nn.Module):
         collapse_p: Per-sample collapse probability in training.
     """
 
+    grid: Tensor
+
     def __init__(self, channels: int, *, collapse_p: float = 0.3) -> None:
         super().__init__()
-        self.hparams = {"channels": channels, "collapse_p": collapse_p}
+        self.hparams: dict[str, Any] = {"channels": channels, "collapse_p": collapse_p}
         self.collapse_p = collapse_p
         self.offset_features = nn.Conv2d(2 * channels, channels, 3, padding=1, groups=channels)
         self.affine = nn.Conv2d(channels, 4, 5, padding=2)
@@ -686,6 +688,8 @@ class DZSR(nn.Module):
     legacy_hparams: ClassVar[dict[str, object]] = {"bicubic_skip": False}
     """Values of hyper-parameters added later, for checkpoints saved without them (read by ``load_checkpoint``)."""
 
+    mean: Tensor
+
     def __init__(
         self,
         *,
@@ -722,7 +726,7 @@ class DZSR(nn.Module):
                 raise ConfigError(f"ref2_scale must be in [1, {scale}], got {ref2_scale}")
         else:
             ref2_scale = None
-        self.hparams = {
+        self.hparams: dict[str, Any] = {
             "scale": scale,
             "channels": channels,
             "blocks": blocks,
@@ -771,7 +775,7 @@ class DZSR(nn.Module):
         if bicubic_skip:  # start as (almost exactly) bicubic upsampling; the body learns the residual
             with torch.no_grad():
                 self.tail.weight.mul_(0.1)
-                self.tail.bias.zero_()
+                self.tail.bias.zero_()  # type: ignore[union-attr]  # Conv2d(bias=True) has one
 
     # ---------------------------------------------------------------------------------------------------
 
@@ -915,15 +919,15 @@ class DZSR(nn.Module):
         if lr.dim() != 4 or lr.shape[1] != 3:
             raise InputError(f"lr must be (B, 3, H, W), got {tuple(lr.shape)}")
         B = lr.shape[0]
-        training_aux = aux is not None and self.training
-        if training_aux and aux.shape != lr.shape:
+        aux = aux if self.training else None  # the aux-LR guides training only
+        if aux is not None and aux.shape != lr.shape:
             raise InputError(f"aux {tuple(aux.shape)} must have the LR's shape {tuple(lr.shape)}")
         x = self.head(lr - self.mean)
-        guide = self.head(aux - self.mean) if training_aux else None
+        guide = self.head(aux - self.mean) if aux is not None else None
         h = x
         for block in self.adastn:
             h = block(h, guide)
-        probe = aux if training_aux else lr
+        probe = aux if aux is not None else lr
         if self.training:
             keep = torch.rand(B, device=lr.device) < self.paste_p
         else:

@@ -115,8 +115,11 @@ def _how_to_get(net: Net) -> str:
 
 
 def _numpy_reconstruct() -> Any:
-    core = getattr(np, "_core", None)  # numpy >= 2 moved numpy.core to numpy._core
-    return core.multiarray._reconstruct if core is not None else np.core.multiarray._reconstruct
+    try:  # numpy >= 2 moved numpy.core to numpy._core
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    return multiarray._reconstruct
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -419,6 +422,9 @@ class VGG16Features(nn.Module):
         seed: Seed of the random weights.
     """
 
+    mean: Tensor
+    std: Tensor
+
     def __init__(
         self,
         until: str,
@@ -435,7 +441,7 @@ class VGG16Features(nn.Module):
             )
         if weights not in ("imagenet", "random"):
             raise ConfigError(f"unknown VGG16 weights {weights!r}: choose 'imagenet' or 'random'")
-        self.hparams = {"until": until, "pool": pool, "weights": weights, "seed": seed}
+        self.hparams: dict[str, Any] = {"until": until, "pool": pool, "weights": weights, "seed": seed}
         self.layers: list[str] = names[: names.index(until) + 1]
         index = _VGG16_INDEX
         shapes = {idx: (cout, cin, k) for idx, cout, cin, k in VGG16_CONVS}

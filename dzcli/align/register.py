@@ -670,7 +670,9 @@ def _ecc(uw: _Luma, tele: _Luma, h: np.ndarray) -> np.ndarray | None:
         warp = (warp / warp[2, 2])[:2].astype(np.float32)
         criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, ECC_ITERATIONS, 1e-6)
         try:
-            _, warp = cv2.findTransformECC(t, a, warp, cv2.MOTION_AFFINE, criteria, None, ECC_BLUR)
+            _, warp = cv2.findTransformECC(  # type: ignore[call-overload]  # None: no mask (not in the stubs)
+                t, a, warp, cv2.MOTION_AFFINE, criteria, None, ECC_BLUR
+            )
         except cv2.error:  # "iterations do not converge": no usable gradient
             return None
         full = np.eye(3)

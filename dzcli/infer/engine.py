@@ -29,6 +29,7 @@ import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -205,7 +206,7 @@ def global_vector(
     Returns:
         ``(1, C)`` on ``device``.
     """
-    s = int(model.scale)
+    s = describe(model).scale
     if ref is None or box is None:
         region, ref = lr, None
     else:
@@ -216,14 +217,17 @@ def global_vector(
     if len(cells) > max_windows:
         step = len(cells) / max_windows
         cells = [cells[int(i * step)] for i in range(max_windows)]
+    global_vector = cast(
+        Callable[..., Tensor], model.global_vector
+    )  # present: the descriptor has gvec_stride
     total, weight = None, 0.0
     for (ya, yb), (xa, xb) in cells:
         part = region[:, ya:yb, xa:xb][None].to(device)
         if ref is None:
-            vec = model.global_vector(part, None, None)
+            vec = global_vector(part, None, None)
         else:
             part_ref = ref[:, s * ya : s * yb, s * xa : s * xb][None].to(device)
-            vec = model.global_vector(part, part_ref, (0, 0, xb - xa, yb - ya))
+            vec = global_vector(part, part_ref, (0, 0, xb - xa, yb - ya))
         n = math.ceil((yb - ya) / stride) * math.ceil((xb - xa) / stride)
         total = vec.float() * n if total is None else total + vec.float() * n
         weight += n

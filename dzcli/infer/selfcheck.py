@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dzcli.infer.engine import Box, super_resolve
+from dzcli.infer.engine import Box, describe, super_resolve
 
 __all__ = ["apply_self_check", "blend_outside", "residual_gain"]
 
@@ -58,7 +58,7 @@ def residual_gain(
     Returns:
         ``α`` in ``[0, 1]``; 1 when the footprint is too small to measure.
     """
-    s = int(model.scale)
+    s = describe(model).scale
     x0, y0, bw, bh = box
     ph, pw = min(patch, bh), min(patch, bw)
     if min(ph, pw) <= 2 * margin + 8:

@@ -139,7 +139,7 @@ def open_atomic(path: str | Path) -> Iterator[BinaryIO]:
     _fsync_dir(path.parent)
 
 
-def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> None:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Run ``write`` on a fresh temporary file next to ``path``, sync it, then rename it over ``path``."""
     with open_atomic(path) as fh:
         write(fh)

@@ -286,7 +286,8 @@ def read_xmp(path: Path) -> bytes | None:
                 import pillow_heif
 
                 heif = pillow_heif.open_heif(fh, convert_hdr_to_8bit=False)
-                raw = heif[heif.primary_index].info.get("xmp")
+                xmp = heif[heif.primary_index].info.get("xmp")
+                raw = xmp if isinstance(xmp, bytes) else None
             else:
                 raw = _pillow_xmp(fh)
     except Exception as exc:  # unreadable or garbled metadata means "no XMP", never an error

@@ -44,6 +44,9 @@ class LPIPS(nn.Module):
         WeightsError: default weights requested but not installed.
     """
 
+    shift: Tensor
+    scale: Tensor
+
     def __init__(
         self, *, trunk: dict[str, Tensor] | None = None, lins: dict[str, Tensor] | None = None
     ) -> None:
@@ -135,7 +138,7 @@ class LPIPS(nn.Module):
         if a.shape != b.shape:
             raise InputError(f"LPIPS inputs differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
         maps = self.layer_maps(self.taps(a), self.taps(b))
-        return self.combine(maps, tuple(a.shape[-2:]) if spatial else None)
+        return self.combine(maps, (a.shape[-2], a.shape[-1]) if spatial else None)
 
 
 def to_input(img: Tensor, device: torch.device | str) -> Tensor:

@@ -236,8 +236,8 @@ def pick_crop(truth: Tensor, box: Box, region: str, side: int) -> Box | None:
         ys = np.arange(y0, y1 - side + 1, stride)
         xs = np.arange(x0, x1 - side + 1, stride)
         yy, xx = np.meshgrid(ys, xs, indexing="ij")
-        y1, x1 = yy + side, xx + side
-        sums = integral[y1, x1] - integral[yy, x1] - integral[y1, xx] + integral[yy, xx]
+        ye, xe = yy + side, xx + side
+        sums = integral[ye, xe] - integral[yy, xe] - integral[ye, xx] + integral[yy, xx]
         k = np.unravel_index(int(np.argmax(sums)), sums.shape)
         if best is None or sums[k] > best[0]:
             best = (float(sums[k]), (int(xx[k]), int(yy[k]), side, side))
@@ -624,6 +624,7 @@ def evaluate(
     # (some of the same crops) and the tables.
     crops = len(items) * 2 * (len(crop_methods) + 1) * cfg.crop**2 * 3
     check_output(cfg.out / "report.png", 2 * crops + 2**20)
+    item: Any  # a PreparedPair, or a simulated capture's record
     for i, item in enumerate(items):
         if kind == "prepared":
             assert scale is not None

@@ -143,7 +143,7 @@ def assign_splits(records: list[dict[str, Any]], test_fraction: float) -> None:
 
 def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
     """PSNR (dB) between the wide crop and the matched tele brought down to its size, on valid pixels."""
-    size = tuple(lr.shape[-2:])
+    size = (lr.shape[-2], lr.shape[-1])
     hr_d = resize(hr, size, mode="area")
     m = resize(mask, size, mode="area") > 0.99
     if m.sum() < 16:

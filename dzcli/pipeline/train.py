@@ -27,6 +27,7 @@ import yaml
 
 from dzcli.data.dataset import dataset_scale, load_pairs
 from dzcli.errors import ConfigError, DatasetError
+from dzcli.infer.engine import describe
 from dzcli.io.atomic import write_text_atomic
 from dzcli.train.config import (
     TrainConfig,
@@ -167,7 +168,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
         elif cfg.init is not None:
             init, info = load_model(cfg.init)
             source = str(info["path"])
-            if int(init.scale) != scale:  # e.g. a x4 model started from the x2 one
+            if describe(init).scale != scale:  # e.g. a x4 model started from the x2 one
                 total = sum(p.numel() for p in init.parameters())
                 init, carried = rescale_model(init, scale)
                 log.info(
@@ -179,11 +180,11 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
                     carried,
                     total,
                 )
-        if init is not None and int(init.scale) != scale:
+        if init is not None and describe(init).scale != scale:
+            was = describe(init).scale
             raise ConfigError(
-                f"scale mismatch: {source} is a x{int(init.scale)} model but {cfg.data} is a x{scale} "
-                "dataset; "
-                f"prepare the data with --scale {int(init.scale)} or use a x{scale} model"
+                f"scale mismatch: {source} is a x{was} model but {cfg.data} is a x{scale} dataset; "
+                f"prepare the data with --scale {was} or use a x{scale} model"
             )
         train_pairs = load_pairs(cfg.data, "train")
         try:

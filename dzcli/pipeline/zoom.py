@@ -45,7 +45,7 @@ from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
-from dzcli.infer.engine import super_resolve
+from dzcli.infer.engine import describe, super_resolve
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif, update_xmp
@@ -543,7 +543,7 @@ def _super_resolve(
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one, its reference-free detail outside the tele's view scaled by the
     self-check's gain, resampled to ``outscale``: ``(image, tiles, gain)``."""
-    s = int(model.scale)
+    s = describe(model).scale
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
         t = time.perf_counter()
@@ -649,7 +649,7 @@ def zoom_photo(
         tele_name=tele_name,
         timings=timings,
     )
-    s = int(model.scale)
+    s = describe(model).scale
     density = _density(reg, ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2]))
     aligned, no_ref = _reference(
         uw_t,
@@ -722,7 +722,7 @@ def zoom_capture(
     )
     density = _density(reg, est.value, uw.size, photos.tele.size)
     model, info = models.get(cfg.outscale if cfg.outscale is not None else density)
-    s = int(model.scale)
+    s = describe(model).scale
     outscale = _output_scale(cfg.outscale, density, s)
     W, H = uw.size
     out_size = (max(1, round(outscale * W)), max(1, round(outscale * H)))

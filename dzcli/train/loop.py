@@ -42,13 +42,14 @@ from dzcli import __version__
 from dzcli.data.dataset import PreparedPair, TrainPatches
 from dzcli.errors import ConfigError, OutputError, ResourceError, WeightsError
 from dzcli.infer.devices import is_out_of_memory, resolve_device
-from dzcli.infer.engine import super_resolve
+from dzcli.infer.engine import describe, super_resolve
 from dzcli.io.atomic import check_output, remove_stale_temps_in, write_atomic
 from dzcli.metrics.image import region_scores
 from dzcli.train.config import TrainConfig, write_config
 from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
 from dzsr_models import ARCHS, create_model, save_checkpoint
 from dzsr_models.auxlr import AuxLRGenerator, inject_noise
+from dzsr_models.dzsr import DZSR
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def lr_factor(step: int, total: int) -> float:
 
 #: DDP option that stops re-broadcasting buffers every forward (ours are constant: VGG weights, means);
 #: recent torch names it ``forward_sync_buffers`` (``broadcast_buffers`` is deprecated there).
-_NO_BUFFER_SYNC = (
+_NO_BUFFER_SYNC: dict[str, Any] = (
     {"forward_sync_buffers": False}
     if "forward_sync_buffers" in inspect.signature(DistributedDataParallel.__init__).parameters
     else {"broadcast_buffers": False}
@@ -109,7 +110,7 @@ class Objective(nn.Module):
 
     def __init__(
         self,
-        net: nn.Module,
+        net: DZSR,
         aux: AuxLRGenerator | None,
         sw: SlicedWassersteinLoss | None,
         *,
@@ -334,8 +335,10 @@ def adapt(
         )
     if loss not in ("l1", "l1+sw", "l1+losw"):
         raise ConfigError(f"loss must be l1, l1+sw or l1+losw, not {loss!r}")
+    if not isinstance(model, DZSR):
+        raise ConfigError(f"--adapt fine-tunes DZSR networks, not a {type(model).__name__}")
     dev = resolve_device(device)
-    s = int(model.scale)
+    s = describe(model).scale
     fit = min(min(p.lr.shape[-2:]) for p in pairs) // s * s
     patch = max(s, min(patch_size, fit))
     net = copy.deepcopy(model).to(dev).train()
@@ -553,11 +556,17 @@ class Trainer:
         self.device = self._device(cfg.device, rank, world)
         self.amp = cfg.amp and self.device.type == "cuda"
         torch.manual_seed(cfg.seed)
-        if init is not None:
-            self.net = init.train()
-        else:
-            self.net = create_model(cfg.model_name, scale=scale, matcher_weights=cfg.trunk_weights)
-        self.aux = create_model("auxlr", scale=scale, channels=int(self.net.hparams["channels"]))
+        net = (
+            init.train()
+            if init is not None
+            else create_model(cfg.model_name, scale=scale, matcher_weights=cfg.trunk_weights)
+        )
+        if not isinstance(net, DZSR):
+            raise ConfigError(f"dzsr train trains DZSR networks, not a {type(net).__name__}")
+        self.net = net
+        aux = create_model("auxlr", scale=scale, channels=int(net.hparams["channels"]))
+        assert isinstance(aux, AuxLRGenerator)
+        self.aux = aux
         sw = None
         if cfg.loss != "l1":
             sw = SlicedWassersteinLoss(
