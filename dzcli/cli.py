@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from rich.table import Table
 from dzcli import __version__
 from dzcli.errors import DzsrError, OutputError
 from dzcli.io.quiet import set_opencv_log_level
+
+if TYPE_CHECKING:
+    from dzcli.data.manifest import PairRecord
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -107,12 +110,12 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
     return "–" if value is None else format(value, spec)
 
 
-def _found_by(record: dict[str, Any]) -> str:
+def _found_by(record: PairRecord) -> str:
     """How a prepared pair was registered: ``N matches`` (features) or ``direct, r 0.31`` (correlation)."""
-    reg = record.get("registration") or {}
+    reg = record.registration or {}
     if reg.get("method") == "direct":
         return f"direct, r {reg['correlation']:.2f}"
-    return "–" if record.get("inliers") is None else f"{record['inliers']} matches"
+    return "–" if record.inliers is None else f"{record.inliers} matches"
 
 
 # Options shared by several commands (one declaration each).
@@ -166,8 +169,8 @@ def prepare(
         with _progress() as bar:
             task = bar.add_task("prepare", total=None, item="", visible=False)
 
-            def step(done: int, total: int, record: dict[str, Any]) -> None:
-                bar.update(task, completed=done, total=total, item=record["id"], visible=True)
+            def step(done: int, total: int, record: PairRecord) -> None:
+                bar.update(task, completed=done, total=total, item=record.id, visible=True)
 
             try:
                 summary = run_prepare(cfg, progress=step)
@@ -181,17 +184,16 @@ def prepare(
         table.add_column("split", no_wrap=True)
         table.add_column("status", overflow="fold")
         for r in summary.records:
-            ok = r["status"] == "ok"
-            cam = r.get("camera") or {}
+            cam = r.camera or {}
             table.add_row(
-                r["id"],
+                r.id,
                 cam.get("tele") or cam.get("uw") or "",
-                _fmt(r["ratio_exif"]),
-                _fmt(r["ratio"]),
+                _fmt(r.zoom_ratio_exif),
+                _fmt(r.zoom_ratio),
                 _found_by(r),
-                _fmt(None if r["valid_fraction"] is None else 100 * r["valid_fraction"], ".1f"),
-                r["split"] or "",
-                "[green]ok[/]" if ok else f"[yellow]{r['status']}[/]",
+                _fmt(None if r.valid_fraction is None else 100 * r.valid_fraction, ".1f"),
+                r.split or "",
+                "[green]ok[/]" if r.ok else f"[yellow]{r.status}[/]",
             )
         console.print(table)
         console.print(

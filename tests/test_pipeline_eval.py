@@ -15,6 +15,7 @@ import torch
 from typer.testing import CliRunner
 
 from dzcli.cli import app
+from dzcli.data.manifest import read_manifest
 from dzcli.errors import ConfigError, DatasetError, OutputError, WeightsError
 from dzcli.metrics.image import region_pieces
 from dzcli.pipeline import evaluate as evaluate_module
@@ -138,13 +139,14 @@ def test_eval_prepared_dataset(
     for m in methods:
         assert m in result.output
     report = _check_files(out, methods, 2)
-    manifest = json.loads((data / "manifest.json").read_text())
+    pairs = {p.id: p for p in read_manifest(data).pairs}
     for im in report["images"]:
-        rec = next(p for p in manifest["pairs"] if p["id"] == im["id"])
-        lr, hr = _rgb(data / rec["files"]["lr"]), _rgb(data / rec["files"]["hr"])
+        rec = pairs[im["id"]]
+        assert rec.ref_box is not None
+        lr, hr = _rgb(data / rec.files["lr"]), _rgb(data / rec.files["hr"])
         up = cv2.resize(lr, (hr.shape[1], hr.shape[0]), interpolation=cv2.INTER_CUBIC)
         assert im["scores"]["bicubic"]["full"]["psnr"] == pytest.approx(_psnr8(up, hr), abs=1e-9)
-        x0, y0, w, h = (2 * v for v in rec["ref_box"])
+        x0, y0, w, h = (2 * v for v in rec.ref_box)
         assert im["box"] == [x0, y0, w, h]
         centre = _psnr8(up[y0 : y0 + h, x0 : x0 + w], hr[y0 : y0 + h, x0 : x0 + w])
         assert im["scores"]["bicubic"]["centre"]["psnr"] == pytest.approx(centre, abs=1e-9)
@@ -385,10 +387,9 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
         )
     )
     assert len(seen) == len(report.images) > 0
-    manifest = json.loads((prepared / "manifest.json").read_text())
+    pairs = {p.id: p for p in read_manifest(prepared).pairs}
     for im, (ref, box) in zip(report.images, seen, strict=True):
-        rec = next(p for p in manifest["pairs"] if p["id"] == im.id)
-        hr = _rgb(prepared / rec["files"]["hr"])
+        hr = _rgb(prepared / pairs[im.id].files["hr"])
         w_lr = hr.shape[1] // 2
         assert box == (0, 0, w_lr // 2, hr.shape[0] // 2)  # the left half, full height
         np.testing.assert_allclose(ref.numpy().transpose(1, 2, 0), hr[:, : 2 * (w_lr // 2)], atol=1 / 255)

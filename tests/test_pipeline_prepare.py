@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from dzcli.data.manifest import read_manifest
 from dzcli.errors import DatasetError, OutputError
 from dzcli.io.images import load_photo
 from dzcli.pipeline import prepare as prepare_mod
@@ -34,34 +35,37 @@ def test_prepare_writes_a_consistent_dataset(captures_dir: Path, tmp_path: Path,
     inputs_before = tree_state(captures_dir)
     summary = prepare(PrepareConfig(src=captures_dir, out=out, scale=2, test_fraction=0.34))
     assert summary.n_ok == 3 and summary.computed == 3
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["version"] == 1 and len(manifest["pairs"]) == 3
-    splits = {p["split"] for p in manifest["pairs"]}
-    assert splits == {"train", "test"}
-    for rec in manifest["pairs"]:
-        sim = sim_pairs[rec["id"]]
-        assert rec["status"] == "ok"
-        assert rec["id"] in rec["sources"]["uw"]
-        assert rec["ratio_exif"] == pytest.approx(2.0)
-        assert rec["ratio"] == pytest.approx(sim.ratio, rel=0.01)
-        assert rec["inliers"] >= 30 and 0.5 < rec["valid_fraction"] <= 1
-        lr = load_photo(out / rec["files"]["lr"]).pixels
-        hr = load_photo(out / rec["files"]["hr"]).pixels
-        ref = load_photo(out / rec["files"]["ref"]).pixels
-        mask = load_photo(out / rec["files"]["mask"]).pixels
+    raw = json.loads((out / "manifest.json").read_text())
+    assert raw["version"] == 1 and [p["id"] for p in raw["pairs"]] == [r.id for r in summary.records]
+    manifest = read_manifest(out)
+    assert [p.to_json() for p in manifest.pairs] == raw["pairs"]  # the records are the file's, both ways
+    assert {p.split for p in manifest.pairs} == {"train", "test"}
+    for rec in manifest.pairs:
+        sim = sim_pairs[rec.id]
+        assert rec.ok
+        assert rec.sources is not None and rec.id in rec.sources["uw"]
+        assert rec.zoom_ratio_exif == pytest.approx(2.0)
+        assert rec.zoom_ratio == pytest.approx(sim.ratio, rel=0.01)
+        assert rec.inliers is not None and rec.inliers >= 30
+        assert rec.valid_fraction is not None and 0.5 < rec.valid_fraction <= 1
+        lr = load_photo(out / rec.files["lr"]).pixels
+        hr = load_photo(out / rec.files["hr"]).pixels
+        ref = load_photo(out / rec.files["ref"]).pixels
+        mask = load_photo(out / rec.files["mask"]).pixels
         assert hr.shape[-2:] == (2 * lr.shape[-2], 2 * lr.shape[-1])
         assert mask.shape[-2:] == hr.shape[-2:]
-        assert (out / rec["files"]["preview"]).is_file()
-        rx, ry, rw, rh = rec["ref_box"]  # the ref is hr under ref_box (whole lr pixels, centred)
+        assert (out / rec.files["preview"]).is_file()
+        assert rec.ref_box is not None and rec.box is not None
+        rx, ry, rw, rh = rec.ref_box  # the ref is hr under ref_box (whole lr pixels, centred)
         assert (rw, rh) == (lr.shape[-1] // 2, lr.shape[-2] // 2)
         assert abs(rx + rw / 2 - lr.shape[-1] / 2) <= 1 and abs(ry + rh / 2 - lr.shape[-2] / 2) <= 1
         assert torch.equal(ref, hr[:, 2 * ry : 2 * (ry + rh), 2 * rx : 2 * (rx + rw)])
         # the lr crop lies around the tele's true position in the wide
-        x0, y0, w, h = rec["box"]
+        x0, y0, w, h = rec.box
         cx, cy = sim.center
         assert abs(x0 + (w - 1) / 2 - cx) < w * 0.05 and abs(y0 + (h - 1) / 2 - cy) < h * 0.05
         # the registered, colour-matched hr agrees with the wide crop at the wide's resolution
-        assert rec["alignment_psnr"] > 27
+        assert rec.alignment_psnr is not None and rec.alignment_psnr > 27
     assert tree_state(captures_dir) == inputs_before  # inputs never written to
     assert not list((out / "pairs").glob(".*"))
 
@@ -84,12 +88,12 @@ def test_bad_pairs_are_skipped_with_reasons(captures_dir: Path, tmp_path: Path) 
     write_capture(captures_dir, "unrelated", unrelated, ratio_exif=2.0, when=datetime(2026, 1, 1))
     out = tmp_path / "data"
     summary = prepare(PrepareConfig(src=captures_dir, out=out))
-    status = {r["id"]: r["status"] for r in summary.records}
+    status = {r.id: r.status for r in summary.records}
     assert summary.n_ok == 3
     assert "broken_uw.jpg" in status["broken"]
     assert "no overlap" in status["unrelated"]
-    skipped = [r for r in summary.records if r["status"] != "ok"]
-    assert all(r["split"] is None and r["files"] == {} for r in skipped)
+    skipped = [r for r in summary.records if not r.ok]
+    assert all(r.split is None and r.files == {} for r in skipped)
     assert not (out / "pairs" / "broken").exists()
 
 
@@ -119,9 +123,9 @@ def test_interrupted_run_resumes_without_half_written_pairs(
     monkeypatch.setattr(prepare_mod, "_process", flaky)
     with pytest.raises(KeyboardInterrupt):
         prepare(PrepareConfig(src=captures_dir, out=out))
-    done = json.loads((out / "manifest.json").read_text())["pairs"]
-    assert [p["status"] for p in done] == ["ok"]
-    assert sorted(p.name for p in (out / "pairs").iterdir()) == [done[0]["id"]]  # no temporary folder left
+    done = read_manifest(out).pairs
+    assert [p.status for p in done] == ["ok"]
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == [done[0].id]  # no temporary folder left
     monkeypatch.setattr(prepare_mod, "_process", real)
     summary = prepare(PrepareConfig(src=captures_dir, out=out))
     assert (summary.reused, summary.computed, summary.n_ok) == (1, 2, 3)
@@ -136,10 +140,10 @@ def test_sixteen_bit_sources_give_sixteen_bit_pairs(tmp_path: Path, sim_pairs) -
     rec = summary.records[0]
     # no 35 mm tag: EXIF falls back to the same-body focal ratio 6/4.25 = 1.41, wrong for a phone's
     # two sensors; registration still finds the true 2.0
-    assert rec["status"] == "ok" and rec["ratio_source"] != "exif-35mm"
-    assert rec["ratio"] == pytest.approx(2.0, rel=0.01)
-    assert load_photo(out / rec["files"]["hr"]).bit_depth == 16
-    assert load_photo(out / rec["files"]["lr"]).bit_depth == 16
+    assert rec.ok and rec.zoom_ratio_source != "exif-35mm"
+    assert rec.zoom_ratio == pytest.approx(2.0, rel=0.01)
+    assert load_photo(out / rec.files["hr"]).bit_depth == 16
+    assert load_photo(out / rec.files["lr"]).bit_depth == 16
 
 
 def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
@@ -152,11 +156,11 @@ def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
     out = tmp_path / "data"
     summary = prepare(PrepareConfig(src=tmp_path / "sim" / "captures", out=out, test_fraction=0.0))
     (rec,) = summary.records
-    assert rec["status"] == "ok" and set(rec["sources"]) == {"uw", "wide", "tele"}
-    assert rec["ratio"] == pytest.approx(2.4, rel=0.01)
-    assert rec["mid"]["ratio"] == pytest.approx(1.4, rel=0.01)  # the wide sits between uw and tele
-    mid = load_photo(out / rec["files"]["mid"]).pixels
-    hr = load_photo(out / rec["files"]["hr"]).pixels
+    assert rec.ok and set(rec.sources or ()) == {"uw", "wide", "tele"}
+    assert rec.zoom_ratio == pytest.approx(2.4, rel=0.01)
+    assert rec.mid is not None and rec.mid.zoom_ratio == pytest.approx(1.4, rel=0.01)  # between uw and tele
+    mid = load_photo(out / rec.files["mid"]).pixels
+    hr = load_photo(out / rec.files["hr"]).pixels
     assert mid.shape == hr.shape  # the wide, registered onto the same grid as hr
 
 
@@ -191,10 +195,10 @@ def test_a_full_disk_stops_at_the_pair_that_does_not_fit_and_keeps_the_others(
         prepare(PrepareConfig(src=captures_dir, out=out, scale=2))
     # The message names the pair's own folder (not the hidden one it is written to), and the pair before it
     # stays in the dataset: a re-run with space continues from there.
-    (done,) = json.loads((out / "manifest.json").read_text())["pairs"]
+    (done,) = read_manifest(out).pairs
     assert re.search(r"/pairs/\w+/hr\.png: not enough free space on its disk", str(err.value))
-    assert f"/.{done['id']}" not in str(err.value) and ".tmp" not in str(err.value)
-    assert sorted(p.name for p in (out / "pairs").iterdir()) == [done["id"]]
+    assert f"/.{done.id}" not in str(err.value) and ".tmp" not in str(err.value)
+    assert sorted(p.name for p in (out / "pairs").iterdir()) == [done.id]
     monkeypatch.setattr(prepare_mod, "check_output", real)
     summary = prepare(PrepareConfig(src=captures_dir, out=out, scale=2))
     assert summary.reused == 1 and summary.computed == 2

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dzcli import __version__
-from dzcli.data.manifest import MANIFEST_VERSION, write_manifest
+from dzcli.data.manifest import MANIFEST_VERSION, Manifest, PairRecord, write_manifest
 from dzcli.io.images import save_image
 from dzsr_models.dzsr import centre_box, crop_ref
 from tests.conftest import scene
@@ -49,26 +49,25 @@ def make_dataset(
         save_image(folder / "ref.png", crop_ref(hr, box, scale).contiguous())
         save_image(folder / "mask.png", mask.expand(3, -1, -1).contiguous())
         records.append(
-            {
-                "id": pid,
-                "status": "ok",
-                "split": "train" if i < n_train else "test",
-                "ratio_exif": 2.0,
-                "ratio": 2.0,
-                "inliers": 100,
-                "valid_fraction": float(mask.mean()),
-                "scale": scale,
-                "files": {k: f"pairs/{pid}/{k}.png" for k in ("lr", "hr", "ref", "mask")},
-                "ref_box": list(box),
-                "bit_depth": 8,
-            }
+            PairRecord(
+                id=pid,
+                status="ok",
+                split="train" if i < n_train else "test",
+                zoom_ratio_exif=2.0,
+                zoom_ratio=2.0,
+                inliers=100,
+                valid_fraction=float(mask.mean()),
+                scale=scale,
+                files={k: f"pairs/{pid}/{k}.png" for k in ("lr", "hr", "ref", "mask")},
+                ref_box=box,
+                bit_depth=8,
+            )
         )
-    manifest = {
-        "version": version,
-        "dzsr_version": __version__,
-        "options": {"scale": scale, "test_fraction": 0.25},
-        "pairs": records,
-        "unpaired": [],
-    }
+    manifest = Manifest(
+        pairs=records,
+        options={"scale": scale, "test_fraction": 0.25},
+        dzsr_version=__version__,
+        version=version,
+    )
     write_manifest(root, manifest)
     return root

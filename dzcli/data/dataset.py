@@ -15,7 +15,6 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -92,10 +91,6 @@ class PreparedPair:
         )
 
 
-def _records(manifest: dict[str, Any], split: str | None) -> list[dict[str, Any]]:
-    return [p for p in manifest["pairs"] if p["status"] == "ok" and (split is None or p["split"] == split)]
-
-
 def dataset_scale(root: Path) -> int:
     """The network scale ``s`` a prepared dataset was made for.
 
@@ -104,7 +99,7 @@ def dataset_scale(root: Path) -> int:
     """
     manifest = read_manifest(root)
     try:
-        return int(manifest["options"]["scale"])
+        return int(manifest.options["scale"])
     except (KeyError, TypeError, ValueError) as exc:
         raise DatasetError(f"{root}: corrupt dataset manifest (no options.scale)") from exc
 
@@ -118,42 +113,38 @@ def load_pairs(root: Path, split: str | None) -> list[PreparedPair]:
     """
     manifest = read_manifest(root)
     scale = dataset_scale(root)
-    records = _records(manifest, split)
+    records = manifest.usable(split)
     if not records:
         raise DatasetError(
             f"{root}: no usable pair in the {split or 'whole'} split "
-            f"({len(manifest['pairs'])} pairs listed; re-run `dzsr prepare` with more captures)"
+            f"({len(manifest.pairs)} pairs listed; re-run `dzsr prepare` with more captures)"
         )
     out = []
     for rec in records:
-        files = rec["files"]
         try:
-            lr, hr, mask, ref = (load_photo(root / files[k]) for k in ("lr", "hr", "mask", "ref"))
+            lr, hr, mask, ref = (load_photo(root / rec.files[k]) for k in ("lr", "hr", "mask", "ref"))
         except (InputError, KeyError, OSError) as exc:
-            raise DatasetError(f"{root}: pair {rec['id']} is corrupt ({exc})") from exc
+            raise DatasetError(f"{root}: pair {rec.id} is corrupt ({exc})") from exc
         h, w = lr.pixels.shape[-2:]
         if tuple(hr.pixels.shape[-2:]) != (scale * h, scale * w):
             raise DatasetError(
-                f"{root}: pair {rec['id']} is corrupt (hr {tuple(hr.pixels.shape[-2:])} is not "
+                f"{root}: pair {rec.id} is corrupt (hr {tuple(hr.pixels.shape[-2:])} is not "
                 f"the dataset's x{scale} of lr {(h, w)})"
             )
-        try:
-            x0, y0, bw, bh = (int(v) for v in rec["ref_box"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise DatasetError(
-                f"{root}: pair {rec.get('id')} is corrupt (no usable ref_box: {exc!r})"
-            ) from None
+        if rec.ref_box is None:
+            raise DatasetError(f"{root}: pair {rec.id} is corrupt (no usable ref_box: none recorded)")
+        bw, bh = rec.ref_box[2:]
         if tuple(ref.pixels.shape[-2:]) != (scale * bh, scale * bw):
-            raise DatasetError(f"{root}: pair {rec['id']} is corrupt (ref does not match its ref_box)")
+            raise DatasetError(f"{root}: pair {rec.id} is corrupt (ref does not match its ref_box)")
         out.append(
             PreparedPair(
-                id=rec["id"],
+                id=rec.id,
                 lr=lr.pixels,
                 hr=hr.pixels,
                 mask=(mask.pixels[:1] > 0.5).float(),
                 ref=ref.pixels,
-                ref_box=(x0, y0, bw, bh),
-                bit_depth=int(rec.get("bit_depth", 8)),
+                ref_box=rec.ref_box,
+                bit_depth=8 if rec.bit_depth is None else rec.bit_depth,
             )
         )
     log.info("%s: %d %s pairs loaded", root, len(out), split or "")

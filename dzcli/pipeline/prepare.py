@@ -28,7 +28,7 @@ from dzcli.align.capture import align_capture, read_capture
 from dzcli.align.color import match_colors
 from dzcli.align.ratio import exif_ratio
 from dzcli.align.register import align_pair, register
-from dzcli.data.manifest import MANIFEST_VERSION, read_manifest, write_manifest
+from dzcli.data.manifest import Manifest, MidRecord, PairRecord, read_manifest, write_manifest
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import (
     AlignmentError,
@@ -88,7 +88,7 @@ class PrepareSummary:
     """What ``prepare`` did: the manifest's pair records, files left unpaired, counts."""
 
     out: Path
-    records: list[dict[str, Any]]
+    records: list[PairRecord]
     unpaired: list[str] = field(default_factory=list)
     computed: int = 0
     reused: int = 0
@@ -96,10 +96,11 @@ class PrepareSummary:
     @property
     def n_ok(self) -> int:
         """Number of usable pairs."""
-        return sum(r["status"] == "ok" for r in self.records)
+        return sum(r.ok for r in self.records)
 
 
-ProgressFn = Callable[[int, int, dict[str, Any]], None]
+ProgressFn = Callable[[int, int, PairRecord], None]
+"""``progress(done, total, record)`` after each capture."""
 
 
 def _fingerprint(paths: dict[str, Path]) -> dict[str, list[int]]:
@@ -125,20 +126,20 @@ def _split_value(pair_id: str) -> float:
     return int(hashlib.sha1(pair_id.encode()).hexdigest()[:8], 16) / 2**32
 
 
-def assign_splits(records: list[dict[str, Any]], test_fraction: float) -> None:
+def assign_splits(records: list[PairRecord], test_fraction: float) -> None:
     """Set ``split`` on usable records: the ``round(n * test_fraction)`` pairs with the lowest id hash are ``test``.
 
     Ranking by a hash of the id keeps the split stable as captures are added. With at least two usable
     pairs and a non-zero fraction there is at least one ``test`` and one ``train`` pair.
     """
-    ok = sorted((r for r in records if r["status"] == "ok"), key=lambda r: _split_value(r["id"]))
+    ok = sorted((r for r in records if r.ok), key=lambda r: _split_value(r.id))
     n_test = 0
     if test_fraction > 0 and len(ok) >= 2:
         n_test = min(len(ok) - 1, max(1, round(len(ok) * test_fraction)))
     for r in records:
-        r["split"] = None
+        r.split = None
     for i, r in enumerate(ok):
-        r["split"] = "test" if i < n_test else "train"
+        r.split = "test" if i < n_test else "train"
 
 
 def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
@@ -152,7 +153,7 @@ def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> f
     return round(10 * math.log10(1 / max(mse, 1e-10)), 2)
 
 
-def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any]) -> None:
+def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: PairRecord) -> None:
     """Align one capture and write its files into ``work``; fills ``record`` as it goes.
 
     Raises:
@@ -160,17 +161,15 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     """
     photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
     uw, tele, est = photos.uw, photos.tele, photos.ratio
-    record["camera"] = {"uw": uw.info.camera, "tele": tele.info.camera}
-    record["exif"] = {"uw": uw.info.to_dict(), "tele": tele.info.to_dict()}
-    record["ratio_exif"] = None if est.value is None else round(est.value, 4)
-    record["ratio_source"] = est.source
+    record.camera = {"uw": uw.info.camera, "tele": tele.info.camera}
+    record.exif = {"uw": uw.info.to_dict(), "tele": tele.info.to_dict()}
+    record.zoom_ratio_exif = None if est.value is None else round(est.value, 4)
+    record.zoom_ratio_source = est.source
     reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name)
-    record.update(
-        ratio=round(reg.ratio, 4),
-        density=round(reg.density, 4),
-        inliers=reg.inliers,
-        registration=reg.to_dict(),
-    )
+    record.zoom_ratio = round(reg.ratio, 4)
+    record.density = round(reg.density, 4)
+    record.inliers = reg.inliers
+    record.registration = reg.to_dict()
     if reg.density < cfg.scale * 0.9:
         log.warning(
             "%s: the tele has only %.2fx the wide's pixel density, below the x%d scale: its detail is upsampled",
@@ -187,8 +186,8 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
         uw_name=cap.uw.name,
         tele_name=cap.tele.name,
     )
-    record["valid_fraction"] = round(aligned.valid_fraction, 4)
-    record["box"] = list(aligned.box)
+    record.valid_fraction = round(aligned.valid_fraction, 4)
+    record.box = aligned.box
     lr, hr, mask = aligned.lr, aligned.ref, aligned.mask
     if min(lr.shape[-2:]) < cfg.min_size:
         raise TeleNotFoundError(
@@ -213,17 +212,15 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: dict[str, Any
     save_image(work / files["ref"], ref, bit_depth=depth)
     save_image(work / files["mask"], mask, bit_depth=8)
     save_image(work / files["preview"], pair_preview(lr, hr, mask), quality=90)
-    record.update(
-        bit_depth=depth,
-        size={"lr": [w, h], "hr": [hr.shape[-1], hr.shape[-2]], "ref": [ref.shape[-1], ref.shape[-2]]},
-        ref_box=[x0, y0, bw, bh],
-        flow=aligned.flow,
-        colour=aligned.colour.to_dict(),
-        alignment_psnr=_alignment_psnr(lr, hr, mask),
-    )
+    record.bit_depth = depth
+    record.size = {"lr": [w, h], "hr": [hr.shape[-1], hr.shape[-2]], "ref": [ref.shape[-1], ref.shape[-2]]}
+    record.ref_box = (x0, y0, bw, bh)
+    record.flow = aligned.flow
+    record.colour = aligned.colour.to_dict()
+    record.alignment_psnr = _alignment_psnr(lr, hr, mask)
     if cap.wide is not None:
-        record["mid"] = _process_mid(cap, cfg, uw, aligned.box, lr, work, files, depth)
-    record["files"] = {k: f"{PAIRS_DIR}/{cap.id}/{v}" for k, v in files.items()}
+        record.mid = _process_mid(cap, cfg, uw, aligned.box, lr, work, files, depth)
+    record.files = {k: f"{PAIRS_DIR}/{cap.id}/{v}" for k, v in files.items()}
 
 
 def _process_mid(
@@ -235,7 +232,7 @@ def _process_mid(
     work: Path,
     files: dict[str, str],
     depth: int,
-) -> dict[str, Any]:
+) -> MidRecord:
     """Register the middle camera of a triple capture onto the same LR grid (``mid.png``, ``mid_mask.png``)."""
     assert cap.wide is not None
     wide = load_photo(cap.wide, max_megapixels=cfg.max_megapixels)
@@ -248,42 +245,34 @@ def _process_mid(
     files["mid"], files["mid_mask"] = "mid.png", "mid_mask.png"
     save_image(work / files["mid"], mid, bit_depth=max(depth, wide.bit_depth))
     save_image(work / files["mid_mask"], pair.mask, bit_depth=8)
-    return {
-        "camera": wide.info.camera,
-        "ratio_exif": None if est.value is None else round(est.value, 4),
-        "ratio": round(reg.ratio, 4),
-        "inliers": reg.inliers,
-        "valid_fraction": round(pair.valid_fraction, 4),
-    }
+    return MidRecord(
+        camera=wide.info.camera,
+        zoom_ratio_exif=None if est.value is None else round(est.value, 4),
+        zoom_ratio=round(reg.ratio, 4),
+        inliers=reg.inliers,
+        valid_fraction=round(pair.valid_fraction, 4),
+    )
 
 
-def _new_record(cap: Capture, cfg: PrepareConfig) -> dict[str, Any]:
-    return {
-        "id": cap.id,
-        "status": "pending",
-        "split": None,
-        "method": cap.method,
-        "sources": {k: _display(v, cfg.src) for k, v in cap.sources.items()},
-        "fingerprint": _fingerprint(cap.sources),
-        "options": cfg.key(),
-        "scale": cfg.scale,
-        "camera": None,
-        "ratio_exif": None,
-        "ratio": None,
-        "inliers": None,
-        "valid_fraction": None,
-        "files": {},
-    }
+def _new_record(cap: Capture, cfg: PrepareConfig) -> PairRecord:
+    return PairRecord(
+        id=cap.id,
+        method=cap.method,
+        sources={k: _display(v, cfg.src) for k, v in cap.sources.items()},
+        fingerprint=_fingerprint(cap.sources),
+        options=cfg.key(),
+        scale=cfg.scale,
+    )
 
 
-def _reusable(old: dict[str, Any] | None, new: dict[str, Any], root: Path) -> bool:
-    if old is None or old.get("fingerprint") != new["fingerprint"] or old.get("options") != new["options"]:
+def _reusable(old: PairRecord | None, new: PairRecord, root: Path) -> bool:
+    if old is None or old.fingerprint != new.fingerprint or old.options != new.options:
         return False
-    if old.get("sources") != new["sources"]:
+    if old.sources != new.sources:
         return False
-    if old["status"] != "ok":
+    if not old.ok:
         return True
-    return all((root / f).is_file() for f in old["files"].values())
+    return all((root / f).is_file() for f in old.files.values())
 
 
 def _install(work: Path, final: Path) -> None:
@@ -320,15 +309,15 @@ def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> Prepar
     check_output(root / PAIRS_DIR / "pair")
     root.mkdir(parents=True, exist_ok=True)
     (root / PAIRS_DIR).mkdir(exist_ok=True)
-    old_records: dict[str, dict[str, Any]] = {}
+    old_records: dict[str, PairRecord] = {}
     if (root / "manifest.json").exists() and not cfg.force:
-        old_records = {r["id"]: r for r in read_manifest(root)["pairs"]}
+        old_records = {r.id: r for r in read_manifest(root).pairs}
 
     summary = PrepareSummary(out=root, records=[], unpaired=[_display(p, cfg.src) for p in alone])
-    manifest: dict[str, Any] = {
-        "version": MANIFEST_VERSION,
-        "dzsr_version": __version__,
-        "options": {
+    manifest = Manifest(
+        pairs=summary.records,
+        unpaired=summary.unpaired,
+        options={
             "scale": cfg.scale,
             "test_fraction": cfg.test_fraction,
             "ratio": cfg.ratio,
@@ -336,9 +325,8 @@ def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> Prepar
             "min_valid": cfg.min_valid,
             "min_size": cfg.min_size,
         },
-        "pairs": summary.records,
-        "unpaired": summary.unpaired,
-    }
+        dzsr_version=__version__,
+    )
     for i, cap in enumerate(captures):
         record = _new_record(cap, cfg)
         old = old_records.get(cap.id)
@@ -358,12 +346,12 @@ def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> Prepar
     assign_splits(summary.records, cfg.test_fraction)
     write_manifest(root, manifest)
     if summary.n_ok == 0:
-        reasons = "; ".join(f"{r['id']}: {r['status']}" for r in summary.records[:3])
+        reasons = "; ".join(f"{r.id}: {r.status}" for r in summary.records[:3])
         raise DatasetError(f"{cfg.src}: no usable pair ({len(summary.records)} found; {reasons})")
     return summary
 
 
-def _compute(cap: Capture, cfg: PrepareConfig, record: dict[str, Any], root: Path) -> None:
+def _compute(cap: Capture, cfg: PrepareConfig, record: PairRecord, root: Path) -> None:
     """Process one capture into a temporary folder, then install it; failures become the record's status."""
     final = root / PAIRS_DIR / cap.id
     work = final.with_name(f".{final.name}.tmp")
@@ -371,13 +359,13 @@ def _compute(cap: Capture, cfg: PrepareConfig, record: dict[str, Any], root: Pat
     work.mkdir(parents=True)
     try:
         _process(cap, cfg, work, record)
-        record["status"] = "ok"
+        record.status = "ok"
         _install(work, final)
     except OutputError as exc:  # name the pair's folder, not the hidden one it is written to first
         raise OutputError(str(exc).replace(str(work), str(final))) from None
     except (InputError, AlignmentError, ResourceError, MemoryError) as exc:
-        record["status"] = str(exc) if not isinstance(exc, MemoryError) else "out of memory"
-        record["files"] = {}
+        record.status = str(exc) if not isinstance(exc, MemoryError) else "out of memory"
+        record.files = {}
         log.warning("%s: skipped: %s", cap.id, exc)
     finally:
         shutil.rmtree(work, ignore_errors=True)
