@@ -18,7 +18,6 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch.nn.functional as F
 
 from dzcli.io.images import load_photo, save_image
@@ -51,12 +50,12 @@ def main() -> None:
         (rec,) = simulate_folder(
             SimulateConfig(photos=photo, out=work / "sim", ratio=2.0, max_side=3200, seed=0)
         )
-        sim_uw = (work / "sim" / rec["files"]["uw"]).read_bytes()
+        sim_uw = (work / "sim" / rec.files["uw"]).read_bytes()
         if sim_uw != uw_path.read_bytes():
             raise SystemExit(
                 "error: the simulation does not reproduce examples/seeding_uw.jpg (wrong --photo?)"
             )
-        truth = load_photo(work / "sim" / rec["files"]["truth"]).pixels
+        truth = load_photo(work / "sim" / rec.files["truth"]).pixels
         out = work / "zoomed.png"
         zoom(ZoomConfig(inputs=(uw_path, tele_path), out=out, model=args.model, outscale=2.0, ext="png"))
         sr = load_photo(out).pixels
@@ -64,7 +63,7 @@ def main() -> None:
     h, w = truth.shape[-2:]
     sr = sr[:, :h, :w]
     bic = interpolate(uw, (h, w), "bicubic")
-    box = footprint_box(np.asarray(rec["tele_to_uw"]), tuple(rec["tele_size"]), float(rec["ratio"]), (w, h))
+    box = footprint_box(rec.tele_to_uw, rec.tele_size, rec.density, (w, h))
     rows, scores = [], {}
     for name, region in (("inside the tele's view", "centre"), ("outside the tele's view", "corner")):
         x, y, c, _ = pick_crop(truth, box, region, args.crop)  # the most detailed square of the region

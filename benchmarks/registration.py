@@ -34,9 +34,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+if TYPE_CHECKING:
+    from dzcli.pipeline.simulate import SimulationRecord
 
 from bench_zoom import machine, make_capture
 
@@ -62,15 +65,14 @@ MAX_CENTRE_ERROR = 1.0
 
 def simulate(
     photos: Path, work: Path, ratio: float, seed: int, parallax: float
-) -> tuple[Path, list[dict[str, Any]]]:
+) -> tuple[Path, list[SimulationRecord]]:
     """Simulated captures of every photo at ``ratio`` and ``seed`` (reused when already in ``work``)."""
-    from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
+    from dzcli.pipeline.simulate import SIMULATION_NAME, SimulateConfig, read_simulation, simulate_folder
 
     max_side = None if ratio >= FULL_SIZE_FROM else SIDES[seed % len(SIDES)]
     out = work / f"x{ratio:g}_seed{seed}_parallax{parallax:g}"
-    index = out / "simulation.json"
-    if index.is_file():
-        return out, json.loads(index.read_text())["pairs"]
+    if (out / SIMULATION_NAME).is_file():
+        return out, read_simulation(out)
     cfg = SimulateConfig(
         photos=photos,
         out=out,
@@ -85,7 +87,7 @@ def simulate(
 
 
 def register_one(
-    root: Path, record: dict[str, Any], tele_record: dict[str, Any] | None = None
+    root: Path, record: SimulationRecord, tele_record: SimulationRecord | None = None
 ) -> dict[str, Any]:
     """Register one simulated capture as prepare/zoom do; its errors against the truth and its time.
 
@@ -97,12 +99,12 @@ def register_one(
     from dzcli.errors import AlignmentError
     from dzcli.io.images import load_photo
 
-    uw = load_photo(root / record["files"]["uw"])
-    tele = load_photo(root / (tele_record or record)["files"]["tele"])
+    uw = load_photo(root / record.files["uw"])
+    tele = load_photo(root / (tele_record or record).files["tele"])
     est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size)
-    row: dict[str, Any] = {"name": record["name"], "seed": record["seed"], "uw_size": list(uw.size)}
+    row: dict[str, Any] = {"name": record.name, "seed": record.seed, "uw_size": list(uw.size)}
     if tele_record is not None:
-        row["tele_of"] = tele_record["name"]
+        row["tele_of"] = tele_record.name
     t = time.perf_counter()
     try:
         reg = register(
@@ -124,8 +126,8 @@ def register_one(
     row.update(
         registered=True,
         seconds=time.perf_counter() - t,
-        ratio_error=abs(reg.ratio / record["ratio_fit"] - 1),
-        centre_error=math.dist(reg.center, record["center_fit"]),
+        ratio_error=abs(reg.ratio / record.zoom_ratio_fit - 1),
+        centre_error=math.dist(reg.center, record.center_fit),
         inliers=reg.inliers,
         method=reg.method,
         correlation=reg.correlation,
@@ -272,7 +274,7 @@ def main() -> None:
                         unrelated.append(row)
                         if row["registered"]:
                             print(
-                                f"x{ratio:g} UNRELATED {record['name']} + {row['tele_of']}: ACCEPTED",
+                                f"x{ratio:g} UNRELATED {record.name} + {row['tele_of']}: ACCEPTED",
                                 flush=True,
                             )
                 for record in records:
@@ -286,7 +288,7 @@ def main() -> None:
                         else row["error"]
                     )
                     print(
-                        f"x{ratio:g} seed {seed} {record['name']}: {verdict} ({detail}), {row['seconds']:.2f} s",
+                        f"x{ratio:g} seed {seed} {record.name}: {verdict} ({detail}), {row['seconds']:.2f} s",
                         flush=True,
                     )
             summaries.append(summarise(ratio, rows, unrelated))

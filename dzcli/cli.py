@@ -285,7 +285,7 @@ def simulate(
             task = bar.add_task("simulate", total=None, item="", visible=False)
             records = simulate_folder(
                 cfg,
-                progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r["name"], visible=True),
+                progress=lambda d, t, r: bar.update(task, completed=d, total=t, item=r.name, visible=True),
             )
         console.print(f"{len(records)} captures in {out / 'captures'}, ground truth in {out / 'truth'}")
 

@@ -186,7 +186,7 @@ def test_simulate_command_accepts_the_phone_camera(tmp_path) -> None:
 
     save_image(photo, scene("life")[:, :200, :300])
     (rec,) = simulate_folder(SimulateConfig(photos=photo, out=tmp_path / "sim", camera="phone"))
-    assert (tmp_path / "sim" / rec["files"]["uw"]).is_file()
+    assert (tmp_path / "sim" / rec.files["uw"]).is_file()
     with pytest.raises(ConfigError, match="--camera"):
         SimulateConfig(photos=photo, out=tmp_path / "x", camera="film")
     for name in ("dslr", "night"):  # the other cameras' ranges are valid and differ from the phone's

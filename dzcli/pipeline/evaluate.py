@@ -21,7 +21,6 @@ crop; PSNR, SSIM, LPIPS-AlexNet v0.1).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -46,6 +45,7 @@ from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
+from dzcli.pipeline.simulate import SIMULATION_NAME, SimulationRecord, read_simulation
 from dzcli.pipeline.zoom import resample, zoom_photo
 from dzcli.report import TRUTH, EvalReport, ImageResult, crop_file, write_report
 from dzsr_models.bundled import load_model
@@ -85,7 +85,6 @@ class Peer:
 
 INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
 HOLDOUT_SIDES = ("left", "right", "top", "bottom")
-SIMULATION_NAME = "simulation.json"
 
 
 @dataclass(frozen=True)
@@ -416,24 +415,8 @@ def _eval_prepared(
     return scorer.finish()
 
 
-def _simulated_records(root: Path) -> list[dict[str, Any]]:
-    index = root / SIMULATION_NAME
-    try:
-        records = json.loads(index.read_text(encoding="utf-8"))["pairs"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise DatasetError(f"{index}: not a readable dzsr simulate index ({exc})") from exc
-    if not records:
-        raise DatasetError(f"{root}: the simulated set is empty")
-    return list(records)
-
-
-def _density(record: dict[str, Any]) -> float:
-    """Truth pixels per uw pixel (the FOV ratio scaled by the tele's width relative to the uw's)."""
-    return float(record["ratio"]) * record["tele_size"][0] / record["uw_size"][0]
-
-
 def _eval_simulated(
-    record: dict[str, Any],
+    record: SimulationRecord,
     root: Path,
     models: list[_Model],
     cfg: EvalConfig,
@@ -442,22 +425,20 @@ def _eval_simulated(
     crop_methods: list[str],
     peers: dict[str, Peer],
 ) -> ImageResult:
-    files = record["files"]
-    cap = Capture(
-        id=str(record["name"]), uw=root / files["uw"], tele=root / files["tele"], method="simulated"
-    )
+    files = record.files
+    cap = Capture(id=record.name, uw=root / files["uw"], tele=root / files["tele"], method="simulated")
     try:
         truth = load_photo(root / files["truth"]).pixels
         photos = read_capture(cap)
     except InputError as exc:
-        raise DatasetError(f"{root}: {record['name']} is incomplete ({exc})") from exc
+        raise DatasetError(f"{root}: {record.name} is incomplete ({exc})") from exc
     uw, tele = photos.uw.pixels, photos.tele.pixels
     H, W = int(truth.shape[-2]), int(truth.shape[-1])
-    density = _density(record)
+    density = record.density
     if (round(density * uw.shape[-1]), round(density * uw.shape[-2])) != (W, H):
-        raise DatasetError(f"{root}: truth of {record['name']} is not {density:g}x its uw photo")
-    box = footprint_box(np.asarray(record["tele_to_uw"]), tuple(record["tele_size"]), density, (W, H))
-    result = ImageResult(id=str(record["name"]), size=(W, H), box=box, info={"density": density})
+        raise DatasetError(f"{root}: truth of {record.name} is not {density:g}x its uw photo")
+    box = footprint_box(record.tele_to_uw, record.tele_size, density, (W, H))
+    result = ImageResult(id=record.name, size=(W, H), box=box, info={"density": density})
     scorer = _Scorer(result, truth, cfg, lpips_net, crop_methods)
     _score_single_image(scorer, uw, (H, W), peers)
     for m in models:
@@ -483,7 +464,7 @@ def _eval_simulated(
                 tele_name=cap.tele.name,
             )
         except AlignmentError as exc:  # photos in the wrong order: nothing a zoom would write
-            log.warning("%s: %s not evaluated: %s", record["name"], m.name, exc)
+            log.warning("%s: %s not evaluated: %s", record.name, m.name, exc)
             result.failed[m.name] = str(exc)
             continue
         secs = time.perf_counter() - t
@@ -596,18 +577,19 @@ def evaluate(
         remove_stale_temps_in(folder)  # what a killed run was writing
     device = resolve_device(cfg.device)
     lpips_net = LPIPS().to(device) if cfg.lpips else None
-    items: list[Any]
+    items: list[PreparedPair | SimulationRecord]
     if kind == "prepared":
         scale = dataset_scale(root)
-        items = load_pairs(root, None if cfg.split == "all" else cfg.split)
+        items = list(load_pairs(root, None if cfg.split == "all" else cfg.split))
         models = _load_models(cfg.models, device, float(scale))
         wrong = [f"{m.name} (x{m.scale})" for m in models if m.scale != scale]
         if wrong:
             raise ConfigError(f"{root} is a x{scale} dataset; these models are not: {', '.join(wrong)}")
     else:
         scale = None
-        items = _simulated_records(root)
-        models = _load_models(cfg.models, device, _density(items[0]))
+        records = read_simulation(root)
+        items = list(records)
+        models = _load_models(cfg.models, device, records[0].density)
     items = items[: cfg.limit] if cfg.limit else items
     peers = peers or {}
     methods, method_info = _methods(models, peers)
@@ -624,9 +606,8 @@ def evaluate(
     # (some of the same crops) and the tables.
     crops = len(items) * 2 * (len(crop_methods) + 1) * cfg.crop**2 * 3
     check_output(cfg.out / "report.png", 2 * crops + 2**20)
-    item: Any  # a PreparedPair, or a simulated capture's record
     for i, item in enumerate(items):
-        if kind == "prepared":
+        if isinstance(item, PreparedPair):
             assert scale is not None
             result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods, peers)
         else:

@@ -7,14 +7,18 @@ Output layout::
     OUT/truth/<name>.png                          the scene at r x the uw's density, aligned with the uw
     OUT/truth/<name>.json                         the true geometry (ratio, tele centre, rotation, homography)
     OUT/simulation.json                           options and the list of pairs
+
+Each pair's record (:class:`SimulationRecord`, the JSON of ``truth/<name>.json`` and of ``simulation.json``'s
+``pairs``) is read back with :func:`read_simulation`.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,7 +28,7 @@ import numpy as np
 
 from dzcli import __version__
 from dzcli.camera import CameraRanges
-from dzcli.errors import ConfigError, InputError
+from dzcli.errors import ConfigError, DatasetError, InputError
 from dzcli.io.atomic import write_json_atomic
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import is_image_file, load_photo, save_image
@@ -33,6 +37,8 @@ from dzcli.viz import fit_within
 
 log = logging.getLogger(__name__)
 
+SIMULATION_NAME = "simulation.json"
+"""The index of a simulated set (options and every pair's record)."""
 UW_FOCAL_35MM = 26.0
 UW_FOCAL_MM = 4.25
 TELE_MM_PER_35MM = 6.0 / 52.0  # a phone tele's small sensor: 6 mm behind a "52 mm" equivalent
@@ -208,21 +214,177 @@ def _exif(zoom: float, when: datetime, size: tuple[int, int]) -> bytes:
     return make_exif(info, width=size[0], height=size[1])
 
 
-def _fitted(fit: np.ndarray, uw_size: tuple[int, int], tele_size: tuple[int, int]) -> dict[str, Any]:
-    """Record fields of the affine fit of the true tele → uw mapping, parallax included (what registration
-    can recover): the map, its field-of-view ratio and the tele centre it gives."""
+def _fitted(
+    fit: np.ndarray, uw_size: tuple[int, int], tele_size: tuple[int, int]
+) -> tuple[float, tuple[float, float]]:
+    """The field-of-view ratio and the tele centre of the affine fit ``fit`` of the true tele → uw mapping,
+    parallax included (what registration can recover)."""
     density = 1.0 / math.sqrt(abs(float(np.linalg.det(fit[:2, :2]))))
     centre = fit @ np.array([(tele_size[0] - 1) / 2.0, (tele_size[1] - 1) / 2.0, 1.0])
-    return {
-        "tele_to_uw_fit": fit.tolist(),
-        "ratio_fit": density * uw_size[0] / tele_size[0],
-        "center_fit": [float(centre[0]), float(centre[1])],
-    }
+    return density * uw_size[0] / tele_size[0], (float(centre[0]), float(centre[1]))
+
+
+Size = tuple[int, int]
+
+
+def _size(value: Any) -> Size:
+    w, h = value
+    return int(w), int(h)
+
+
+def _point(value: Any) -> tuple[float, float]:
+    x, y = value
+    return float(x), float(y)
+
+
+@dataclass(frozen=True, eq=False)
+class WideRecord:
+    """The middle camera of a simulated triple capture, its true geometry.
+
+    Attributes:
+        zoom_ratio: the uw-to-wide field-of-view ratio (JSON ``wide_ratio``).
+        center: its centre in uw pixels ``(x, y)`` (JSON ``wide_center``).
+        rotation_deg: rotation of its axes in the uw frame (JSON ``wide_rotation_deg``).
+        to_uw: ``(3, 3)`` float64, the true homography from wide to uw pixels (JSON ``wide_to_uw``).
+        size: its ``(width, height)`` (JSON ``wide_size``).
+    """
+
+    zoom_ratio: float
+    center: tuple[float, float]
+    rotation_deg: float
+    to_uw: np.ndarray
+    size: Size
+
+
+@dataclass(frozen=True, eq=False)
+class SimulationRecord:
+    """One simulated capture: its files and its true geometry (``truth/<name>.json``).
+
+    Attributes:
+        name: the capture's name (the photo's stem).
+        source: the photo it was simulated from.
+        seed: its seed.
+        files: ``uw``, ``tele``, ``truth`` (and ``wide``), relative to the output folder.
+        zoom_ratio: the true uw-to-tele field-of-view ratio (JSON ``ratio``).
+        zoom_ratio_nominal: the ratio the EXIF focal lengths say (JSON ``ratio_nominal``).
+        center: the tele's centre in uw pixels ``(x, y)``.
+        rotation_deg: rotation of the tele's axes in the uw frame.
+        tele_to_uw: ``(3, 3)`` float64, the true homography from tele to uw pixels (without the parallax).
+        tele_to_uw_fit: ``(3, 3)`` float64, the affine map closest to the true mapping with the parallax
+            (what a registration can recover).
+        zoom_ratio_fit: the field-of-view ratio of ``tele_to_uw_fit`` (JSON ``ratio_fit``).
+        center_fit: the tele centre ``tele_to_uw_fit`` gives.
+        uw_size: the uw's ``(width, height)``.
+        tele_size: the tele's ``(width, height)``.
+        wide: the middle camera of a triple capture, else None.
+    """
+
+    name: str
+    source: str
+    seed: int
+    files: dict[str, str]
+    zoom_ratio: float
+    zoom_ratio_nominal: float
+    center: tuple[float, float]
+    rotation_deg: float
+    tele_to_uw: np.ndarray
+    tele_to_uw_fit: np.ndarray
+    zoom_ratio_fit: float
+    center_fit: tuple[float, float]
+    uw_size: Size
+    tele_size: Size
+    wide: WideRecord | None = None
+
+    @property
+    def density(self) -> float:
+        """Truth pixels per uw pixel: the tele's pixels per uw pixel (the field-of-view ratio scaled by the
+        tele's width relative to the uw's)."""
+        return self.zoom_ratio * self.tele_size[0] / self.uw_size[0]
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``truth/<name>.json``."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "source": self.source,
+            "seed": self.seed,
+            "files": self.files,
+            "ratio": self.zoom_ratio,
+            "ratio_nominal": self.zoom_ratio_nominal,
+            "center": list(self.center),
+            "rotation_deg": self.rotation_deg,
+            "tele_to_uw": self.tele_to_uw.tolist(),
+            "tele_to_uw_fit": self.tele_to_uw_fit.tolist(),
+            "ratio_fit": self.zoom_ratio_fit,
+            "center_fit": list(self.center_fit),
+            "uw_size": list(self.uw_size),
+            "tele_size": list(self.tele_size),
+        }
+        if self.wide is not None:
+            out.update(
+                wide_ratio=self.wide.zoom_ratio,
+                wide_center=list(self.wide.center),
+                wide_rotation_deg=self.wide.rotation_deg,
+                wide_to_uw=self.wide.to_uw.tolist(),
+                wide_size=list(self.wide.size),
+            )
+        return out
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SimulationRecord:
+        """The record of a ``truth/<name>.json`` object (see :meth:`to_json`).
+
+        Raises:
+            KeyError, TypeError, ValueError: a field is missing or of the wrong type.
+        """
+        wide = None
+        if "wide_ratio" in d:
+            wide = WideRecord(
+                zoom_ratio=float(d["wide_ratio"]),
+                center=_point(d["wide_center"]),
+                rotation_deg=float(d["wide_rotation_deg"]),
+                to_uw=np.asarray(d["wide_to_uw"], dtype=np.float64),
+                size=_size(d["wide_size"]),
+            )
+        return cls(
+            name=str(d["name"]),
+            source=str(d["source"]),
+            seed=int(d["seed"]),
+            files=dict(d["files"]),
+            zoom_ratio=float(d["ratio"]),
+            zoom_ratio_nominal=float(d["ratio_nominal"]),
+            center=_point(d["center"]),
+            rotation_deg=float(d["rotation_deg"]),
+            tele_to_uw=np.asarray(d["tele_to_uw"], dtype=np.float64),
+            tele_to_uw_fit=np.asarray(d["tele_to_uw_fit"], dtype=np.float64),
+            zoom_ratio_fit=float(d["ratio_fit"]),
+            center_fit=_point(d["center_fit"]),
+            uw_size=_size(d["uw_size"]),
+            tele_size=_size(d["tele_size"]),
+            wide=wide,
+        )
+
+
+def read_simulation(root: Path) -> list[SimulationRecord]:
+    """The records of a simulated set's ``simulation.json`` (what :func:`simulate_folder` wrote there).
+
+    Raises:
+        DatasetError: no readable index, or an empty one.
+    """
+    index = root / SIMULATION_NAME
+    try:
+        records = [
+            SimulationRecord.from_json(r) for r in json.loads(index.read_text(encoding="utf-8"))["pairs"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DatasetError(f"{index}: not a readable dzsr simulate index ({exc})") from exc
+    if not records:
+        raise DatasetError(f"{root}: the simulated set is empty")
+    return records
 
 
 def simulate_folder(
-    cfg: SimulateConfig, *, progress: Callable[[int, int, dict[str, Any]], None] | None = None
-) -> list[dict[str, Any]]:
+    cfg: SimulateConfig, *, progress: Callable[[int, int, SimulationRecord], None] | None = None
+) -> list[SimulationRecord]:
     """Simulate one capture per photo in ``cfg.photos`` (a folder or a single file).
 
     Deterministic for a seed: photo i uses seed ``cfg.seed + i`` for its geometry, ISP and noise.
@@ -270,7 +432,7 @@ def simulate_folder(
         name = path.stem
         when = base_time + timedelta(minutes=i)
         files = {"uw": f"captures/{name}_uw.jpg", "tele": f"captures/{name}_tele.jpg"}
-        extra: dict[str, Any] = {}
+        wide = None
         if cfg.triple:
             wide_offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
             triple = simulate_triple(
@@ -289,13 +451,13 @@ def simulate_folder(
                 exif=_exif(triple.wide_ratio, when + timedelta(milliseconds=150), wide_size),
                 quality=quality,
             )
-            extra = {
-                "wide_ratio": triple.wide_ratio,
-                "wide_center": list(triple.wide_center),
-                "wide_rotation_deg": triple.wide_rotation_deg,
-                "wide_to_uw": triple.wide_to_uw.tolist(),
-                "wide_size": list(wide_size),
-            }
+            wide = WideRecord(
+                zoom_ratio=triple.wide_ratio,
+                center=triple.wide_center,
+                rotation_deg=triple.wide_rotation_deg,
+                to_uw=triple.wide_to_uw,
+                size=wide_size,
+            )
         else:
             sim = simulate_pair(scene, **common)
         files["truth"] = f"truth/{name}.png"
@@ -309,32 +471,35 @@ def simulate_folder(
             quality=quality,
         )
         save_image(cfg.out / files["truth"], sim.truth)
-        record = {
-            "name": name,
-            "source": str(path),
-            "seed": cfg.seed + i,
-            "files": files,
-            "ratio": sim.ratio,
-            "ratio_nominal": cfg.ratio,
-            "center": list(sim.center),
-            "rotation_deg": sim.rotation_deg,
-            "tele_to_uw": sim.tele_to_uw.tolist(),
-            **_fitted(sim.tele_to_uw_fit, uw_size, tele_size),
-            "uw_size": list(uw_size),
-            "tele_size": list(tele_size),
-            **extra,
-        }
-        write_json_atomic(truth / f"{name}.json", record)
+        zoom_ratio_fit, center_fit = _fitted(sim.tele_to_uw_fit, uw_size, tele_size)
+        record = SimulationRecord(
+            name=name,
+            source=str(path),
+            seed=cfg.seed + i,
+            files=files,
+            zoom_ratio=sim.ratio,
+            zoom_ratio_nominal=cfg.ratio,
+            center=sim.center,
+            rotation_deg=sim.rotation_deg,
+            tele_to_uw=sim.tele_to_uw,
+            tele_to_uw_fit=sim.tele_to_uw_fit,
+            zoom_ratio_fit=zoom_ratio_fit,
+            center_fit=center_fit,
+            uw_size=uw_size,
+            tele_size=tele_size,
+            wide=wide,
+        )
+        write_json_atomic(truth / f"{name}.json", record.to_json())
         records.append(record)
         if progress:
             progress(i + 1, len(photos), record)
     write_json_atomic(
-        cfg.out / "simulation.json",
+        cfg.out / SIMULATION_NAME,
         {
             "dzsr_version": __version__,
             "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
             "camera_ranges": None if camera is None else asdict(camera),
-            "pairs": records,
+            "pairs": [r.to_json() for r in records],
         },
     )
     return records
