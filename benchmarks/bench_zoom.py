@@ -108,12 +108,12 @@ def child(uw: str, tele: str, out: str, model: str, device: str, tile: int) -> N
         json.dumps(
             {
                 "status": res.status,
-                "in": res.in_size,
-                "out": res.out_size,
-                "ratio": res.ratio,
-                "tiles": res.tiles,
+                "in": res.written and res.written.in_size,
+                "out": res.written and res.written.out_size,
+                "ratio": res.written and res.written.zoom_ratio,
+                "tiles": res.written and res.written.tiles,
                 "seconds": round(total, 2),
-                "stages": {k: round(v, 2) for k, v in res.timings.items()},
+                "stages": {k: round(v, 2) for k, v in (res.written.timings if res.written else {}).items()},
                 "gpu_peak_gib": None if gpu_peak is None else round(gpu_peak, 2),
             }
         )

@@ -362,27 +362,27 @@ def zoom(
     def line(r: ZoomResult) -> str:
         if r.status == "skipped":
             return f"{r.output}: exists, skipped (use --overwrite)"
-        if not r.ok:
+        if r.written is None:
             return f"[yellow]{r.uw.name}: not zoomed: {r.status}[/]"
-        assert r.in_size and r.out_size and r.outscale and r.scale and r.resample and r.seconds is not None
+        w = r.written
         filt = (
             ""
-            if r.out_size == (r.scale * r.in_size[0], r.scale * r.in_size[1])
-            else (f" then x{r.resample:.3f} {'Lanczos' if r.resample > 1 else 'area'}")
+            if w.out_size == (w.scale * w.in_size[0], w.scale * w.in_size[1])
+            else (f" then x{w.resample:.3f} {'Lanczos' if w.resample > 1 else 'area'}")
         )
         how = (
-            f"zoom ratio {r.ratio:.2f}"
-            if r.no_ref is None
-            else (f"[yellow]tele not found ({escape(r.no_ref)}): zoomed without the reference[/]")
+            f"zoom ratio {w.zoom_ratio:.2f}"
+            if w.no_ref is None
+            else (f"[yellow]tele not found ({escape(w.no_ref)}): zoomed without the reference[/]")
         )
-        if r.residual_gain is not None:
-            how += f", self-check: network detail outside the tele x{r.residual_gain:.2f}"
-        notes = "".join(f"; [yellow]{escape(n)}[/]" for n in r.notes)
+        if w.reference is not None and w.reference.residual_gain is not None:
+            how += f", self-check: network detail outside the tele x{w.reference.residual_gain:.2f}"
+        notes = "".join(f"; [yellow]{escape(n)}[/]" for n in w.notes)
 
         return (
-            f"{r.uw.name} -> {r.output}: {r.in_size[0]}x{r.in_size[1]} -> {r.out_size[0]}x{r.out_size[1]} "
-            f"({how}, output x{r.outscale:.2f}: x{r.scale} network {r.model}{filt}), "
-            f"{r.seconds:.1f} s on {r.device}, {r.tiles} tiles{notes}"
+            f"{r.uw.name} -> {r.output}: {w.in_size[0]}x{w.in_size[1]} -> {w.out_size[0]}x{w.out_size[1]} "
+            f"({how}, output x{w.outscale:.2f}: x{w.scale} network {w.model}{filt}), "
+            f"{w.seconds:.1f} s on {w.device}, {w.tiles} tiles{notes}"
         )
 
     with _boundary():
@@ -423,7 +423,7 @@ def zoom(
         failed = [r for r in results if r.status not in ("ok", "skipped")]
         if len(results) > 1:
             done = sum(r.ok for r in results)
-            alone = sum(r.ok and r.no_ref is not None for r in results)
+            alone = sum(r.written is not None and r.written.no_ref is not None for r in results)
             console.print(
                 f"{done} zoomed ({done - alone} with the reference, {alone} without: tele not found), "
                 f"{sum(r.status == 'skipped' for r in results)} skipped, {len(failed)} failed"

@@ -55,7 +55,7 @@ def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
     uw, tele = write_capture(tmp_path, "seeding", sim, ratio_exif=2.0, when=datetime(2026, 3, 1, 9))
     out = tmp_path / "out.png"
     (r,) = zoom(ZoomConfig(inputs=(uw, tele), out=out, device="cpu", ext="png"))
-    assert r.ok and r.model == DEFAULT_MODEL, r.status
+    assert r.ok and r.written is not None and r.written.model == DEFAULT_MODEL, r.status
     sr = load_photo(out).pixels
     truth = sim.truth
     assert sr.shape == truth.shape

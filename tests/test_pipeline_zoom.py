@@ -113,9 +113,12 @@ def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ck
     src = load_photo(uw)
     out = load_photo(res.output)
     w, h = src.size
-    assert abs(res.density - 2.0) < 0.005 and res.scale == 2 and res.tiles >= 1
-    assert res.outscale == 2.0 and res.resample == 1.0  # the measured density, snapped to s
-    assert out.size == res.out_size == (2 * w, 2 * h)
+    written = res.written
+    assert written is not None and written.density is not None and written.reference is not None
+    assert abs(written.density - 2.0) < 0.005 and written.scale == 2 and written.tiles >= 1
+    assert written.outscale == 2.0 and written.resample == 1.0  # the measured density, snapped to s
+    assert out.size == written.out_size == (2 * w, 2 * h)
+    assert written.zoom_ratio == pytest.approx(2.0, abs=0.01) and written.no_ref is None
     assert out.kind == "jpeg" and out.bit_depth == 8
     assert out.info.make == "dzsr" and out.info.focal_35mm == 26.0  # EXIF kept
     assert out.info.orientation == 1 and (out.info.exif_width, out.info.exif_height) == out.size
@@ -135,12 +138,13 @@ def test_output_at_the_tele_density_when_it_is_not_the_network_scale(tmp_path: P
     uw, tele = write_capture(tmp_path, "r26", sim, ratio_exif=2.6, when=WHEN)
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt, ext="png"))
     w, h = load_photo(uw).size
-    assert abs(res.density - 2.6) < 0.02
+    density = res.written.density if res.written else None
+    assert density is not None and abs(density - 2.6) < 0.02
     assert res.output.suffix == ".png" and load_photo(res.output).size == (
-        round(res.density * w),
-        round(res.density * h),
+        round(density * w),
+        round(density * h),
     )
-    assert math.isclose(res.resample, res.density / 2)
+    assert res.written is not None and math.isclose(res.written.resample, density / 2)
 
 
 def test_sixteen_bit_tiff_with_icc_and_outscale(
@@ -157,7 +161,7 @@ def test_sixteen_bit_tiff_with_icc_and_outscale(
     out = load_photo(res.output)
     w, h = sim.uw.shape[-1], sim.uw.shape[-2]
     assert out.size == (round(2.5 * w), round(2.5 * h))
-    assert math.isclose(res.resample, 1.25)
+    assert res.written is not None and math.isclose(res.written.resample, 1.25)
     assert out.bit_depth == 16 and out.kind == "tiff"
     assert out.icc == icc and out.info.model == "TestPhone"
 
@@ -186,7 +190,8 @@ def test_the_tele_is_pasted_where_it_lies(
     )  # the network alone, outside the footprint too
     out = load_photo(res.output).pixels
     truth = sims["life"].truth
-    x0, y0, w, h = res.box
+    assert res.written is not None and res.written.reference is not None
+    x0, y0, w, h = res.written.reference.box
     inner = (slice(None), slice(2 * y0 + 8, 2 * (y0 + h) - 8), slice(2 * x0 + 8, 2 * (x0 + w) - 8))
     uw = load_photo(pair[0]).pixels
     bicubic = F.interpolate(uw[None], scale_factor=2, mode="bicubic", align_corners=False)[0].clamp(0, 1)
@@ -227,14 +232,10 @@ def test_a_tele_not_found_is_zoomed_without_the_reference(
     uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
     _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
-    assert (
-        res.ok and res.no_ref is not None and "no overlap found between a_uw.jpg and b_tele.jpg" in res.no_ref
-    )
-    assert (
-        res.box is None
-        and res.valid_fraction is None
-        and res.out_size == (2 * res.in_size[0], 2 * res.in_size[1])
-    )
+    written = res.written
+    assert res.ok and written is not None and written.no_ref is not None
+    assert "no overlap found between a_uw.jpg and b_tele.jpg" in written.no_ref
+    assert written.reference is None and written.out_size == (2 * written.in_size[0], 2 * written.in_size[1])
     # exactly the network without the reference (the EXIF ratio sets the output scale: x2 here)
     model, _ = bundled.load_model(str(tiny_ckpt))
     expected = engine.super_resolve(model, load_photo(uw).pixels, tile=0)
@@ -288,7 +289,8 @@ def test_adapt_fine_tunes_a_copy_on_the_capture(pair: tuple[Path, Path], tiny_ck
     plain = _cfg(pair, tiny_ckpt, out=pair[0].parent / "p.png")
     (res,) = zoom(cfg, progress=lambda stage, d, n, item: seen.append((stage, d, n)))
     (ref,) = zoom(plain)
-    assert res.ok and res.model == "tiny+adapt2" and "adapt" in res.timings
+    assert res.ok and res.written is not None
+    assert res.written.model == "tiny+adapt2" and "adapt" in res.written.timings
     assert [x for x in seen if x[0] == "adapt"] == [("adapt", 1, 2), ("adapt", 2, 2)]
     adapted, untouched = load_photo(res.output).pixels, load_photo(ref.output).pixels
     assert adapted.shape == untouched.shape and not torch.equal(adapted, untouched)
@@ -312,10 +314,13 @@ def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: 
         by_id["trip_picos"].ok
         and by_id["trip_picos"].output == tmp_path / "out" / "trip" / "picos_uw_out.jpg"
     )
-    assert by_id["mixed"].ok and "no overlap" in (by_id["mixed"].no_ref or "")  # zoomed without the reference
-    assert by_id["life"].no_ref is None and by_id["trip_picos"].no_ref is None
+    written = {k: r.written for k, r in by_id.items()}
+    assert all(w is not None for w in written.values())
+    mixed, life, picos = (written[k] for k in ("mixed", "life", "trip_picos"))
+    assert mixed and "no overlap" in (mixed.no_ref or "") and mixed.reference is None  # without the reference
+    assert life and life.no_ref is None and picos and picos.no_ref is None and picos.reference is not None
     for r in by_id.values():
-        assert load_photo(r.output).size == r.out_size
+        assert r.written is not None and load_photo(r.output).size == r.written.out_size
     res = runner.invoke(
         app,
         ["zoom", str(src), "-o", str(tmp_path / "cli"), "-m", str(tiny_ckpt), "--device", "cpu"],
@@ -366,7 +371,7 @@ def test_bundled_default_model_and_models_command(
     params = sum(p.numel() for p in create_model("dzsr-tiny", scale=2).state_dict().values())
     assert f"{params:,}" in res.output
     (r,) = zoom(ZoomConfig(inputs=pair, device="cpu"))  # no --model: the bundled default
-    assert r.ok and r.model == "dzsr-small-x2"
+    assert r.ok and r.written is not None and r.written.model == "dzsr-small-x2"
     with pytest.raises(WeightsError, match="unknown model 'nope'"):
         bundled.load_model("nope")
 
@@ -460,7 +465,7 @@ def test_output_and_ext_must_agree_and_conversions_are_said(
     with pytest.raises(ConfigError, match=r"-o .*x\.png and --ext jpg disagree"):
         zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "x.png", ext="jpg"))
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "x.jpeg", ext="jpg"))  # the same format
-    assert res.ok and res.notes == ()
+    assert res.ok and res.written is not None and res.written.notes == ()
     uw16, tele16 = tmp_path / "d_uw.png", tmp_path / "d_tele.png"
     save_image(uw16, load_photo(uw).pixels, bit_depth=16, exif=load_photo(uw).exif)
     save_image(tele16, load_photo(tele).pixels, bit_depth=16, exif=load_photo(tele).exif)
@@ -492,7 +497,7 @@ def test_alpha_is_upscaled_where_the_format_holds_it_and_said_dropped_where_not(
     save_image(uw, src.pixels, exif=src.exif, alpha=_soft_disc(h, w))
     uw_jpg.unlink()
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt))
-    assert res.ok and res.output.suffix == ".png" and res.notes == ()
+    assert res.ok and res.output.suffix == ".png" and res.written is not None and res.written.notes == ()
     alpha = load_photo(res.output).alpha
     assert alpha is not None and alpha.shape == (1, 2 * h, 2 * w)
     expected = resample_alpha(load_photo(uw).alpha, (2 * h, 2 * w))
@@ -530,8 +535,8 @@ def test_xmp_is_kept_with_the_new_size(
     save_image(uw, src.pixels, exif=src.exif, xmp=XMP, quality=95)  # a rating, sizes of another image
     (res,) = zoom(_cfg((uw, tele), tiny_ckpt))
     xmp = read_xmp(res.output)
-    assert res.ok and res.output.suffix == ".jpg" and xmp is not None
-    w, h = res.out_size
+    assert res.ok and res.output.suffix == ".jpg" and xmp is not None and res.written is not None
+    w, h = res.written.out_size
     fields = _xmp_fields(xmp)
     assert fields["xmp:Rating"] == "4" and fields["tiff:Orientation"] == "1"
     assert (fields["tiff:ImageWidth"], fields["tiff:ImageLength"]) == (str(w), str(h))

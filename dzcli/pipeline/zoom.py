@@ -160,36 +160,78 @@ class ZoomConfig:
             raise ConfigError(f"--max-megapixels must be positive, not {self.max_megapixels}")
 
 
-@dataclass
+@dataclass(frozen=True)
+class ReferenceUse:
+    """How the tele served as the reference of a written output.
+
+    Attributes:
+        valid_fraction: share of the registered tele consistent with the uw (the rest was not used).
+        box: ``(x0, y0, w, h)`` of the uw crop under the tele, in uw pixels.
+        residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
+            (None: no self-check).
+    """
+
+    valid_fraction: float
+    box: tuple[int, int, int, int]
+    residual_gain: float | None = None
+
+
+@dataclass(frozen=True)
+class ZoomOutput:
+    """How a written output was made.
+
+    Attributes:
+        in_size: the uw's ``(width, height)``.
+        out_size: the output's ``(width, height)``.
+        outscale: output pixels per uw pixel.
+        scale: the network's scale ``s`` (its ``s×`` output was resampled by :attr:`resample`).
+        model: the network's name (``+adaptN`` when fine-tuned on the capture).
+        device: where it ran.
+        tiles: tiles the network ran on.
+        seconds: wall time of the capture, reading to writing.
+        bit_depth: of the output file.
+        zoom_ratio: the uw-to-tele field-of-view ratio: registered, else EXIF's, else None.
+        density: tele pixels per uw pixel: registered, else from EXIF's zoom ratio, else None.
+        reference: how the tele was used, or None when the output was made without it.
+        no_ref: why the output was made without the reference (None when it was used).
+        timings: seconds per stage.
+        notes: conversions the output needed that were not asked for (16-bit input to an 8-bit format, an
+            alpha channel the format cannot hold).
+    """
+
+    in_size: tuple[int, int]
+    out_size: tuple[int, int]
+    outscale: float
+    scale: int
+    model: str
+    device: str
+    tiles: int
+    seconds: float
+    bit_depth: int
+    zoom_ratio: float | None
+    density: float | None
+    reference: ReferenceUse | None
+    no_ref: str | None
+    timings: dict[str, float] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def resample(self) -> float:
+        """The factor the network's ``s×`` output was resampled by."""
+        return self.outscale / self.scale
+
+
+@dataclass(frozen=True)
 class ZoomResult:
     """What happened to one capture. ``status`` is ``ok``, ``skipped`` (output exists) or the error;
-    ``no_ref`` says why a written output was made without the reference (None when the tele was used)."""
+    ``written`` says how the output was made (None when none was written)."""
 
     id: str
     uw: Path
     tele: Path
     output: Path
     status: str
-    in_size: tuple[int, int] | None = None
-    out_size: tuple[int, int] | None = None
-    ratio: float | None = None
-    density: float | None = None
-    outscale: float | None = None
-    scale: int | None = None
-    resample: float | None = None
-    model: str | None = None
-    device: str | None = None
-    tiles: int | None = None
-    seconds: float | None = None
-    valid_fraction: float | None = None
-    box: tuple[int, int, int, int] | None = None
-    bit_depth: int | None = None
-    no_ref: str | None = None
-    residual_gain: float | None = None
-    timings: dict[str, float] = field(default_factory=dict)
-    notes: tuple[str, ...] = ()
-    """Conversions the output needed that were not asked for (16-bit input to an 8-bit format, an alpha
-    channel the format cannot hold)."""
+    written: ZoomOutput | None = None
 
     @property
     def ok(self) -> bool:
@@ -774,31 +816,27 @@ def zoom_capture(
         output, image, bit_depth=depth, exif=exif, icc=uw.icc, xmp=xmp, alpha=alpha, quality=cfg.quality
     )
     timings["write"] = time.perf_counter() - t
-    return ZoomResult(
-        id=cap.id,
-        uw=cap.uw,
-        tele=cap.tele,
-        output=output,
-        status="ok",
+    reference = None
+    if aligned is not None:
+        reference = ReferenceUse(valid_fraction=aligned.valid_fraction, box=aligned.box, residual_gain=gain)
+    written = ZoomOutput(
         in_size=(W, H),
         out_size=out_size,
-        ratio=reg.ratio if reg is not None else est.value,
-        density=density,
         outscale=outscale,
         scale=s,
-        resample=outscale / s,
         model=name,
         device=str(device),
         tiles=tiles,
         seconds=time.perf_counter() - t_start,
-        valid_fraction=None if aligned is None else aligned.valid_fraction,
-        box=None if aligned is None else aligned.box,
         bit_depth=depth,
+        zoom_ratio=reg.ratio if reg is not None else est.value,
+        density=density,
+        reference=reference,
         no_ref=no_ref,
-        residual_gain=gain,
         timings=timings,
         notes=tuple(notes),
     )
+    return ZoomResult(id=cap.id, uw=cap.uw, tele=cap.tele, output=output, status="ok", written=written)
 
 
 def zoom(
