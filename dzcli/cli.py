@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from dzcli import __version__
@@ -406,7 +406,7 @@ def zoom(
             self_check=self_check,
         )
         with _progress() as bar:
-            tasks: dict[str, Any] = {}
+            tasks: dict[str, TaskID] = {}
 
             def step(stage: str, done: int, total: int, item: str) -> None:
                 if stage == "pairs" and len(inputs) == 2:
