@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from dzcli.errors import InputError
+from dzcli.io.formats import RAW_SUFFIXES
 from dzcli.io.quiet import c_stderr_to_log
 
 __all__ = [
@@ -163,8 +164,6 @@ def read_capture_info(path: Path) -> CaptureInfo:
     """
     path = Path(path)
     check_is_file(path)
-    from dzcli.io.images import RAW_SUFFIXES  # here: images imports this module
-
     values: dict[str, Any] = {}
     if not _is_heif(path):
         try:

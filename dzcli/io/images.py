@@ -51,6 +51,7 @@ from dzcli.io.exif import (
     read_exif,
     read_xmp,
 )
+from dzcli.io.formats import IMAGE_SUFFIXES, RAW_SUFFIXES
 from dzcli.io.quiet import c_stderr_to_log
 
 __all__ = [
@@ -69,16 +70,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-RAW_SUFFIXES: frozenset[str] = frozenset(
-    {".dng", ".nef", ".nrw", ".cr2", ".cr3", ".arw", ".raf", ".rw2", ".orf", ".pef", ".srw"}
-)
-"""Camera RAW file suffixes (lowercase, with the dot), decoded with rawpy/LibRaw."""
-
-IMAGE_SUFFIXES: frozenset[str] = (
-    frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif"}) | RAW_SUFFIXES
-)
-"""Every suffix :func:`load_photo` reads (lowercase, with the dot), RAW included."""
 
 RAW_DEVELOP: MappingProxyType[str, Any] = MappingProxyType(
     {
