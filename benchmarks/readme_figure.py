@@ -22,10 +22,11 @@ import torch.nn.functional as F
 
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import psnr
-from dzcli.pipeline.evaluate import footprint_box, interpolate, pick_crop
+from dzcli.pipeline.evaluate import footprint_box, pick_crop
 from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 from dzcli.pipeline.zoom import ZoomConfig, zoom
 from dzcli.report import crop_sheet
+from dzcli.resize import cv_resize
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -62,7 +63,7 @@ def main() -> None:
     uw = load_photo(uw_path).pixels
     h, w = truth.shape[-2:]
     sr = sr[:, :h, :w]
-    bic = interpolate(uw, (h, w), "bicubic")
+    bic = cv_resize(uw, (h, w), "bicubic")
     box = footprint_box(rec.tele_to_uw, rec.tele_size, rec.density, (w, h))
     rows, scores = [], {}
     for name, region in (("inside the tele's view", "centre"), ("outside the tele's view", "corner")):

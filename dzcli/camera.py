@@ -20,6 +20,7 @@ from torch import Tensor
 
 from dzcli.errors import ConfigError
 from dzcli.io.images import from_hwc, to_hwc
+from dzcli.resize import CV_FILTERS, cv_resize
 
 __all__ = [
     "CameraRanges",
@@ -98,17 +99,10 @@ def downscale(
     """Resample to ``round(H / ratio) × round(W / ratio)`` by pixel area or by a resampling kernel."""
     if ratio < 1:
         raise ConfigError(f"downscale ratio must be >= 1, got {ratio}")
-    flags = {
-        "area": cv2.INTER_AREA,
-        "bicubic": cv2.INTER_CUBIC,
-        "bilinear": cv2.INTER_LINEAR,
-        "lanczos": cv2.INTER_LANCZOS4,
-    }
-    if method not in flags:
-        raise ConfigError(f"unknown downscale method {method!r}: {', '.join(flags)}")
+    if method not in CV_FILTERS:
+        raise ConfigError(f"unknown downscale method {method!r}: {', '.join(CV_FILTERS)}")
     _, h, w = img.shape
-    size = (max(1, round(w / ratio)), max(1, round(h / ratio)))
-    return _image(cv2.resize(to_hwc(img), size, interpolation=flags[method]))
+    return cv_resize(img, (max(1, round(h / ratio)), max(1, round(w / ratio))), method)
 
 
 def sensor_noise(img: Tensor, rng: np.random.Generator, *, photons: float, read: float) -> Tensor:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from dzcli.io.atomic import write_json_atomic, write_text_atomic
-from dzcli.io.images import load_photo, save_image
+from dzcli.io.images import from_hwc, load_photo, save_image
 from dzcli.metrics.image import REGIONS
 
 __all__ = [
@@ -296,7 +296,7 @@ def caption(img: torch.Tensor, text: str, *, height: int = 20) -> torch.Tensor:
         cut -= 1
         shown = text[:cut] + ".."
     cv2.putText(strip, shown, (3, height - 6), font, scale, (0, 0, 0), thick, cv2.LINE_AA)
-    top = torch.from_numpy(strip).permute(2, 0, 1).float() / 255
+    top = from_hwc(strip)
     return torch.cat((top, img.clamp(0, 1)), dim=1)
 
 

@@ -32,14 +32,7 @@ from torch import Tensor
 
 from dzcli.camera import CameraRanges, capture, sample_camera, tone
 from dzcli.errors import ConfigError
-
-
-def _hwc(img: Tensor) -> np.ndarray:
-    return np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32)
-
-
-def _chw(a: np.ndarray) -> Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32))
+from dzcli.io.images import from_hwc, to_hwc
 
 
 def _area_matrix(n_in: int, n_out: int, ratio: float) -> sp.csr_matrix:
@@ -68,14 +61,14 @@ def degrade(img: Tensor, ratio: float) -> Tensor:
         input over ``[r·u - 0.5, r·(u + 1) - 0.5]`` (per axis).
     """
     _, h, w = img.shape
-    a = cv2.GaussianBlur(_hwc(img), (0, 0), sigmaX=0.5 * ratio, borderType=cv2.BORDER_REFLECT)
+    a = cv2.GaussianBlur(to_hwc(img), (0, 0), sigmaX=0.5 * ratio, borderType=cv2.BORDER_REFLECT)
     ho, wo = max(1, round(h / ratio)), max(1, round(w / ratio))
     ay, ax = _area_matrix(h, ho, ratio), _area_matrix(w, wo, ratio)
     c = a.shape[2]
     rows = ay @ a.reshape(h, w * c)  # (ho, w*c)
     cols = ax @ rows.reshape(ho, w, c).transpose(1, 0, 2).reshape(w, ho * c)  # (wo, ho*c)
     out = cols.reshape(wo, ho, c).transpose(1, 0, 2)
-    return _chw(np.clip(out, 0.0, 1.0))
+    return from_hwc(np.clip(out, 0.0, 1.0))
 
 
 GAIN = 0.15
@@ -237,12 +230,12 @@ def simulate_pair(
         raise ConfigError(f"tele size must be positive (got {wt}x{ht})")
     rng = np.random.default_rng(seed)
 
-    scene_np = _hwc(scene)
+    scene_np = to_hwc(scene)
     hg, wg = round(hu * ratio), round(wu * ratio)
     truth_np = cv2.copyMakeBorder(
         scene_np[:hg, :wg], 0, max(0, hg - hs), 0, max(0, wg - ws), cv2.BORDER_REFLECT
     )
-    truth = _chw(truth_np)
+    truth = from_hwc(truth_np)
     cams = None if camera is None else np.random.default_rng((seed, 2))
     if cams is None:
         uw = degrade(truth, ratio)
@@ -260,7 +253,7 @@ def simulate_pair(
     gx, gy = _scene_coords(tx, ty, tele_to_uw, ratio, rng, parallax)
     tele_to_uw_fit = _affine_fit(tx, ty, (gx + 0.5) / ratio - 0.5, (gy + 0.5) / ratio - 0.5)
     tele_np = cv2.remap(scene_np, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    tele = torch.from_numpy(np.clip(tele_np, 0.0, 1.0).transpose(2, 0, 1).copy())
+    tele = from_hwc(np.clip(tele_np, 0.0, 1.0))
     if isp:
         tele = isp_change(tele, seed=int(rng.integers(2**31)), gain=gain, gamma=gamma)
     if cams is not None:
@@ -382,8 +375,8 @@ def simulate_triple(
     hx, hy = np.meshgrid(np.arange(wh, dtype=np.float64), np.arange(hh, dtype=np.float64))
     wx, wy = (hx + 0.5) / d - 0.5, (hy + 0.5) / d - 0.5
     gx, gy = _scene_coords(wx, wy, wide_to_uw, ratio, rng, parallax)
-    dense = cv2.remap(_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    dense_t = _chw(np.clip(dense, 0.0, 1.0))
+    dense = cv2.remap(to_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+    dense_t = from_hwc(np.clip(dense, 0.0, 1.0))
     if camera is None:
         wide = degrade(dense_t, d)
         if isp:

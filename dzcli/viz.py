@@ -3,18 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-
-def resize(img: torch.Tensor, size: tuple[int, int], *, mode: str = "bicubic") -> torch.Tensor:
-    """Resize (C,H,W) to ``size`` = (H', W'); ``area`` when shrinking is best for previews. Output clamped to [0,1]."""
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
-    if mode == "bicubic":
-        kwargs["antialias"] = True
-    out = F.interpolate(img[None], size=size, mode=mode, **kwargs)[0]
-    return out.clamp(0, 1)
+from dzcli.resize import torch_resize
 
 
 def fit_within(img: torch.Tensor, max_side: int) -> torch.Tensor:
@@ -23,7 +13,7 @@ def fit_within(img: torch.Tensor, max_side: int) -> torch.Tensor:
     f = max_side / max(h, w)
     if f >= 1:
         return img
-    return resize(img, (max(1, round(h * f)), max(1, round(w * f))), mode="area")
+    return torch_resize(img, (max(1, round(h * f)), max(1, round(w * f))), "area")
 
 
 def checkerboard(a: torch.Tensor, b: torch.Tensor, *, cell: int = 32) -> torch.Tensor:
@@ -67,8 +57,8 @@ def pair_preview(
     cell_side = max(8, max_side // 2 - 8)
     hr_p = fit_within(hr, cell_side)
     size = (hr_p.shape[-2], hr_p.shape[-1])
-    lr_p = resize(lr, size, mode="bicubic")
-    mask_p = resize(mask, size, mode="area")
+    lr_p = torch_resize(lr, size, "bicubic", antialias=True)
+    mask_p = torch_resize(mask, size, "area")
     cell = max(8, min(size) // 8)
     board = checkerboard(lr_p, hr_p, cell=cell)
     shade = hr_p * (0.35 + 0.65 * mask_p)

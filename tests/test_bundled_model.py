@@ -12,8 +12,9 @@ import torch
 from dzcli.errors import WeightsError
 from dzcli.io.images import load_photo
 from dzcli.metrics.image import psnr
-from dzcli.pipeline.evaluate import footprint_box, interpolate
+from dzcli.pipeline.evaluate import footprint_box
 from dzcli.pipeline.zoom import ZoomConfig, zoom
+from dzcli.resize import cv_resize
 from dzcli.simulate import SimulatedPair
 from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, BundledModel, load_model
 from tests.conftest import write_capture
@@ -60,7 +61,7 @@ def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
     truth = sim.truth
     assert sr.shape == truth.shape
     h, w = truth.shape[-2:]
-    bicubic = interpolate(load_photo(uw).pixels, (h, w), "bicubic")  # the eval reports' baseline
+    bicubic = cv_resize(load_photo(uw).pixels, (h, w), "bicubic")  # the eval reports' baseline
     x, y, bw, bh = footprint_box(sim.tele_to_uw, (sim.tele.shape[-1], sim.tele.shape[-2]), sim.ratio, (w, h))
     centre = torch.zeros(1, h, w)
     centre[:, y : y + bh, x : x + bw] = 1  # the tele's footprint

@@ -19,10 +19,11 @@ from dzcli.data.manifest import read_manifest
 from dzcli.errors import ConfigError, DatasetError, OutputError, WeightsError
 from dzcli.metrics.image import region_pieces
 from dzcli.pipeline import evaluate as evaluate_module
-from dzcli.pipeline.evaluate import EvalConfig, evaluate, footprint_box, holdout_box, interpolate, pick_crop
+from dzcli.pipeline.evaluate import EvalConfig, evaluate, footprint_box, holdout_box, pick_crop
 from dzcli.pipeline.prepare import PrepareConfig, prepare
 from dzcli.pipeline.simulate import SimulateConfig, simulate_folder
 from dzcli.report import METRICS, EvalReport, ImageResult, to_csv, to_json, to_markdown
+from dzcli.resize import cv_resize
 from dzcli.simulate import SimulatedPair
 from dzsr_models import create_model, save_checkpoint
 
@@ -232,14 +233,6 @@ def test_pick_crop_stays_in_its_region_and_finds_the_detail() -> None:
     assert pick_crop(truth, (0, 0, 160, 120), "corner", 24) is None  # no corner at all
 
 
-def test_interpolate_is_opencv() -> None:
-    img = torch.rand(3, 10, 14)
-    hwc = img.permute(1, 2, 0).numpy()
-    for name, flag in (("bicubic", cv2.INTER_CUBIC), ("lanczos", cv2.INTER_LANCZOS4)):
-        expected = np.clip(cv2.resize(hwc, (28, 20), interpolation=flag), 0, 1)
-        np.testing.assert_allclose(interpolate(img, (20, 28), name).permute(1, 2, 0).numpy(), expected)
-
-
 def test_errors(tmp_path: Path, prepared: Path) -> None:
     with pytest.raises(DatasetError, match="neither a prepared dataset"):
         evaluate(EvalConfig(data=tmp_path, out=tmp_path / "r"))
@@ -364,7 +357,7 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
     seen: list[tuple[torch.Tensor, tuple[int, int, int, int]]] = []
 
     def paste(model: torch.nn.Module, lr: torch.Tensor, **kw: object) -> torch.Tensor:
-        out = interpolate(lr, (2 * lr.shape[-2], 2 * lr.shape[-1]), "bicubic")
+        out = cv_resize(lr, (2 * lr.shape[-2], 2 * lr.shape[-1]), "bicubic")
         ref, box = kw.get("ref"), kw.get("box")
         if ref is not None:
             assert isinstance(ref, torch.Tensor) and isinstance(box, tuple)

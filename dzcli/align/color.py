@@ -17,11 +17,11 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from torch import Tensor
-from torch.nn import functional as F
 
 from dzcli.errors import TeleNotFoundError
+from dzcli.io.images import from_hwc, to_hwc
+from dzcli.resize import torch_resize
 
 LUT_SIZE = 256
 """Knots per channel of the LUT."""
@@ -39,10 +39,6 @@ LUT_SAMPLES = 1 << 19
 """Most pixels the LUT's quantiles are computed from."""
 MIN_PIXELS = 256
 """Fewest valid pixels to fit a colour model on."""
-
-
-def _hwc(img: Tensor) -> np.ndarray:
-    return np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32)
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,7 +124,7 @@ def fit_color(
         raise ValueError(
             f"src and dst must have the same shape, got {tuple(src.shape)} and {tuple(dst.shape)}"
         )
-    s, d = _hwc(src), _hwc(dst)
+    s, d = to_hwc(src), to_hwc(dst)
     h, w = s.shape[:2]
     m = np.ones((h, w), dtype=bool) if mask is None else mask.detach().cpu().reshape(h, w).numpy() > 0.5
     unclipped = np.all((s >= CLIP_LOW) & (s <= CLIP_HIGH) & (d >= CLIP_LOW) & (d <= CLIP_HIGH), axis=2)
@@ -172,13 +168,13 @@ def apply_color(model: ColorModel, img: Tensor) -> Tensor:
     Returns:
         ``(3, H, W)`` float32 in [0, 1].
     """
-    a = _apply_lut(model.lut, _hwc(img))
+    a = _apply_lut(model.lut, to_hwc(img))
     h, w = a.shape[:2]
     gain = cv2.resize(
         np.ascontiguousarray(model.gain.transpose(1, 2, 0)), (w, h), interpolation=cv2.INTER_LINEAR
     )
     out = np.clip(a * gain.reshape(h, w, 3), 0.0, 1.0)
-    return torch.from_numpy(np.ascontiguousarray(out.transpose(2, 0, 1)))
+    return from_hwc(out)
 
 
 def match_colors(hr: Tensor, lr: Tensor, mask_hr: Tensor) -> tuple[Tensor, ColorModel]:
@@ -194,7 +190,7 @@ def match_colors(hr: Tensor, lr: Tensor, mask_hr: Tensor) -> tuple[Tensor, Color
         resolution on pixels whose whole ``s×s`` block is valid.
     """
     h, w = int(lr.shape[1]), int(lr.shape[2])
-    small = F.interpolate(hr[None].float(), size=(h, w), mode="area")[0]
-    m_small = F.interpolate(mask_hr.reshape(1, 1, *hr.shape[1:]).float(), size=(h, w), mode="area")[0]
+    small = torch_resize(hr.float(), (h, w), "area")
+    m_small = torch_resize(mask_hr.reshape(1, *hr.shape[1:]).float(), (h, w), "area")
     model = fit_color(small, lr, (m_small > 1.0 - 1e-4).float())
     return apply_color(model, hr), model

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor
 
 from dzcli.errors import AlignmentError, TeleNotFoundError
+from dzcli.io.images import from_hwc, to_hwc
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +117,6 @@ def _cv_threads() -> Iterator[None]:
         yield
     finally:
         cv2.setNumThreads(previous)
-
-
-def _hwc(img: Tensor) -> np.ndarray:
-    return np.ascontiguousarray(img.detach().cpu().permute(1, 2, 0).numpy(), dtype=np.float32)
 
 
 def _gray(img: Tensor) -> np.ndarray:
@@ -1051,7 +1048,7 @@ def align_pair(
     lr = uw[:, y0 : y0 + h, x0 : x0 + w].float().contiguous()
 
     with _cv_threads():
-        tele_np = _hwc(tele)
+        tele_np = to_hwc(tele)
         prefilter = reg.density / s
         if prefilter > 1.0 + 1e-3:
             tele_np, to_tele = _resize(tele_np, 1.0 / prefilter)
@@ -1087,7 +1084,7 @@ def align_pair(
         "mean": float(magnitude.mean()) if magnitude.size else 0.0,
         "p95": float(np.percentile(magnitude, 95)) if magnitude.size else 0.0,
     }
-    hr = torch.from_numpy(np.clip(hr_np, 0.0, 1.0).transpose(2, 0, 1).copy())
+    hr = from_hwc(np.clip(hr_np, 0.0, 1.0))
     mask = torch.from_numpy(mask_np.astype(np.float32))[None]
     valid_fraction = float(valid.mean())
     log.info(

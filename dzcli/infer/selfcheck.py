@@ -15,17 +15,12 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dzcli.infer.engine import Box, describe, super_resolve
+from dzcli.resize import upscale_bicubic
 
 __all__ = ["apply_self_check", "blend_outside", "residual_gain"]
-
-
-def _bicubic(lr: Tensor, scale: int) -> Tensor:
-    """``(3, h, w)`` → ``(3, s·h, s·w)`` bicubic (what the network's output is compared with)."""
-    return F.interpolate(lr[None], scale_factor=scale, mode="bicubic", align_corners=False)[0]
 
 
 def residual_gain(
@@ -69,7 +64,7 @@ def residual_gain(
         for xx in sorted({int(v) for v in np.linspace(0, bw - pw, per_axis).round()}):
             part = lr[:, y0 + yy : y0 + yy + ph, x0 + xx : x0 + xx + pw]
             net = super_resolve(model, part, tile=0, device=device, half=half)
-            bic = _bicubic(part, s)
+            bic = upscale_bicubic(part, s)
             inner = (slice(None), slice(s * margin, s * (ph - margin)), slice(s * margin, s * (pw - margin)))
             t = ref[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
             w = (
@@ -108,7 +103,7 @@ def blend_outside(
     for a in range(0, H, band):
         b = min(H, a + band)
         lo, hi = max(0, a - 4), min(H, b + 4)  # bicubic reads 2 px around: the band equals the whole image's
-        bic = _bicubic(lr[:, lo:hi], s)[:, s * (a - lo) : s * (b - lo)]
+        bic = upscale_bicubic(lr[:, lo:hi], s)[:, s * (a - lo) : s * (b - lo)]
         ys = (torch.arange(s * a, s * b, dtype=torch.float32) + 0.5) / s
         dy = torch.clamp(torch.maximum(y0 - ys, ys - (y0 + bh)), min=0.0)
         dist = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)

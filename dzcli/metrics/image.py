@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from skimage.metrics import structural_similarity
 
+from dzcli.io.images import to_hwc
 from dzcli.metrics.lpips import LPIPS, MIN_SIDE, to_input
 
 Piece = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
@@ -25,7 +26,7 @@ REGIONS = ("centre", "corner", "full")
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
     """(3,H,W) float in [0,1] → (H,W,3) uint8, rounded (the protocol's 8-bit quantisation)."""
-    return (img.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return to_hwc((img.detach().float().clamp(0, 1) * 255).round()).astype(np.uint8)
 
 
 def _mse_sum(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None) -> tuple[float, float]:

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -46,8 +45,9 @@ from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import REGIONS, RegionScorer, region_pieces
 from dzcli.metrics.lpips import LPIPS
 from dzcli.pipeline.simulate import SIMULATION_NAME, SimulationRecord, read_simulation
-from dzcli.pipeline.zoom import resample, zoom_photo
+from dzcli.pipeline.zoom import zoom_photo
 from dzcli.report import TRUTH, EvalReport, ImageResult, crop_file, write_report
+from dzcli.resize import cv_resize, resample
 from dzsr_models.bundled import load_model
 
 __all__ = [
@@ -57,7 +57,6 @@ __all__ = [
     "evaluate",
     "footprint_box",
     "holdout_box",
-    "interpolate",
     "pick_crop",
 ]
 
@@ -83,7 +82,8 @@ class Peer:
     info: dict[str, Any]
 
 
-INTERPOLATIONS = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4}
+INTERPOLATIONS = ("bicubic", "lanczos")
+"""The interpolation baselines (:func:`dzcli.resize.cv_resize` filters: OpenCV's, as most tools)."""
 HOLDOUT_SIDES = ("left", "right", "top", "bottom")
 
 
@@ -140,22 +140,6 @@ class EvalConfig:
 # --------------------------------------------------------------------------------------------------------
 # Pure helpers
 # --------------------------------------------------------------------------------------------------------
-
-
-def interpolate(img: Tensor, size: tuple[int, int], method: str) -> Tensor:
-    """Resize with a classic filter (the baselines).
-
-    Args:
-        img: ``(3, h, w)`` in ``[0, 1]``.
-        size: output ``(H, W)``.
-        method: ``bicubic`` (OpenCV ``INTER_CUBIC``, a = -0.75) or ``lanczos`` (``INTER_LANCZOS4``).
-
-    Returns:
-        ``(3, H, W)`` float32 clamped to ``[0, 1]``.
-    """
-    hwc = np.ascontiguousarray(img.detach().cpu().float().numpy().transpose(1, 2, 0))
-    out = cv2.resize(hwc, (size[1], size[0]), interpolation=INTERPOLATIONS[method])
-    return torch.from_numpy(np.clip(out, 0.0, 1.0).transpose(2, 0, 1).copy())
 
 
 def footprint_box(
@@ -369,7 +353,7 @@ def _score_single_image(scorer: _Scorer, lr: Tensor, size: tuple[int, int], peer
     """The interpolation baselines and the peers on ``lr``, at output ``size`` ``(H, W)``."""
     for name in INTERPOLATIONS:
         t = time.perf_counter()
-        out = interpolate(lr, size, name)
+        out = cv_resize(lr, size, name)
         scorer.add(name, out, time.perf_counter() - t)
     for name, peer in peers.items():
         t = time.perf_counter()

@@ -41,7 +41,8 @@ from dzcli.errors import (
 )
 from dzcli.io.atomic import check_output
 from dzcli.io.images import Photo, load_photo, save_image
-from dzcli.viz import pair_preview, resize
+from dzcli.resize import torch_resize
+from dzcli.viz import pair_preview
 from dzsr_models.dzsr import centre_box
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,8 @@ def assign_splits(records: list[PairRecord], test_fraction: float) -> None:
 def _alignment_psnr(lr: torch.Tensor, hr: torch.Tensor, mask: torch.Tensor) -> float | None:
     """PSNR (dB) between the wide crop and the matched tele brought down to its size, on valid pixels."""
     size = (lr.shape[-2], lr.shape[-1])
-    hr_d = resize(hr, size, mode="area")
-    m = resize(mask, size, mode="area") > 0.99
+    hr_d = torch_resize(hr, size, "area")
+    m = torch_resize(mask, size, "area") > 0.99
     if m.sum() < 16:
         return None
     mse = ((hr_d - lr) ** 2).mean(0, keepdim=True)[m].mean().item()

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -50,6 +49,7 @@ from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif, update_xmp
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, holds_alpha, save_image
+from dzcli.resize import resample, torch_resize
 from dzsr_models.bundled import choose_bundled, load_model
 
 log = logging.getLogger(__name__)
@@ -260,35 +260,8 @@ def fill_invalid(ref: Tensor, lr: Tensor, mask: Tensor, scale: int) -> Tensor:
     k = 4 * scale + 1
     soft = F.avg_pool2d(mask[None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[0]
     m = soft * mask
-    up = F.interpolate(lr[None], size=ref.shape[-2:], mode="bicubic", align_corners=False)[0].clamp(0, 1)
+    up = torch_resize(lr, (int(ref.shape[-2]), int(ref.shape[-1])), "bicubic")
     return ref * m + up * (1 - m)
-
-
-def resample_alpha(alpha: Tensor, size: tuple[int, int]) -> Tensor:
-    """Resize an alpha channel ``(1, H, W)`` to ``size = (h, w)``, bicubic (antialiased when shrinking).
-
-    Returns:
-        ``(1, h, w)`` float32 clamped to ``[0, 1]``.
-    """
-    out = F.interpolate(alpha[None].float(), size=size, mode="bicubic", align_corners=False, antialias=True)
-    return out[0].clamp_(0.0, 1.0)
-
-
-def resample(img: Tensor, size: tuple[int, int]) -> Tensor:
-    """Resize ``(3, H, W)`` to ``size = (h, w)``: Lanczos-4 when enlarging, area when shrinking.
-
-    Returns:
-        ``(3, h, w)`` float32 clamped to ``[0, 1]`` (``img`` itself when the size is unchanged).
-    """
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    h, w = size
-    up = h * w > img.shape[-2] * img.shape[-1]
-    hwc = np.ascontiguousarray(img.numpy().transpose(1, 2, 0))
-    out = cv2.resize(hwc, (w, h), interpolation=cv2.INTER_LANCZOS4 if up else cv2.INTER_AREA)
-    del hwc
-    np.clip(out, 0.0, 1.0, out=out)
-    return torch.from_numpy(out.transpose(2, 0, 1).copy())
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -810,8 +783,8 @@ def zoom_capture(
     exif = update_exif(uw.exif, width=out_size[0], height=out_size[1]) if uw.exif else None
     xmp = update_xmp(uw.xmp, width=out_size[0], height=out_size[1]) if uw.xmp else None
     t = time.perf_counter()
-    if alpha is not None:
-        alpha = resample_alpha(alpha, (out_size[1], out_size[0]))
+    if alpha is not None:  # bicubic, antialiased when shrinking
+        alpha = torch_resize(alpha.float(), (out_size[1], out_size[0]), "bicubic", antialias=True)
     save_image(
         output, image, bit_depth=depth, exif=exif, icc=uw.icc, xmp=xmp, alpha=alpha, quality=cfg.quality
     )

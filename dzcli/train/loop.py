@@ -45,6 +45,7 @@ from dzcli.infer.devices import is_out_of_memory, resolve_device
 from dzcli.infer.engine import describe, super_resolve
 from dzcli.io.atomic import check_output, remove_stale_temps_in, write_atomic
 from dzcli.metrics.image import region_scores
+from dzcli.resize import upscale_bicubic
 from dzcli.train.config import TrainConfig, write_config
 from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
 from dzsr_models import ARCHS, create_model, save_checkpoint
@@ -240,8 +241,7 @@ def validate(
 
 def bicubic(pair: PreparedPair) -> Tensor:
     """The baseline: ``pair.lr`` upsampled ×``pair.scale``, bicubic, ``(3, s·h, s·w)`` in [0, 1]."""
-    up = F.interpolate(pair.lr[None], scale_factor=pair.scale, mode="bicubic", align_corners=False)
-    return up[0].clamp(0, 1)
+    return upscale_bicubic(pair.lr, pair.scale).clamp(0, 1)
 
 
 def bicubic_scores(pairs: Sequence[PreparedPair]) -> dict[str, dict[str, float]]:
