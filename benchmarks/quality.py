@@ -135,7 +135,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
             SimulateConfig(
                 photos=photos,
                 out=sim,
-                ratio=ratio,
+                zoom_ratio=ratio,
                 seed=args.seed,
                 max_side=args.max_side,
                 camera=args.camera,

@@ -49,7 +49,7 @@ def main() -> None:
         photo = work / "seeding.jpg"
         photo.symlink_to(args.photo.resolve())
         (rec,) = simulate_folder(
-            SimulateConfig(photos=photo, out=work / "sim", ratio=2.0, max_side=3200, seed=0)
+            SimulateConfig(photos=photo, out=work / "sim", zoom_ratio=2.0, max_side=3200, seed=0)
         )
         sim_uw = (work / "sim" / rec.files["uw"]).read_bytes()
         if sim_uw != uw_path.read_bytes():

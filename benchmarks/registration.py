@@ -52,7 +52,7 @@ FULL_SIZE_FROM = 4.0
 HARD = {
     "max_offset": 0.03,
     "max_rotation": 1.0,
-    "ratio_error": 0.015,
+    "zoom_ratio_error": 0.015,
     "gain": 0.25,
     "gamma": (0.75, 1.33),
     "noise": 0.02,
@@ -76,7 +76,7 @@ def simulate(
     cfg = SimulateConfig(
         photos=photos,
         out=out,
-        ratio=ratio,
+        zoom_ratio=ratio,
         seed=seed * 1000,
         max_side=max_side,
         parallax=parallax,
@@ -108,7 +108,7 @@ def register_one(
     t = time.perf_counter()
     try:
         reg = register(
-            uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=uw.path.name, tele_name=tele.path.name
+            uw.pixels, tele.pixels, zoom_ratio_hint=est.value, uw_name=uw.path.name, tele_name=tele.path.name
         )
     except AlignmentError as exc:
         row.update(registered=False, error=str(exc), seconds=time.perf_counter() - t)
@@ -126,7 +126,7 @@ def register_one(
     row.update(
         registered=True,
         seconds=time.perf_counter() - t,
-        ratio_error=abs(reg.ratio / record.zoom_ratio_fit - 1),
+        ratio_error=abs(reg.zoom_ratio / record.zoom_ratio_fit - 1),
         centre_error=math.dist(reg.center, record.center_fit),
         inliers=reg.inliers,
         method=reg.method,
@@ -230,8 +230,8 @@ def time_12mp(work: Path, photos: Path, repeats: int) -> dict[str, Any]:
         for _ in range(repeats):
             t = time.perf_counter()
             try:
-                reg = register(uw.pixels, tele.pixels, ratio_hint=est.value)
-                status = f"registered ({reg.method}, ratio {reg.ratio:.4f})"
+                reg = register(uw.pixels, tele.pixels, zoom_ratio_hint=est.value)
+                status = f"registered ({reg.method}, ratio {reg.zoom_ratio:.4f})"
             except AlignmentError as exc:
                 status = f"refused: {exc}"
             times.append(time.perf_counter() - t)

@@ -94,15 +94,16 @@ def blur(img: Tensor, kernel: np.ndarray) -> Tensor:
 
 
 def downscale(
-    img: Tensor, ratio: float, method: Literal["area", "bicubic", "bilinear", "lanczos"] = "area"
+    img: Tensor, density: float, method: Literal["area", "bicubic", "bilinear", "lanczos"] = "area"
 ) -> Tensor:
-    """Resample to ``round(H / ratio) × round(W / ratio)`` by pixel area or by a resampling kernel."""
-    if ratio < 1:
-        raise ConfigError(f"downscale ratio must be >= 1, got {ratio}")
+    """Resample to ``round(H / density) × round(W / density)`` (``density``: input pixels per output pixel) by
+    pixel area or by a resampling kernel."""
+    if density < 1:
+        raise ConfigError(f"downscale density must be >= 1, got {density}")
     if method not in CV_FILTERS:
         raise ConfigError(f"unknown downscale method {method!r}: {', '.join(CV_FILTERS)}")
     _, h, w = img.shape
-    return cv_resize(img, (max(1, round(h / ratio)), max(1, round(w / ratio))), method)
+    return cv_resize(img, (max(1, round(h / density)), max(1, round(w / density))), method)
 
 
 def sensor_noise(img: Tensor, rng: np.random.Generator, *, photons: float, read: float) -> Tensor:
@@ -265,25 +266,25 @@ def sample_camera(rng: np.random.Generator, ranges: CameraRanges | None = None) 
     )
 
 
-def capture(scene: Tensor, ratio: float, cam: CameraSettings, rng: np.random.Generator) -> Tensor:
-    """The photo a camera with settings ``cam`` takes of ``scene``, ``ratio``× smaller.
+def capture(scene: Tensor, density: float, cam: CameraSettings, rng: np.random.Generator) -> Tensor:
+    """The photo a camera with settings ``cam`` takes of ``scene``, ``density``× smaller.
 
-    Lens blur (in sensor pixels, i.e. ``ratio``× wider on the scene), downscaling, sensor noise,
+    Lens blur (in sensor pixels, i.e. ``density``× wider on the scene), downscaling, sensor noise,
     denoising, sharpening, tone and saturation, JPEG.
 
     Args:
         scene: ``(3, H, W)`` float32 in ``[0, 1]``.
-        ratio: scene pixels per sensor pixel, ``>= 1``.
+        density: scene pixels per sensor pixel, ``>= 1``.
         cam: from :func:`sample_camera`.
         rng: draws the noise.
 
     Returns:
-        ``(3, round(H / ratio), round(W / ratio))`` float32 in ``[0, 1]``.
+        ``(3, round(H / density), round(W / density))`` float32 in ``[0, 1]``.
     """
     kernel = blur_kernel(
-        cam.blur_kind, cam.blur_sigma * ratio, sigma2=cam.blur_sigma2 * ratio, angle=cam.blur_angle
+        cam.blur_kind, cam.blur_sigma * density, sigma2=cam.blur_sigma2 * density, angle=cam.blur_angle
     )
-    x = downscale(blur(scene, kernel), ratio, cam.downscale)  # type: ignore[arg-type]
+    x = downscale(blur(scene, kernel), density, cam.downscale)  # type: ignore[arg-type]
     x = sensor_noise(x, rng, photons=cam.photons, read=cam.read_noise)
     x = denoise(x, cam.denoise)
     x = sharpen(x, radius=cam.sharpen_radius, amount=cam.sharpen_amount)

@@ -2,7 +2,7 @@
 
 The photo is the *scene*; one scene pixel is one tele pixel (the tele sees the scene at its native
 density). Pixel centres are at integers and an image ``W`` pixels wide covers ``[-0.5, W - 0.5]``.
-With ``r`` the density ratio (scene pixels per uw pixel):
+With ``r`` the density (scene pixels, i.e. tele pixels, per uw pixel):
 
 - uw pixel ``u`` averages the scene over ``[r·u - 0.5, r·(u + 1) - 0.5]`` after an optical blur, so scene
   (and truth) coordinate ``g`` and uw coordinate ``u`` are related by ``g = r·(u + 0.5) - 0.5``;
@@ -13,7 +13,7 @@ With ``r`` the density ratio (scene pixels per uw pixel):
   smooth parallax displacement that no homography explains.
 
 A triple capture (:func:`simulate_triple`) adds a *wide* camera between the two: the same sensor size as
-the uw at ``r_w`` times its density (``1 < r_w < r``), i.e. the scene seen through its own optical blur and
+the uw at ``r_w`` times its density (``1 < r_w < r``; with equal sensors the densities are the zoom ratios), i.e. the scene seen through its own optical blur and
 area sampling at ``r / r_w`` scene pixels per wide pixel, off-centre and rotated in its own way
 (:attr:`SimulatedTriple.wide_to_uw`). The uw, tele and truth of a triple are those of
 :func:`simulate_pair` with the same arguments and seed.
@@ -35,11 +35,12 @@ from dzcli.errors import ConfigError
 from dzcli.io.images import from_hwc, to_hwc
 
 
-def _area_matrix(n_in: int, n_out: int, ratio: float) -> sp.csr_matrix:
-    """Sparse ``(n_out, n_in)`` operator averaging input pixels over ``[r·u - 0.5, r·(u + 1) - 0.5]``."""
+def _area_matrix(n_in: int, n_out: int, density: float) -> sp.csr_matrix:
+    """Sparse ``(n_out, n_in)`` operator averaging input pixels over ``[r·u - 0.5, r·(u + 1) - 0.5]``, ``r`` the
+    ``density`` (input pixels per output pixel)."""
     u = np.arange(n_out)[:, None]
-    lo, hi = ratio * u - 0.5, ratio * (u + 1) - 0.5
-    g = np.floor(lo + 0.5).astype(np.int64) + np.arange(math.ceil(ratio) + 2)[None, :]
+    lo, hi = density * u - 0.5, density * (u + 1) - 0.5
+    g = np.floor(lo + 0.5).astype(np.int64) + np.arange(math.ceil(density) + 2)[None, :]
     w = np.clip(np.minimum(hi, g + 0.5) - np.maximum(lo, g - 0.5), 0.0, None)
     w[(g < 0) | (g >= n_in)] = 0.0
     w /= w.sum(axis=1, keepdims=True)
@@ -48,12 +49,12 @@ def _area_matrix(n_in: int, n_out: int, ratio: float) -> sp.csr_matrix:
     return sp.csr_matrix((w[keep], (rows, g[keep])), shape=(n_out, n_in), dtype=np.float64)
 
 
-def degrade(img: Tensor, ratio: float) -> Tensor:
+def degrade(img: Tensor, density: float) -> Tensor:
     """Optical blur then exact area downscale: what the uw camera does to the scene.
 
     Args:
         img: ``(3, H, W)`` float32 in [0, 1].
-        ratio: downscale factor ``r >= 1`` (may be non-integer); the blur is a Gaussian of
+        density: input pixels per output pixel ``r >= 1`` (may be non-integer); the blur is a Gaussian of
             ``σ = 0.5·r`` input pixels.
 
     Returns:
@@ -61,9 +62,9 @@ def degrade(img: Tensor, ratio: float) -> Tensor:
         input over ``[r·u - 0.5, r·(u + 1) - 0.5]`` (per axis).
     """
     _, h, w = img.shape
-    a = cv2.GaussianBlur(to_hwc(img), (0, 0), sigmaX=0.5 * ratio, borderType=cv2.BORDER_REFLECT)
-    ho, wo = max(1, round(h / ratio)), max(1, round(w / ratio))
-    ay, ax = _area_matrix(h, ho, ratio), _area_matrix(w, wo, ratio)
+    a = cv2.GaussianBlur(to_hwc(img), (0, 0), sigmaX=0.5 * density, borderType=cv2.BORDER_REFLECT)
+    ho, wo = max(1, round(h / density)), max(1, round(w / density))
+    ay, ax = _area_matrix(h, ho, density), _area_matrix(w, wo, density)
     c = a.shape[2]
     rows = ay @ a.reshape(h, w * c)  # (ho, w*c)
     cols = ax @ rows.reshape(ho, w, c).transpose(1, 0, 2).reshape(w, ho * c)  # (wo, ho*c)
@@ -114,11 +115,11 @@ class SimulatedPair:
     Attributes:
         uw: ``(3, Hu, Wu)`` float32 in [0, 1], the whole scene seen by the short-focus camera.
         tele: ``(3, Ht, Wt)`` float32 in [0, 1], the long-focus view (scene density).
-        truth: ``(3, Hg, Wg)``, the scene on the uw grid × ratio (``Hg = round(Hu·r)``), noise-free, in
+        truth: ``(3, Hg, Wg)``, the scene on the uw grid × density (``Hg = round(Hu·r)``), noise-free, in
             the uw's colours.
         tele_to_uw: ``(3, 3)`` float64, the true homography from tele to uw pixel coordinates (without the
             parallax).
-        ratio: true field-of-view ratio per side, ``density · Wu / Wt``.
+        zoom_ratio: true field-of-view ratio per side, ``density · Wu / Wt``.
         center: tele centre in uw pixels ``(x, y)``.
         rotation_deg: rotation of the tele's axes in the uw frame (y down: positive is clockwise on screen).
         tele_to_uw_fit: ``(3, 3)`` float64, the affine map closest (least squares over the tele's pixels) to
@@ -130,7 +131,7 @@ class SimulatedPair:
     tele: Tensor
     truth: Tensor
     tele_to_uw: np.ndarray
-    ratio: float
+    zoom_ratio: float
     center: tuple[float, float]
     rotation_deg: float
     tele_to_uw_fit: np.ndarray
@@ -146,33 +147,34 @@ def _parallax_field(rng: np.random.Generator, size: tuple[int, int], amplitude: 
 
 
 def _view_to_uw(
-    ratio: float,
+    density: float,
     rotation_deg: float,
     view_size: tuple[int, int],
     uw_size: tuple[int, int],
     offset: tuple[float, float],
 ) -> np.ndarray:
-    """Homography from a camera's pixels to uw pixels: ``c_u + offset + R(θ)·(t - c_t) / ratio``."""
+    """Homography from a camera's pixels to uw pixels: ``c_u + offset + R(θ)·(t - c_t) / density``
+    (``density``: the camera's pixels per uw pixel)."""
     theta = math.radians(rotation_deg)
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     c_t = np.array([(view_size[0] - 1) / 2.0, (view_size[1] - 1) / 2.0])
     c_u = np.array([(uw_size[0] - 1) / 2.0 + offset[0], (uw_size[1] - 1) / 2.0 + offset[1]])
     h = np.eye(3)
-    h[:2, :2] = rot / ratio
-    h[:2, 2] = c_u - rot @ c_t / ratio
+    h[:2, :2] = rot / density
+    h[:2, 2] = c_u - rot @ c_t / density
     return h
 
 
 def _scene_coords(
-    x: np.ndarray, y: np.ndarray, to_uw: np.ndarray, ratio: float, rng: np.random.Generator, parallax: float
+    x: np.ndarray, y: np.ndarray, to_uw: np.ndarray, density: float, rng: np.random.Generator, parallax: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scene coordinates ``g = r·(u + 0.5) - 0.5`` (float32 maps for ``cv2.remap``) of a view's pixel grid
     ``x, y`` (H, W) mapped to uw coordinates ``u`` by the affine ``to_uw``, plus a random smooth parallax
     displacement of at most ``parallax`` pixels."""
     ux = to_uw[0, 0] * x + to_uw[0, 1] * y + to_uw[0, 2]
     uy = to_uw[1, 0] * x + to_uw[1, 1] * y + to_uw[1, 2]
-    gx = (ratio * (ux + 0.5) - 0.5).astype(np.float32)
-    gy = (ratio * (uy + 0.5) - 0.5).astype(np.float32)
+    gx = (density * (ux + 0.5) - 0.5).astype(np.float32)
+    gy = (density * (uy + 0.5) - 0.5).astype(np.float32)
     if parallax > 0:
         field = _parallax_field(rng, (x.shape[1], x.shape[0]), parallax)
         gx, gy = gx + field[..., 0], gy + field[..., 1]
@@ -182,7 +184,7 @@ def _scene_coords(
 def simulate_pair(
     scene: Tensor,
     *,
-    ratio: float,
+    density: float,
     offset: tuple[float, float] = (0.0, 0.0),
     rotation_deg: float = 0.0,
     parallax: float = 0.0,
@@ -198,8 +200,8 @@ def simulate_pair(
 
     Args:
         scene: ``(3, H, W)`` float32 in [0, 1], a sharp photo; one scene pixel = one tele pixel.
-        ratio: tele pixels per uw pixel (``> 1``, may be non-integer); the uw is ``round(H / ratio)`` ×
-            ``round(W / ratio)``. With the default ``tele_size`` this is also the field-of-view ratio.
+        density: tele pixels per uw pixel (``> 1``, may be non-integer); the uw is ``round(H / density)`` ×
+            ``round(W / density)``. With the default ``tele_size`` this is also the zoom ratio.
         offset: tele centre minus uw centre, in uw pixels ``(x, y)`` (phone optical axes differ).
         rotation_deg: rotation of the tele relative to the uw, in degrees.
         parallax: maximum magnitude (scene pixels) of a smooth random displacement of the tele's view.
@@ -213,45 +215,45 @@ def simulate_pair(
             (:func:`dzcli.camera.capture`: lens blur, sensor grid, Poisson–Gaussian noise, denoising,
             sharpening, tone, JPEG) instead of the plain blur + area downscale + Gaussian ``noise``; the
             geometry is the same as without it, and the truth is the scene in the uw camera's tone and
-            saturation (what that camera would render with ``ratio``× more pixels).
+            saturation (what that camera would render with ``density``× more pixels).
 
     Returns:
         The pair, its truth and its true geometry.
 
     Raises:
-        ConfigError: ``ratio <= 1`` or a non-positive ``tele_size``.
+        ConfigError: ``density <= 1`` or a non-positive ``tele_size``.
     """
-    if ratio <= 1.0:
-        raise ConfigError(f"simulated zoom ratio must be greater than 1 (got {ratio})")
+    if density <= 1.0:
+        raise ConfigError(f"simulated tele density must be greater than 1 (got {density})")
     _, hs, ws = scene.shape
-    hu, wu = max(1, round(hs / ratio)), max(1, round(ws / ratio))
+    hu, wu = max(1, round(hs / density)), max(1, round(ws / density))
     wt, ht = tele_size if tele_size is not None else (wu, hu)
     if wt <= 0 or ht <= 0:
         raise ConfigError(f"tele size must be positive (got {wt}x{ht})")
     rng = np.random.default_rng(seed)
 
     scene_np = to_hwc(scene)
-    hg, wg = round(hu * ratio), round(wu * ratio)
+    hg, wg = round(hu * density), round(wu * density)
     truth_np = cv2.copyMakeBorder(
         scene_np[:hg, :wg], 0, max(0, hg - hs), 0, max(0, wg - ws), cv2.BORDER_REFLECT
     )
     truth = from_hwc(truth_np)
     cams = None if camera is None else np.random.default_rng((seed, 2))
     if cams is None:
-        uw = degrade(truth, ratio)
+        uw = degrade(truth, density)
     else:
         uw_cam = sample_camera(cams, camera)
-        uw = capture(truth, ratio, uw_cam, cams)
+        uw = capture(truth, density, uw_cam, cams)
         # The truth is what this camera would render with r x more pixels: its colours, not its optics,
         # noise, denoising, sharpening or JPEG.
         truth = tone(truth, contrast=uw_cam.contrast, saturation=uw_cam.saturation)
 
     c_t = np.array([(wt - 1) / 2.0, (ht - 1) / 2.0])
-    tele_to_uw = _view_to_uw(ratio, rotation_deg, (wt, ht), (wu, hu), offset)
+    tele_to_uw = _view_to_uw(density, rotation_deg, (wt, ht), (wu, hu), offset)
 
     tx, ty = np.meshgrid(np.arange(wt, dtype=np.float64), np.arange(ht, dtype=np.float64))
-    gx, gy = _scene_coords(tx, ty, tele_to_uw, ratio, rng, parallax)
-    tele_to_uw_fit = _affine_fit(tx, ty, (gx + 0.5) / ratio - 0.5, (gy + 0.5) / ratio - 0.5)
+    gx, gy = _scene_coords(tx, ty, tele_to_uw, density, rng, parallax)
+    tele_to_uw_fit = _affine_fit(tx, ty, (gx + 0.5) / density - 0.5, (gy + 0.5) / density - 0.5)
     tele_np = cv2.remap(scene_np, gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     tele = from_hwc(np.clip(tele_np, 0.0, 1.0))
     if isp:
@@ -269,7 +271,7 @@ def simulate_pair(
         tele=tele,
         truth=truth,
         tele_to_uw=tele_to_uw,
-        ratio=ratio * wu / wt,
+        zoom_ratio=density * wu / wt,
         center=(float(center[0]), float(center[1])),
         rotation_deg=float(rotation_deg),
         tele_to_uw_fit=tele_to_uw_fit,
@@ -294,7 +296,7 @@ class SimulatedTriple:
         wide: ``(3, Hw, Ww)`` float32 in [0, 1], the middle camera (the uw's size by default).
         wide_to_uw: ``(3, 3)`` float64, the true homography from wide to uw pixel coordinates (without the
             parallax).
-        wide_ratio: field-of-view ratio of the uw to the wide, per side.
+        wide_zoom_ratio: field-of-view ratio of the uw to the wide, per side.
         wide_center: wide centre in uw pixels ``(x, y)``.
         wide_rotation_deg: rotation of the wide's axes in the uw frame.
     """
@@ -302,7 +304,7 @@ class SimulatedTriple:
     pair: SimulatedPair
     wide: Tensor
     wide_to_uw: np.ndarray
-    wide_ratio: float
+    wide_zoom_ratio: float
     wide_center: tuple[float, float]
     wide_rotation_deg: float
 
@@ -310,8 +312,8 @@ class SimulatedTriple:
 def simulate_triple(
     scene: Tensor,
     *,
-    ratio: float,
-    wide_ratio: float | None = None,
+    density: float,
+    wide_density: float | None = None,
     offset: tuple[float, float] = (0.0, 0.0),
     rotation_deg: float = 0.0,
     wide_offset: tuple[float, float] = (0.0, 0.0),
@@ -328,8 +330,10 @@ def simulate_triple(
 
     Args:
         scene: ``(3, H, W)`` float32 in [0, 1], a sharp photo; one scene pixel = one tele pixel.
-        ratio: uw-to-tele field-of-view ratio ``r > 1`` (as in :func:`simulate_pair`).
-        wide_ratio: uw-to-wide ratio ``r_w`` with ``1 < r_w < r``; default ``r / 2``.
+        density: tele pixels per uw pixel ``r > 1`` (as in :func:`simulate_pair`); every camera has the
+            uw's size, so this is also the uw-to-tele zoom ratio.
+        wide_density: wide pixels per uw pixel (and zoom ratio) ``r_w`` with ``1 < r_w < r``; default
+            ``r / 2``.
         offset, rotation_deg: the tele's placement (see :func:`simulate_pair`).
         wide_offset: wide centre minus uw centre, in uw pixels ``(x, y)``.
         wide_rotation_deg: rotation of the wide relative to the uw, in degrees.
@@ -344,16 +348,16 @@ def simulate_triple(
         The triple, its truth and its true geometry.
 
     Raises:
-        ConfigError: ``ratio <= 1`` or ``wide_ratio`` outside ``(1, ratio)``.
+        ConfigError: ``density <= 1`` or ``wide_density`` outside ``(1, density)``.
     """
-    r_w = ratio / 2.0 if wide_ratio is None else wide_ratio
-    if not 1.0 < r_w < ratio:
+    r_w = density / 2.0 if wide_density is None else wide_density
+    if not 1.0 < r_w < density:
         raise ConfigError(
-            f"the wide camera's zoom ratio must lie strictly between 1 and the tele's {ratio} (got {r_w})"
+            f"the wide camera's density must lie strictly between 1 and the tele's {density} (got {r_w})"
         )
     pair = simulate_pair(
         scene,
-        ratio=ratio,
+        density=density,
         offset=offset,
         rotation_deg=rotation_deg,
         parallax=parallax,
@@ -366,7 +370,7 @@ def simulate_triple(
     )
     rng = np.random.default_rng((seed, 1))
     hu, wu = pair.uw.shape[-2:]
-    d = ratio / r_w  # scene pixels per wide pixel
+    d = density / r_w  # scene pixels per wide pixel
     wide_to_uw = _view_to_uw(r_w, wide_rotation_deg, (wu, hu), (wu, hu), wide_offset)
 
     # The wide at scene density (pixel h ↔ wide coordinate (h + 0.5)/d - 0.5), then the wide's own blur and
@@ -374,7 +378,7 @@ def simulate_triple(
     hh, wh = round(hu * d), round(wu * d)
     hx, hy = np.meshgrid(np.arange(wh, dtype=np.float64), np.arange(hh, dtype=np.float64))
     wx, wy = (hx + 0.5) / d - 0.5, (hy + 0.5) / d - 0.5
-    gx, gy = _scene_coords(wx, wy, wide_to_uw, ratio, rng, parallax)
+    gx, gy = _scene_coords(wx, wy, wide_to_uw, density, rng, parallax)
     dense = cv2.remap(to_hwc(scene), gx, gy, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     dense_t = from_hwc(np.clip(dense, 0.0, 1.0))
     if camera is None:
@@ -394,7 +398,7 @@ def simulate_triple(
         pair=pair,
         wide=wide,
         wide_to_uw=wide_to_uw,
-        wide_ratio=float(r_w),
+        wide_zoom_ratio=float(r_w),
         wide_center=(float(center[0]), float(center[1])),
         wide_rotation_deg=float(wide_rotation_deg),
     )

@@ -76,7 +76,7 @@ def sim_pairs() -> dict[str, SimulatedPair]:
     geo = {"life": ((14.0, -9.0), 0.8), "picos": ((-11.0, 7.0), -1.2), "seeding": ((6.0, 12.0), 0.5)}
     return {
         name: simulate_pair(
-            scene(name), ratio=2.0, offset=off, rotation_deg=rot, parallax=0.5, noise=0.005, seed=i
+            scene(name), density=2.0, offset=off, rotation_deg=rot, parallax=0.5, noise=0.005, seed=i
         )
         for i, (name, (off, rot)) in enumerate(geo.items())
     }

@@ -144,7 +144,7 @@ def test_digital_zoom_multiplies() -> None:
 
 def test_user_ratio_overrides_everything() -> None:
     uw, tele = CaptureInfo(focal_35mm=26), CaptureInfo(focal_35mm=52)
-    assert _ratio(uw, tele, user_ratio=3.1) == RatioEstimate(3.1, "user")
-    assert _ratio(CaptureInfo(), CaptureInfo(), user_ratio=2.5) == RatioEstimate(2.5, "user")
+    assert _ratio(uw, tele, user_zoom_ratio=3.1) == RatioEstimate(3.1, "user")
+    assert _ratio(CaptureInfo(), CaptureInfo(), user_zoom_ratio=2.5) == RatioEstimate(2.5, "user")
     with pytest.raises(ConfigError, match="--ratio must be a positive number"):
-        _ratio(uw, tele, user_ratio=0.0)
+        _ratio(uw, tele, user_zoom_ratio=0.0)

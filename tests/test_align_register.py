@@ -52,10 +52,10 @@ def test_register_recovers_ratio_centre_and_rotation(
     parallax: float,
 ) -> None:
     p = simulate_pair(
-        _photo(scene), ratio=ratio, offset=offset, rotation_deg=rotation, parallax=parallax, seed=1
+        _photo(scene), density=ratio, offset=offset, rotation_deg=rotation, parallax=parallax, seed=1
     )
-    reg = register(p.uw, p.tele, ratio_hint=hint)
-    assert reg.ratio == pytest.approx(p.ratio, rel=0.01)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=hint)
+    assert reg.zoom_ratio == pytest.approx(p.zoom_ratio, rel=0.01)
     assert math.dist(reg.center, p.center) < (1.0 if parallax else 0.15)  # catches half-pixel slips too
     assert reg.rotation_deg == pytest.approx(p.rotation_deg, abs=0.2)
     assert reg.inliers >= 30 and reg.matches >= reg.inliers
@@ -74,7 +74,7 @@ def test_a_low_texture_capture_with_other_tones_is_registered(
 ) -> None:
     p = simulate_pair(
         low_texture_scene(seed),
-        ratio=ratio,
+        density=ratio,
         offset=(9.0, -6.0),
         rotation_deg=0.8,
         noise=0.01,
@@ -85,35 +85,35 @@ def test_a_low_texture_capture_with_other_tones_is_registered(
         register_module._gray(p.uw), register_module._gray(p.tele), hint, 30
     )
     assert max(a.inliers for a in features) < 30  # what feature matching alone refused
-    reg = register(p.uw, p.tele, ratio_hint=hint)
-    assert reg.ratio == pytest.approx(p.ratio, rel=0.005)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=hint)
+    assert reg.zoom_ratio == pytest.approx(p.zoom_ratio, rel=0.005)
     assert math.dist(reg.center, p.center) < 1.0
     assert reg.rotation_deg == pytest.approx(p.rotation_deg, abs=0.3)
     assert reg.method == "direct" and reg.correlation > 0.15
 
 
 def test_low_texture_pairs_that_do_not_belong_together_are_refused() -> None:
-    a = simulate_pair(low_texture_scene(0), ratio=2.0, offset=(9.0, -6.0), seed=0, **HARD_TONES)  # type: ignore[arg-type]
-    b = simulate_pair(_photo("seeding"), ratio=2.0, seed=1)
+    a = simulate_pair(low_texture_scene(0), density=2.0, offset=(9.0, -6.0), seed=0, **HARD_TONES)  # type: ignore[arg-type]
+    b = simulate_pair(_photo("seeding"), density=2.0, seed=1)
     for hint in (2.0, None):
         with pytest.raises(
             AlignmentError, match=r"^no overlap found between a\.jpg and b\.jpg \(correlation"
         ):
-            register(a.uw, b.tele, ratio_hint=hint, uw_name="a.jpg", tele_name="b.jpg")
+            register(a.uw, b.tele, zoom_ratio_hint=hint, uw_name="a.jpg", tele_name="b.jpg")
         with pytest.raises(
             AlignmentError, match=r"^no overlap found between b\.jpg and a\.jpg \(correlation"
         ):
-            register(b.uw, a.tele, ratio_hint=hint, uw_name="b.jpg", tele_name="a.jpg")
+            register(b.uw, a.tele, zoom_ratio_hint=hint, uw_name="b.jpg", tele_name="a.jpg")
     for hint in (0.5, None):  # swapped: the wide photo given as the tele
         with pytest.raises(
             AlignmentError, match=r"^w\.jpg is not narrower than t\.jpg \(zoom ratio 0\.50\); pass"
         ):
-            register(a.tele, a.uw, ratio_hint=hint, uw_name="t.jpg", tele_name="w.jpg")
+            register(a.tele, a.uw, zoom_ratio_hint=hint, uw_name="t.jpg", tele_name="w.jpg")
     for hint in (1.0, None):  # the same photo twice
         with pytest.raises(
             AlignmentError, match=r"^u\.jpg is not narrower than u\.jpg \(zoom ratio 1\.00\); pass"
         ):
-            register(a.uw, a.uw.clone(), ratio_hint=hint, uw_name="u.jpg", tele_name="u.jpg")
+            register(a.uw, a.uw.clone(), zoom_ratio_hint=hint, uw_name="u.jpg", tele_name="u.jpg")
 
 
 def test_tone_matching_undoes_a_gamma_and_a_gain() -> None:
@@ -125,18 +125,18 @@ def test_tone_matching_undoes_a_gamma_and_a_gain() -> None:
 
 
 def test_the_direct_search_finds_a_known_position_and_ratio() -> None:
-    p = simulate_pair(low_texture_scene(4), ratio=2.5, offset=(-14.0, 8.0), seed=4, noise=0.0, isp=False)
+    p = simulate_pair(low_texture_scene(4), density=2.5, offset=(-14.0, 8.0), seed=4, noise=0.0, isp=False)
     luma = register_module._Luma
     gray = register_module._gray
     found = register_module._locate(luma(gray(p.uw)), luma(gray(p.tele)), [2.4, 2.45, 2.5, 2.55, 2.6], 1.0)
     reg = register_module._describe(
         found[0].homography, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1])
     )
-    assert reg.ratio == pytest.approx(2.5, rel=0.021) and math.dist(reg.center, p.center) < 1.5
+    assert reg.zoom_ratio == pytest.approx(2.5, rel=0.021) and math.dist(reg.center, p.center) < 1.5
 
 
 def test_dense_refinement_corrects_a_rough_homography() -> None:
-    p = simulate_pair(_photo("seeding"), ratio=2.0, offset=(23.0, -17.0), rotation_deg=1.0, seed=4)
+    p = simulate_pair(_photo("seeding"), density=2.0, offset=(23.0, -17.0), rotation_deg=1.0, seed=4)
     nudge = np.array(
         [[1.006, 0.004, 1.2], [-0.003, 0.997, -0.9], [0.0, 0.0, 1.0]]
     )  # ~1.5 uw px off at the edges
@@ -157,8 +157,8 @@ def test_dense_refinement_corrects_a_rough_homography() -> None:
 
 
 def test_registration_is_json_ready() -> None:
-    p = simulate_pair(_photo("life"), ratio=2.0, offset=(10.0, 5.0), seed=2)
-    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    p = simulate_pair(_photo("life"), density=2.0, offset=(10.0, 5.0), seed=2)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=2.0)
     d = json.loads(json.dumps(reg.to_dict()))
     assert set(d) == {
         "homography",
@@ -176,39 +176,39 @@ def test_registration_is_json_ready() -> None:
 
 
 def test_unrelated_photos_have_no_overlap() -> None:
-    a = simulate_pair(_photo("life"), ratio=2.0, seed=1)
-    b = simulate_pair(_photo("picos"), ratio=2.0, seed=1)
+    a = simulate_pair(_photo("life"), density=2.0, seed=1)
+    b = simulate_pair(_photo("picos"), density=2.0, seed=1)
     with pytest.raises(
         AlignmentError,
         match=r"^no overlap found between a\.jpg and b\.jpg \(correlation -?0\.\d\d over the tele's footprint at best, "
         r"need 0\.\d\d; \d+ feature matches\)$",
     ):
-        register(a.uw, b.tele, ratio_hint=2.0, uw_name="a.jpg", tele_name="b.jpg")
+        register(a.uw, b.tele, zoom_ratio_hint=2.0, uw_name="a.jpg", tele_name="b.jpg")
 
 
 @pytest.mark.parametrize("hint", [2.0, None])
 def test_swapped_roles_are_reported(hint: float | None) -> None:
-    p = simulate_pair(_photo("life"), ratio=2.0, offset=(23.0, -17.0), seed=1)
+    p = simulate_pair(_photo("life"), density=2.0, offset=(23.0, -17.0), seed=1)
     with pytest.raises(
         AlignmentError, match=r"^wide\.jpg is not narrower than tele\.jpg \(zoom ratio 0\.50\); pass"
     ):
-        register(p.tele, p.uw, ratio_hint=hint, uw_name="tele.jpg", tele_name="wide.jpg")
+        register(p.tele, p.uw, zoom_ratio_hint=hint, uw_name="tele.jpg", tele_name="wide.jpg")
 
 
 def test_tele_mostly_outside_the_uw_is_reported() -> None:
-    p = simulate_pair(_photo("picos"), ratio=2.0, seed=1)  # footprint spans uw x in [80, 240]
+    p = simulate_pair(_photo("picos"), density=2.0, seed=1)  # footprint spans uw x in [80, 240]
     with pytest.raises(AlignmentError, match=r"^t\.jpg does not lie inside u\.jpg$"):
         register(p.uw[:, :, :150], p.tele, uw_name="u.jpg", tele_name="t.jpg")
 
 
 def test_strong_perspective_is_implausible() -> None:
-    p = simulate_pair(_photo("life"), ratio=2.0, seed=1, noise=0.0, isp=False)
+    p = simulate_pair(_photo("life"), density=2.0, seed=1, noise=0.0, isp=False)
     tele = np.ascontiguousarray(p.tele.permute(1, 2, 0).numpy())
     h, w = tele.shape[:2]
     keystone = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.6 / w, 0.0, 1.0]])
     warped = cv2.warpPerspective(tele, keystone, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     with pytest.raises(AlignmentError, match="implausible geometry between uw and tele"):
-        register(p.uw, torch.from_numpy(warped.transpose(2, 0, 1).copy()), ratio_hint=2.0)
+        register(p.uw, torch.from_numpy(warped.transpose(2, 0, 1).copy()), zoom_ratio_hint=2.0)
 
 
 def _inside_tele(reg: Registration, box: tuple[int, int, int, int], tele_wh: tuple[int, int]) -> bool:
@@ -228,8 +228,10 @@ def _inside_tele(reg: Registration, box: tuple[int, int, int, int], tele_wh: tup
 
 @pytest.mark.parametrize("scene", ["picos", "life"])
 def test_align_pair_matches_the_truth(scene: str) -> None:
-    p = simulate_pair(_photo(scene), ratio=2.0, offset=(23.0, -17.0), rotation_deg=1.5, isp=False, noise=0.0)
-    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    p = simulate_pair(
+        _photo(scene), density=2.0, offset=(23.0, -17.0), rotation_deg=1.5, isp=False, noise=0.0
+    )
+    reg = register(p.uw, p.tele, zoom_ratio_hint=2.0)
     pair = align_pair(p.uw, p.tele, reg, scale=2)
     x0, y0, w, h = pair.box
     assert pair.lr.shape == (3, h, w) and w >= 100 and h >= 60
@@ -247,9 +249,9 @@ def test_align_pair_matches_the_truth(scene: str) -> None:
 def test_align_pair_prefilters_a_denser_tele() -> None:
     ratio, s = 2.7, 2
     p = simulate_pair(
-        _photo("life"), ratio=ratio, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0
+        _photo("life"), density=ratio, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0
     )
-    reg = register(p.uw, p.tele, ratio_hint=ratio)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=ratio)
     pair = align_pair(p.uw, p.tele, reg, scale=s)
     x0, y0, w, h = pair.box
     hu, wu = p.uw.shape[1:]
@@ -266,7 +268,7 @@ def test_align_pair_prefilters_a_denser_tele() -> None:
 def test_align_pair_follows_parallax_with_the_residual_flow() -> None:
     p = simulate_pair(
         _photo("picos"),
-        ratio=2.0,
+        density=2.0,
         offset=(23.0, -17.0),
         rotation_deg=1.0,
         parallax=4.0,
@@ -274,7 +276,7 @@ def test_align_pair_follows_parallax_with_the_residual_flow() -> None:
         noise=0.0,
         seed=2,
     )
-    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=2.0)
     pair = align_pair(p.uw, p.tele, reg, scale=2)
     x0, y0, w, h = pair.box
     truth = p.truth[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
@@ -285,9 +287,9 @@ def test_align_pair_follows_parallax_with_the_residual_flow() -> None:
 
 def test_align_pair_does_not_alias_a_denser_tele() -> None:
     p = simulate_pair(
-        _photo("picos"), ratio=2.7, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0
+        _photo("picos"), density=2.7, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0
     )
-    reg = register(p.uw, p.tele, ratio_hint=2.7)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=2.7)
     ht, wt = p.tele.shape[1:]
     # Stripes at 0.45 cycles per tele pixel: above hr's Nyquist frequency (0.37 at 1.35 tele px per hr px).
     stripes = (
@@ -298,8 +300,8 @@ def test_align_pair_does_not_alias_a_denser_tele() -> None:
 
 
 def test_align_pair_masks_what_the_homography_does_not_explain() -> None:
-    p = simulate_pair(_photo("picos"), ratio=2.0, offset=(23.0, -17.0), isp=False, noise=0.0, seed=3)
-    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    p = simulate_pair(_photo("picos"), density=2.0, offset=(23.0, -17.0), isp=False, noise=0.0, seed=3)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=2.0)
     tele = p.tele.clone()
     tele[:, 60:120, 100:200] = torch.flip(tele[:, 60:120, 100:200], dims=[2])  # content that matches nothing
     pair = align_pair(p.uw, tele, reg, scale=2)
@@ -315,8 +317,8 @@ def test_align_pair_masks_what_the_homography_does_not_explain() -> None:
 
 
 def test_align_pair_reuses_a_box_and_rejects_bad_ones() -> None:
-    p = simulate_pair(_photo("seeding"), ratio=2.0, offset=(-10.0, 6.0), seed=5)
-    reg = register(p.uw, p.tele, ratio_hint=2.0)
+    p = simulate_pair(_photo("seeding"), density=2.0, offset=(-10.0, 6.0), seed=5)
+    reg = register(p.uw, p.tele, zoom_ratio_hint=2.0)
     box = footprint_box(reg, (p.uw.shape[2], p.uw.shape[1]), (p.tele.shape[2], p.tele.shape[1]))
     inner = (box[0] + 10, box[1] + 5, box[2] - 20, box[3] - 10)
     pair = align_pair(p.uw, p.tele, reg, scale=4, box=inner)

@@ -37,7 +37,7 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert len([line for line in code.splitlines() if line.strip() and not line.startswith("import")]) <= 5
     # the same files as in the repository's examples/, only smaller (a real zoom of them takes a minute)
     sim = simulate_pair(
-        fit_within(scene("seeding"), 320), ratio=2.0, offset=(5.0, -3.0), rotation_deg=0.5, seed=0
+        fit_within(scene("seeding"), 320), density=2.0, offset=(5.0, -3.0), rotation_deg=0.5, seed=0
     )
     (tmp_path / "examples").mkdir()
     write_capture(tmp_path / "examples", "seeding", sim, ratio_exif=2.0, when=datetime(2026, 1, 1))
@@ -46,7 +46,9 @@ def test_the_readme_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     exec(compile(code, str(README), "exec"), namespace)
     result = namespace["result"]
     assert isinstance(result, dzcli.ZoomedPhoto) and result.no_ref is None
-    assert result.registration is not None and result.registration.ratio == pytest.approx(sim.ratio, rel=0.01)
+    assert result.registration is not None and result.registration.zoom_ratio == pytest.approx(
+        sim.zoom_ratio, rel=0.01
+    )
     out = dzcli.load_photo(tmp_path / "out_api.png")
     assert out.size == (2 * sim.uw.shape[2], 2 * sim.uw.shape[1])
 
@@ -57,14 +59,14 @@ def _tiny() -> torch.nn.Module:
 
 
 def test_zoom_photo_takes_numpy_or_tensors_alike() -> None:
-    sim = simulate_pair(fit_within(scene("life"), 320), ratio=2.0, offset=(4.0, 2.0), seed=1)
+    sim = simulate_pair(fit_within(scene("life"), 320), density=2.0, offset=(4.0, 2.0), seed=1)
     model = _tiny()
-    as_tensor = dzcli.zoom_photo(model, sim.uw, sim.tele, ratio=2.0, device="cpu")
+    as_tensor = dzcli.zoom_photo(model, sim.uw, sim.tele, zoom_ratio=2.0, device="cpu")
     as_numpy = dzcli.zoom_photo(
         model,
         (sim.uw.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
         (sim.tele.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
-        ratio=2.0,
+        zoom_ratio=2.0,
         device="cpu",
     )
     assert as_tensor.image.shape == as_numpy.image.shape == (3, 2 * sim.uw.shape[1], 2 * sim.uw.shape[2])
@@ -72,7 +74,9 @@ def test_zoom_photo_takes_numpy_or_tensors_alike() -> None:
     assert as_tensor.aligned is not None and as_tensor.aligned.box == as_numpy.aligned.box  # type: ignore[union-attr]
     assert as_tensor.residual_gain is not None and 0.0 <= as_tensor.residual_gain <= 1.0  # the self-check ran
     assert (
-        dzcli.zoom_photo(model, sim.uw, sim.tele, ratio=2.0, device="cpu", self_check=False).residual_gain
+        dzcli.zoom_photo(
+            model, sim.uw, sim.tele, zoom_ratio=2.0, device="cpu", self_check=False
+        ).residual_gain
         is None
     )
     with pytest.raises(ValueError, match="expected an RGB image"):
@@ -80,10 +84,12 @@ def test_zoom_photo_takes_numpy_or_tensors_alike() -> None:
 
 
 def test_zoom_photo_without_the_tele_and_with_require_ref() -> None:
-    a = simulate_pair(fit_within(scene("life"), 320), ratio=2.0, seed=1)
-    b = simulate_pair(low_texture_scene(2), ratio=2.0, seed=2)
+    a = simulate_pair(fit_within(scene("life"), 320), density=2.0, seed=1)
+    b = simulate_pair(low_texture_scene(2), density=2.0, seed=2)
     model = _tiny()
-    alone = dzcli.zoom_photo(model, a.uw, b.tele, ratio=2.0, device="cpu", uw_name="a.jpg", tele_name="b.jpg")
+    alone = dzcli.zoom_photo(
+        model, a.uw, b.tele, zoom_ratio=2.0, device="cpu", uw_name="a.jpg", tele_name="b.jpg"
+    )
     assert alone.outscale == pytest.approx(2.0 * b.tele.shape[2] / a.uw.shape[2])  # the EXIF ratio's density
     alone = dzcli.zoom_photo(
         model, a.uw, b.tele, outscale=2, device="cpu", uw_name="a.jpg", tele_name="b.jpg"
@@ -103,9 +109,9 @@ def test_zoom_photo_without_the_tele_and_with_require_ref() -> None:
 
 def test_align_capture_is_what_prepare_stores() -> None:
     sim = simulate_pair(
-        fit_within(scene("picos"), 480), ratio=2.0, offset=(7.0, -4.0), rotation_deg=0.6, seed=3, noise=0.0
+        fit_within(scene("picos"), 480), density=2.0, offset=(7.0, -4.0), rotation_deg=0.6, seed=3, noise=0.0
     )
-    aligned = dzcli.align_capture(sim.uw, sim.tele, scale=2, ratio=2.0)
+    aligned = dzcli.align_capture(sim.uw, sim.tele, scale=2, zoom_ratio=2.0)
     x0, y0, w, h = aligned.box
     assert aligned.lr.shape == (3, h, w) and aligned.ref.shape == (3, 2 * h, 2 * w)
     assert torch.equal(aligned.lr, sim.uw[:, y0 : y0 + h, x0 : x0 + w])

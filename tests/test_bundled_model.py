@@ -62,7 +62,9 @@ def test_bundled_default_model_beats_bicubic_on_a_held_out_photo(
     assert sr.shape == truth.shape
     h, w = truth.shape[-2:]
     bicubic = cv_resize(load_photo(uw).pixels, (h, w), "bicubic")  # the eval reports' baseline
-    x, y, bw, bh = footprint_box(sim.tele_to_uw, (sim.tele.shape[-1], sim.tele.shape[-2]), sim.ratio, (w, h))
+    x, y, bw, bh = footprint_box(
+        sim.tele_to_uw, (sim.tele.shape[-1], sim.tele.shape[-2]), sim.zoom_ratio, (w, h)
+    )
     centre = torch.zeros(1, h, w)
     centre[:, y : y + bh, x : x + bw] = 1  # the tele's footprint
     assert psnr(sr, truth) > psnr(bicubic, truth)

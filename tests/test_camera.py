@@ -150,7 +150,7 @@ def test_simulate_with_a_phone_camera_keeps_the_geometry_and_processes_both_phot
     from dzcli.simulate import simulate_pair
 
     img = scene("life")[:, :240, :320]
-    kw = {"ratio": 2.0, "offset": (3.0, -2.0), "rotation_deg": 0.5, "parallax": 1.0, "seed": 7}
+    kw = {"density": 2.0, "offset": (3.0, -2.0), "rotation_deg": 0.5, "parallax": 1.0, "seed": 7}
     plain = simulate_pair(img, **kw)
     phone = simulate_pair(img, camera=camera.CameraRanges(), **kw)
     assert np.array_equal(plain.tele_to_uw, phone.tele_to_uw) and np.allclose(

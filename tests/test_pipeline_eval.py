@@ -165,7 +165,7 @@ def test_eval_prepared_dataset(
 
 def test_eval_simulated_set_runs_the_zoom_pipeline(tmp_path: Path, ckpts: dict[str, Path]) -> None:
     sim = tmp_path / "sim"
-    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, ratio=2.0, seed=1))
+    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, zoom_ratio=2.0, seed=1))
     out = tmp_path / "report"
     cfg = EvalConfig(data=sim, out=out, models=(str(ckpts["a"]),), device="cpu", crop=64, lpips=False)
     report, files = evaluate(cfg)  # LPIPS is checked on the prepared dataset (it is the slow part on CPU)
@@ -254,7 +254,7 @@ def test_a_capture_whose_tele_is_not_found_is_scored_without_the_reference(
     photos.mkdir()
     for name in ("life", "picos"):
         (photos / f"{name}.jpg").symlink_to(DATA / f"{name}.jpg")
-    simulate_folder(SimulateConfig(photos=photos, out=sim, ratio=2.0))
+    simulate_folder(SimulateConfig(photos=photos, out=sim, zoom_ratio=2.0))
     tele = sim / "captures" / "picos_tele.jpg"
     tele.write_bytes((sim / "captures" / "life_tele.jpg").read_bytes())  # a tele of another scene
     result = runner.invoke(
@@ -393,7 +393,7 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
     assert report.protocol["holdout"] == "right"
     assert "held-out right half" in to_markdown(report)
     sim = tmp_path / "sim"
-    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, ratio=2.0))
+    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, zoom_ratio=2.0))
     with pytest.raises(ConfigError, match="needs a prepared dataset"):
         evaluate(EvalConfig(data=sim, out=tmp_path / "r2", holdout="left"))
 

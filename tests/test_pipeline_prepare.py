@@ -45,7 +45,7 @@ def test_prepare_writes_a_consistent_dataset(captures_dir: Path, tmp_path: Path,
         assert rec.ok
         assert rec.sources is not None and rec.id in rec.sources["uw"]
         assert rec.zoom_ratio_exif == pytest.approx(2.0)
-        assert rec.zoom_ratio == pytest.approx(sim.ratio, rel=0.01)
+        assert rec.zoom_ratio == pytest.approx(sim.zoom_ratio, rel=0.01)
         assert rec.inliers is not None and rec.inliers >= 30
         assert rec.valid_fraction is not None and 0.5 < rec.valid_fraction <= 1
         lr = load_photo(out / rec.files["lr"]).pixels
@@ -82,8 +82,8 @@ def test_second_run_changes_nothing(captures_dir: Path, tmp_path: Path) -> None:
 def test_bad_pairs_are_skipped_with_reasons(captures_dir: Path, tmp_path: Path) -> None:
     (captures_dir / "broken_uw.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     (captures_dir / "broken_tele.jpg").write_bytes(b"garbage")
-    sim_a = simulate_pair(scene("free"), ratio=2.0, seed=5)
-    sim_b = simulate_pair(scene("life"), ratio=2.0, seed=6)
+    sim_a = simulate_pair(scene("free"), density=2.0, seed=5)
+    sim_b = simulate_pair(scene("life"), density=2.0, seed=6)
     unrelated = dataclasses.replace(sim_a, tele=sim_b.tele)  # a wide of one scene, a tele of another
     write_capture(captures_dir, "unrelated", unrelated, ratio_exif=2.0, when=datetime(2026, 1, 1))
     out = tmp_path / "data"
@@ -151,7 +151,9 @@ def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
 
     photo = Path(__file__).parent / "data" / "life.jpg"
     simulate_folder(
-        SimulateConfig(photos=photo, out=tmp_path / "sim", ratio=2.4, wide_ratio=1.4, triple=True, seed=2)
+        SimulateConfig(
+            photos=photo, out=tmp_path / "sim", zoom_ratio=2.4, wide_zoom_ratio=1.4, triple=True, seed=2
+        )
     )
     out = tmp_path / "data"
     summary = prepare(PrepareConfig(src=tmp_path / "sim" / "captures", out=out, test_fraction=0.0))

@@ -18,7 +18,7 @@ PHOTO = Path(__file__).parent / "data" / "seeding.jpg"
 
 
 def test_simulate_writes_pairs_with_exif_and_truth(tmp_path: Path) -> None:
-    recs = simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "a", ratio=2.7, seed=3))
+    recs = simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "a", zoom_ratio=2.7, seed=3))
     (rec,) = recs
     uw, tele = tmp_path / "a" / rec.files["uw"], tmp_path / "a" / rec.files["tele"]
     assert uw.name == "seeding_uw.jpg" and tele.name == "seeding_tele.jpg"
@@ -54,7 +54,7 @@ def test_simulate_is_deterministic_for_a_seed(tmp_path: Path) -> None:
 
 def test_triple_adds_a_wide_and_keeps_the_pair(tmp_path: Path) -> None:
     def run(name: str, triple: bool) -> list[SimulationRecord]:
-        cfg = SimulateConfig(photos=PHOTO, out=tmp_path / name, ratio=4.0, seed=2, triple=triple)
+        cfg = SimulateConfig(photos=PHOTO, out=tmp_path / name, zoom_ratio=4.0, seed=2, triple=triple)
         return simulate_folder(cfg)
 
     (rec,) = run("t", True)
@@ -86,7 +86,7 @@ def test_triple_adds_a_wide_and_keeps_the_pair(tmp_path: Path) -> None:
 )
 def test_triple_options_are_checked(ratio: float, wide: float | None, triple: bool) -> None:
     with pytest.raises(ConfigError, match="--wide-ratio"):
-        SimulateConfig(photos=PHOTO, out=Path("x"), ratio=ratio, wide_ratio=wide, triple=triple)
+        SimulateConfig(photos=PHOTO, out=Path("x"), zoom_ratio=ratio, wide_zoom_ratio=wide, triple=triple)
 
 
 def test_cli_triple(tmp_path: Path) -> None:
@@ -149,7 +149,7 @@ def test_harder_capture_conditions_are_options(tmp_path: Path) -> None:
     assert math.dist(rec.center_fit, rec.center) < 1.0
     uw_w = rec.uw_size[0]
     assert abs(rec.center[0] - (uw_w - 1) / 2) <= 0.02 * uw_w + 1e-9 and abs(rec.rotation_deg) <= 1.0
-    plain = simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "p", ratio=3.0, seed=4))[0]
+    plain = simulate_folder(SimulateConfig(photos=PHOTO, out=tmp_path / "p", zoom_ratio=3.0, seed=4))[0]
     assert plain.zoom_ratio == pytest.approx(
         3.0, abs=1e-9
     )  # without --ratio-error the EXIF ratio is the truth

@@ -52,7 +52,7 @@ def sims() -> dict[str, SimulatedPair]:
     return {
         name: simulate_pair(
             fit_within(scene(name), 480),
-            ratio=2.0,
+            density=2.0,
             offset=off,
             rotation_deg=rot,
             parallax=0.5,
@@ -119,7 +119,7 @@ def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ck
 def test_output_at_the_tele_density_when_it_is_not_the_network_scale(tmp_path: Path, tiny_ckpt: Path) -> None:
     sim = simulate_pair(
         fit_within(scene("life"), 560),
-        ratio=2.6,
+        density=2.6,
         offset=(5.0, 3.0),
         rotation_deg=0.4,
         parallax=0.5,

@@ -31,7 +31,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def test_deterministic_for_a_seed() -> None:
     scene = _photo("picos")
-    kw = {"ratio": 2.5, "offset": (5.0, -3.0), "rotation_deg": 1.0, "parallax": 2.0}
+    kw = {"density": 2.5, "offset": (5.0, -3.0), "rotation_deg": 1.0, "parallax": 2.0}
     a, b = simulate_pair(scene, seed=7, **kw), simulate_pair(scene, seed=7, **kw)
     c = simulate_pair(scene, seed=8, **kw)
     for name in ("uw", "tele", "truth"):
@@ -43,24 +43,24 @@ def test_deterministic_for_a_seed() -> None:
 
 def test_shapes_and_ranges_for_a_non_integer_ratio() -> None:
     scene = _photo("life")  # 640 x 426
-    p = simulate_pair(scene, ratio=2.7, seed=0)
+    p = simulate_pair(scene, density=2.7, seed=0)
     assert p.uw.shape == (3, round(426 / 2.7), round(640 / 2.7))
     assert p.tele.shape == p.uw.shape
     assert p.truth.shape == (3, round(p.uw.shape[1] * 2.7), round(p.uw.shape[2] * 2.7))
-    assert p.ratio == pytest.approx(2.7)
+    assert p.zoom_ratio == pytest.approx(2.7)
     for t in (p.uw, p.tele, p.truth):
         assert t.dtype == torch.float32 and float(t.min()) >= 0.0 and float(t.max()) <= 1.0
 
 
 def test_degrading_the_truth_reproduces_the_clean_uw() -> None:
     scene = _photo("seeding")
-    p = simulate_pair(scene, ratio=2.0, noise=0.0, seed=1)
+    p = simulate_pair(scene, density=2.0, noise=0.0, seed=1)
     # Independent route for an integer ratio: Gaussian optical blur (σ = 0.5·r) then OpenCV's area resize.
     blurred = cv2.GaussianBlur(_hwc(p.truth), (0, 0), sigmaX=1.0, borderType=cv2.BORDER_REFLECT)
     expected = cv2.resize(blurred, (p.uw.shape[2], p.uw.shape[1]), interpolation=cv2.INTER_AREA)
     np.testing.assert_allclose(_hwc(p.uw), expected, atol=1e-5)
 
-    q = simulate_pair(scene, ratio=2.7, noise=0.0, seed=1)
+    q = simulate_pair(scene, density=2.7, noise=0.0, seed=1)
     np.testing.assert_allclose(degrade(q.truth, 2.7).numpy(), q.uw.numpy(), atol=1e-6)
     # Non-integer area averaging agrees with OpenCV's (whose scale differs from 2.7 by < 0.1 %).
     blurred = cv2.GaussianBlur(_hwc(q.truth), (0, 0), sigmaX=1.35, borderType=cv2.BORDER_REFLECT)
@@ -70,8 +70,8 @@ def test_degrading_the_truth_reproduces_the_clean_uw() -> None:
 
 def test_noise_is_added_to_both_images() -> None:
     scene = _photo("seeding")
-    clean = simulate_pair(scene, ratio=2.0, isp=False, noise=0.0, seed=3)
-    noisy = simulate_pair(scene, ratio=2.0, isp=False, noise=0.02, seed=3)
+    clean = simulate_pair(scene, density=2.0, isp=False, noise=0.0, seed=3)
+    noisy = simulate_pair(scene, density=2.0, isp=False, noise=0.02, seed=3)
     for name in ("uw", "tele"):
         residual = (getattr(noisy, name) - getattr(clean, name)).std().item()
         assert 0.012 < residual < 0.025
@@ -80,7 +80,7 @@ def test_noise_is_added_to_both_images() -> None:
 @pytest.mark.parametrize(("ratio", "rotation"), [(2.0, 0.0), (2.7, 1.5)])
 def test_tele_to_uw_maps_tele_pixels_onto_the_truth(ratio: float, rotation: float) -> None:
     scene = _photo("life")
-    p = simulate_pair(scene, ratio=ratio, offset=(23.0, -17.0), rotation_deg=rotation, isp=False, noise=0.0)
+    p = simulate_pair(scene, density=ratio, offset=(23.0, -17.0), rotation_deg=rotation, isp=False, noise=0.0)
     ht, wt = p.tele.shape[1:]
     tx, ty = np.meshgrid(np.arange(wt, dtype=np.float64), np.arange(ht, dtype=np.float64))
     h = p.tele_to_uw
@@ -102,8 +102,8 @@ def test_tele_to_uw_maps_tele_pixels_onto_the_truth(ratio: float, rotation: floa
 
 def test_parallax_displaces_the_tele_by_at_most_its_amplitude() -> None:
     scene = _photo("picos")
-    base = simulate_pair(scene, ratio=2.0, isp=False, noise=0.0, seed=4)
-    moved = simulate_pair(scene, ratio=2.0, isp=False, noise=0.0, parallax=3.0, seed=4)
+    base = simulate_pair(scene, density=2.0, isp=False, noise=0.0, seed=4)
+    moved = simulate_pair(scene, density=2.0, isp=False, noise=0.0, parallax=3.0, seed=4)
     a = cv2.cvtColor(_hwc(base.tele), cv2.COLOR_RGB2GRAY)
     b = cv2.cvtColor(_hwc(moved.tele), cv2.COLOR_RGB2GRAY)
     flow = cv2.DISOpticalFlow_create(cv2.DISOpticalFlow_PRESET_MEDIUM).calc(
@@ -127,13 +127,13 @@ def test_isp_change_is_a_deterministic_monotone_colour_pipeline() -> None:
 
 def test_invalid_ratio_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="greater than 1"):
-        simulate_pair(_photo("free"), ratio=0.5)
+        simulate_pair(_photo("free"), density=0.5)
 
 
 def test_triple_is_the_pair_plus_a_deterministic_wide() -> None:
     scene = _photo("picos")
     kw = {
-        "ratio": 4.0,
+        "density": 4.0,
         "offset": (3.0, -2.0),
         "rotation_deg": 0.7,
         "parallax": 1.0,
@@ -142,12 +142,12 @@ def test_triple_is_the_pair_plus_a_deterministic_wide() -> None:
     }
     a, b = simulate_triple(scene, seed=5, **kw), simulate_triple(scene, seed=5, **kw)
     c = simulate_triple(scene, seed=6, **kw)
-    pair = simulate_pair(scene, ratio=4.0, offset=(3.0, -2.0), rotation_deg=0.7, parallax=1.0, seed=5)
+    pair = simulate_pair(scene, density=4.0, offset=(3.0, -2.0), rotation_deg=0.7, parallax=1.0, seed=5)
     for name in ("uw", "tele", "truth"):
         assert torch.equal(getattr(a.pair, name), getattr(pair, name))
     assert torch.equal(a.wide, b.wide) and not torch.equal(a.wide, c.wide)
     assert a.wide.shape == a.pair.uw.shape and a.wide.dtype == torch.float32
-    assert a.wide_ratio == 2.0  # default: half the tele's ratio
+    assert a.wide_zoom_ratio == 2.0  # default: half the tele's ratio
     hu, wu = a.pair.uw.shape[1:]
     assert a.wide_center == pytest.approx(((wu - 1) / 2 - 4.0, (hu - 1) / 2 + 5.0))
 
@@ -160,8 +160,8 @@ def test_wide_to_uw_maps_wide_pixels_onto_the_truth(
 ) -> None:
     t = simulate_triple(
         _photo("life"),
-        ratio=ratio,
-        wide_ratio=wide_ratio,
+        density=ratio,
+        wide_density=wide_ratio,
         wide_offset=(7.0, -4.0),
         wide_rotation_deg=rotation,
         isp=False,
@@ -190,4 +190,4 @@ def test_wide_to_uw_maps_wide_pixels_onto_the_truth(
 def test_wide_ratio_must_lie_between_the_uw_and_the_tele() -> None:
     for ratio, wide in ((2.0, None), (4.0, 4.0), (4.0, 1.0)):
         with pytest.raises(ConfigError, match="strictly between 1"):
-            simulate_triple(_photo("free"), ratio=ratio, wide_ratio=wide)
+            simulate_triple(_photo("free"), density=ratio, wide_density=wide)

@@ -41,32 +41,32 @@ class CapturePhotos:
     Attributes:
         uw: the short-focus photo.
         tele: the long-focus photo.
-        ratio: the EXIF (or ``--ratio``) estimate of the field-of-view ratio.
+        zoom_ratio: the EXIF (or ``--ratio``) estimate of the zoom ratio (field of view).
     """
 
     uw: Photo
     tele: Photo
-    ratio: RatioEstimate
+    zoom_ratio: RatioEstimate
 
 
 def read_capture(
-    cap: Capture, *, max_megapixels: float | None = None, ratio: float | None = None
+    cap: Capture, *, max_megapixels: float | None = None, zoom_ratio: float | None = None
 ) -> CapturePhotos:
     """Read a capture's wide and tele photos and estimate their zoom ratio from EXIF.
 
     Args:
         cap: the capture (its ``uw`` and ``tele`` files).
         max_megapixels: refuse larger photos.
-        ratio: a zoom ratio given by the user (overrides EXIF).
+        zoom_ratio: a zoom ratio given by the user (overrides EXIF).
 
     Raises:
         InputError: a file is missing, unreadable or too large.
-        ConfigError: ``ratio`` is not a positive number.
+        ConfigError: ``zoom_ratio`` is not a positive number.
     """
     uw = load_photo(cap.uw, max_megapixels=max_megapixels)
     tele = load_photo(cap.tele, max_megapixels=max_megapixels)
-    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_ratio=ratio)
-    return CapturePhotos(uw=uw, tele=tele, ratio=est)
+    est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_zoom_ratio=zoom_ratio)
+    return CapturePhotos(uw=uw, tele=tele, zoom_ratio=est)
 
 
 @dataclass(frozen=True, eq=False)
@@ -102,7 +102,7 @@ def align_capture(
     tele: Tensor | np.ndarray,
     *,
     scale: int = 2,
-    ratio: float | None = None,
+    zoom_ratio: float | None = None,
     registration: Registration | None = None,
     uw_name: str = "uw",
     tele_name: str = "tele",
@@ -113,7 +113,7 @@ def align_capture(
         uw: the wide photo, ``(3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` RGB array (uint8, uint16, float).
         tele: the tele photo, likewise.
         scale: ``s``, reference pixels per uw pixel (the network's scale).
-        ratio: the expected zoom ratio (from EXIF), a hint only.
+        zoom_ratio: the expected zoom ratio (from EXIF), a hint only.
         registration: a registration already made (then it is not repeated).
         uw_name: how to call the uw in messages (its file name).
         tele_name: how to call the tele in messages.
@@ -126,9 +126,13 @@ def align_capture(
         AlignmentError: the photos are given in the wrong order (the tele is the wider one).
     """
     uw_t, tele_t = as_image(uw), as_image(tele)
-    reg = registration or register(uw_t, tele_t, ratio_hint=ratio, uw_name=uw_name, tele_name=tele_name)
-    if ratio is not None and abs(reg.ratio / ratio - 1) > RATIO_WARNING:
-        log.warning("%s: registered zoom ratio %.3f differs from EXIF %.3f", tele_name, reg.ratio, ratio)
+    reg = registration or register(
+        uw_t, tele_t, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=tele_name
+    )
+    if zoom_ratio is not None and abs(reg.zoom_ratio / zoom_ratio - 1) > RATIO_WARNING:
+        log.warning(
+            "%s: registered zoom ratio %.3f differs from EXIF %.3f", tele_name, reg.zoom_ratio, zoom_ratio
+        )
     pair = align_pair(uw_t, tele_t, reg, scale=scale, uw_name=uw_name, tele_name=tele_name)
     try:
         ref, colour = match_colors(pair.hr, pair.lr, pair.mask)

@@ -151,7 +151,7 @@ def exif_ratio(
     *,
     uw_size: tuple[int, int],
     tele_size: tuple[int, int],
-    user_ratio: float | None = None,
+    user_zoom_ratio: float | None = None,
 ) -> RatioEstimate:
     """Zoom ratio from EXIF (see the module docstring for the order of sources).
 
@@ -160,18 +160,18 @@ def exif_ratio(
         tele: capture metadata of the long-focus photo.
         uw_size: the uw's ``(width, height)`` in pixels as loaded.
         tele_size: the tele's ``(width, height)`` in pixels as loaded.
-        user_ratio: an explicit ratio (``--ratio``); overrides everything.
+        user_zoom_ratio: an explicit ratio (``--ratio``); overrides everything.
 
     Returns:
         The estimate; ``RatioEstimate(None, "none")`` when nothing is known.
 
     Raises:
-        ConfigError: ``user_ratio`` is not a positive number.
+        ConfigError: ``user_zoom_ratio`` is not a positive number.
     """
-    if user_ratio is not None:
-        if not (math.isfinite(user_ratio) and user_ratio > 0):
-            raise ConfigError(f"--ratio must be a positive number (got {user_ratio})")
-        return RatioEstimate(float(user_ratio), "user")
+    if user_zoom_ratio is not None:
+        if not (math.isfinite(user_zoom_ratio) and user_zoom_ratio > 0):
+            raise ConfigError(f"--ratio must be a positive number (got {user_zoom_ratio})")
+        return RatioEstimate(float(user_zoom_ratio), "user")
     zoom = (tele.digital_zoom or 1.0) / (uw.digital_zoom or 1.0)
     if uw.focal_35mm and tele.focal_35mm:
         return RatioEstimate(tele.focal_35mm / uw.focal_35mm * zoom, "exif-35mm")

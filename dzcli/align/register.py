@@ -66,16 +66,16 @@ AFFINE_TOLERANCE = 1.05
 better (RMS residual ratio): across a tele's narrow field of view the perspective terms are tiny and poorly
 constrained, and fitting them to correspondences bunched on one side skews the local scale."""
 DIRECT_SIDE = 160
-"""Longer side (px) of the tele's footprint in the direct search's coarse images (with a ratio hint)."""
+"""Longer side (px) of the tele's footprint in the direct search's coarse images (with a zoom-ratio hint)."""
 FREE_SIDE = 512
 """Longer side (px) of the uw in the direct search over all ratios (no hint)."""
 FREE_DENSITIES = (1.0, 10.0, 1.04)
-"""Densities tried without a ratio hint: from, to, and the factor between two of them."""
+"""Densities tried without a zoom-ratio hint: from, to, and the factor between two of them."""
 HINT_SPAN = (-2, 2, 0.0125)
-"""Densities tried around a ratio hint: ``hint · (1 + k · step)`` for ``k`` in ``[lo, hi]`` (EXIF focal
+"""Densities tried around a zoom-ratio hint: ``hint · (1 + k · step)`` for ``k`` in ``[lo, hi]`` (EXIF focal
 lengths are nominal; lenses differ from them by a percent or two)."""
 CENTRE_REACH = 0.1
-"""With a ratio hint, the tele's centre is first looked for within this fraction of the uw's size of the
+"""With a zoom-ratio hint, the tele's centre is first looked for within this fraction of the uw's size of the
 uw's centre (phone optical axes are a few percent apart); then anywhere."""
 DIRECT_KEEP = 3
 """Best distinct locations of the direct search refined and checked."""
@@ -190,7 +190,7 @@ class Registration:
         inliers: feature matches consistent with the homography.
         matches: feature matches that passed the ratio test.
         density: tele pixels per uw pixel at the tele's centre.
-        ratio: field-of-view ratio per side, ``density · W_uw / W_tele``.
+        zoom_ratio: field-of-view ratio per side, ``density · W_uw / W_tele``.
         center: tele centre in uw pixels ``(x, y)``.
         rotation_deg: rotation of the tele's axes in the uw frame (y down: positive is clockwise on screen).
         method: how the tele was found: ``features`` (SIFT) or ``direct`` (correlation search).
@@ -202,7 +202,7 @@ class Registration:
     inliers: int
     matches: int
     density: float
-    ratio: float
+    zoom_ratio: float
     center: tuple[float, float]
     rotation_deg: float
     method: str = "features"
@@ -215,7 +215,7 @@ class Registration:
             "inliers": self.inliers,
             "matches": self.matches,
             "density": self.density,
-            "ratio": self.ratio,
+            "ratio": self.zoom_ratio,
             "center": [self.center[0], self.center[1]],
             "rotation_deg": self.rotation_deg,
             "method": self.method,
@@ -242,7 +242,7 @@ def _describe(
         inliers=inliers,
         matches=matches,
         density=density,
-        ratio=density * uw_wh[0] / tele_wh[0],
+        zoom_ratio=density * uw_wh[0] / tele_wh[0],
         center=center,
         rotation_deg=rotation,
         method=method,
@@ -426,19 +426,19 @@ def _window_around(
 
 
 def _feature_attempts(
-    uw_gray: np.ndarray, tele_gray: np.ndarray, ratio_hint: float | None, min_inliers: int
+    uw_gray: np.ndarray, tele_gray: np.ndarray, zoom_ratio_hint: float | None, min_inliers: int
 ) -> list[_Match]:
     """Feature matching, from the cheapest attempt to the most thorough, until one is good enough.
 
-    1. With a ratio hint: the tele at the uw's density against a window twice its size around the uw centre.
+    1. With a zoom-ratio hint: the tele at the uw's density against a window twice its size around the uw centre.
     2. Otherwise, or if that failed: the whole tele against the whole uw (SIFT is scale invariant).
     3. If that found the tele with few matches (at a coarse scale): (1) again, around where it was found.
     """
     uw_wh = (uw_gray.shape[1], uw_gray.shape[0])
     tele_wh = (tele_gray.shape[1], tele_gray.shape[0])
     attempts: list[_Match] = []
-    if ratio_hint is not None and ratio_hint > 0:
-        density = ratio_hint * tele_wh[0] / uw_wh[0]
+    if zoom_ratio_hint is not None and zoom_ratio_hint > 0:
+        density = zoom_ratio_hint * tele_wh[0] / uw_wh[0]
         centre = ((uw_wh[0] - 1) / 2.0, (uw_wh[1] - 1) / 2.0)
         attempts.append(
             _match(uw_gray, tele_gray, _window_around(uw_wh, tele_wh, centre, density), 1 / density)
@@ -812,7 +812,7 @@ def register(
     uw: Tensor,
     tele: Tensor,
     *,
-    ratio_hint: float | None = None,
+    zoom_ratio_hint: float | None = None,
     uw_name: str = "uw",
     tele_name: str = "tele",
     min_inliers: int = 30,
@@ -825,7 +825,8 @@ def register(
     Args:
         uw: ``(3, Hu, Wu)`` float32 RGB in [0, 1], the short-focus photo.
         tele: ``(3, Ht, Wt)`` float32 RGB in [0, 1], the long-focus photo.
-        ratio_hint: expected field-of-view ratio (e.g. from EXIF); speeds the search up, never required.
+        zoom_ratio_hint: expected zoom ratio (field of view, e.g. from EXIF); speeds the search up, never
+            required.
         uw_name: how to call the uw in error messages (its file name).
         tele_name: how to call the tele in error messages.
         min_inliers: feature matches consistent with one homography that make the direct search unnecessary.
@@ -841,10 +842,14 @@ def register(
     uw_wh = (int(uw.shape[2]), int(uw.shape[1]))
     tele_wh = (int(tele.shape[2]), int(tele.shape[1]))
     uw_luma, tele_luma = _Luma(_gray(uw)), _Luma(_gray(tele))
-    hint_density = ratio_hint * tele_wh[0] / uw_wh[0] if ratio_hint is not None and ratio_hint > 0 else None
+    hint_density = (
+        zoom_ratio_hint * tele_wh[0] / uw_wh[0]
+        if zoom_ratio_hint is not None and zoom_ratio_hint > 0
+        else None
+    )
     tried: list[_Candidate] = []
     with _cv_threads():
-        attempts = _feature_attempts(uw_luma.full, tele_luma.full, ratio_hint, min_inliers)
+        attempts = _feature_attempts(uw_luma.full, tele_luma.full, zoom_ratio_hint, min_inliers)
         usable = [a for a in attempts if _plausible(a.homography, tele_wh)]
         best = max(usable, key=lambda a: a.inliers, default=None)
         implausible = best is None and max((a.inliers for a in attempts), default=0) >= min_inliers
@@ -889,7 +894,7 @@ def register(
         tele_name,
         uw_name,
         reg.method,
-        reg.ratio,
+        reg.zoom_ratio,
         reg.center[0],
         reg.center[1],
         reg.rotation_deg,
@@ -910,7 +915,7 @@ def _check_geometry(
     reg = _describe(h, uw_wh, tele_wh)
     if reg.density < MIN_DENSITY:
         raise AlignmentError(
-            f"{tele_name} is not narrower than {uw_name} (zoom ratio {reg.ratio:.2f}); pass the wide photo first"
+            f"{tele_name} is not narrower than {uw_name} (zoom ratio {reg.zoom_ratio:.2f}); pass the wide photo first"
         )
     if _inside_fraction(h, uw_wh, tele_wh) < MIN_INSIDE:
         raise TeleNotFoundError(f"{tele_name} does not lie inside {uw_name}")
@@ -921,9 +926,9 @@ def _refuse_swapped(uw: _Luma, tele: _Luma, hint_density: float | None, uw_name:
     message."""
     found = _direct(tele, uw, 1.0 / hint_density if hint_density else None, [])
     if found is not None and (density := _density_of(found.homography, uw.wh)) >= MIN_DENSITY:
-        ratio = uw.wh[0] / (density * tele.wh[0])
+        zoom_ratio = uw.wh[0] / (density * tele.wh[0])
         raise AlignmentError(
-            f"{tele_name} is not narrower than {uw_name} (zoom ratio {ratio:.2f}); pass the wide photo first"
+            f"{tele_name} is not narrower than {uw_name} (zoom ratio {zoom_ratio:.2f}); pass the wide photo first"
         )
 
 

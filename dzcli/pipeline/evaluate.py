@@ -9,7 +9,7 @@ Two kinds of data (DESIGN §7):
 - a **simulated set** (``simulation.json`` from ``dzsr simulate``): the whole uw photo is zoomed exactly as
   ``dzsr zoom UW TELE --outscale r`` does it (:func:`dzcli.pipeline.zoom.zoom_photo`, with the model already
   loaded: registration, alignment, colour matching, tiled SR, resampling) and compared with the ground
-  truth, with ``r`` the true density ratio so that the output lands on the truth's pixel grid; centre =
+  truth, with ``r`` the true density (tele pixels per uw pixel) so that the output lands on the truth's pixel grid; centre =
   the bounding box of the tele's true footprint in the output. A capture whose tele is not found is zoomed
   without the reference, as ``dzsr zoom`` does, scored, and reported as such (``no_ref``).
 
@@ -438,7 +438,7 @@ def _eval_simulated(
                 uw,
                 tele,
                 outscale=density,
-                ratio=photos.ratio.value,
+                zoom_ratio=photos.zoom_ratio.value,
                 tile=cfg.tile,
                 overlap=cfg.tile_overlap,
                 device=device,
@@ -455,7 +455,7 @@ def _eval_simulated(
         reg, aligned = zoomed.registration, zoomed.aligned
         result.info[m.name] = {
             "reference": "used" if zoomed.no_ref is None else f"not used: {zoomed.no_ref}",
-            "registered_ratio": None if reg is None else reg.ratio,
+            "registered_ratio": None if reg is None else reg.zoom_ratio,
             "registration": None if reg is None else reg.method,
             "valid_fraction": None if aligned is None else aligned.valid_fraction,
             "model_scale": zoomed.scale,

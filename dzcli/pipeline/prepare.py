@@ -61,7 +61,7 @@ class PrepareConfig:
     force: bool = False
     pairs_csv: Path | None = None
     max_gap: float = 2.0
-    ratio: float | None = None
+    zoom_ratio: float | None = None
     max_megapixels: float = 100.0
     min_valid: float = 0.2
     min_size: int = 48
@@ -71,14 +71,14 @@ class PrepareConfig:
             raise ConfigError(f"--scale must be 2 or 4, not {self.scale}")
         if not 0.0 <= self.test_fraction < 1.0:
             raise ConfigError(f"--test-fraction must be in [0, 1), not {self.test_fraction}")
-        if self.ratio is not None and self.ratio <= 1.0:
-            raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
+        if self.zoom_ratio is not None and self.zoom_ratio <= 1.0:
+            raise ConfigError(f"--ratio must be greater than 1, not {self.zoom_ratio}")
 
     def key(self) -> dict[str, Any]:
         """The options a prepared pair depends on (a pair is reused only when these are unchanged)."""
         return {
             "scale": self.scale,
-            "ratio": self.ratio,
+            "ratio": self.zoom_ratio,
             "min_valid": self.min_valid,
             "min_size": self.min_size,
         }
@@ -160,14 +160,16 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: PairRecord) -
     Raises:
         InputError, AlignmentError, ResourceError: the capture cannot be used (reason in the message).
     """
-    photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
-    uw, tele, est = photos.uw, photos.tele, photos.ratio
+    photos = read_capture(cap, max_megapixels=cfg.max_megapixels, zoom_ratio=cfg.zoom_ratio)
+    uw, tele, est = photos.uw, photos.tele, photos.zoom_ratio
     record.camera = {"uw": uw.info.camera, "tele": tele.info.camera}
     record.exif = {"uw": uw.info.to_dict(), "tele": tele.info.to_dict()}
     record.zoom_ratio_exif = None if est.value is None else round(est.value, 4)
     record.zoom_ratio_source = est.source
-    reg = register(uw.pixels, tele.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name)
-    record.zoom_ratio = round(reg.ratio, 4)
+    reg = register(
+        uw.pixels, tele.pixels, zoom_ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name
+    )
+    record.zoom_ratio = round(reg.zoom_ratio, 4)
     record.density = round(reg.density, 4)
     record.inliers = reg.inliers
     record.registration = reg.to_dict()
@@ -182,7 +184,7 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: PairRecord) -
         uw.pixels,
         tele.pixels,
         scale=cfg.scale,
-        ratio=est.value,
+        zoom_ratio=est.value,
         registration=reg,
         uw_name=cap.uw.name,
         tele_name=cap.tele.name,
@@ -238,7 +240,9 @@ def _process_mid(
     assert cap.wide is not None
     wide = load_photo(cap.wide, max_megapixels=cfg.max_megapixels)
     est = exif_ratio(uw.info, wide.info, uw_size=uw.size, tele_size=wide.size)
-    reg = register(uw.pixels, wide.pixels, ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name)
+    reg = register(
+        uw.pixels, wide.pixels, zoom_ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name
+    )
     pair = align_pair(
         uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box, uw_name=cap.uw.name, tele_name=cap.wide.name
     )
@@ -249,7 +253,7 @@ def _process_mid(
     return MidRecord(
         camera=wide.info.camera,
         zoom_ratio_exif=None if est.value is None else round(est.value, 4),
-        zoom_ratio=round(reg.ratio, 4),
+        zoom_ratio=round(reg.zoom_ratio, 4),
         inliers=reg.inliers,
         valid_fraction=round(pair.valid_fraction, 4),
     )
@@ -321,7 +325,7 @@ def prepare(cfg: PrepareConfig, *, progress: ProgressFn | None = None) -> Prepar
         options={
             "scale": cfg.scale,
             "test_fraction": cfg.test_fraction,
-            "ratio": cfg.ratio,
+            "ratio": cfg.zoom_ratio,
             "max_gap": cfg.max_gap,
             "min_valid": cfg.min_valid,
             "min_size": cfg.min_size,

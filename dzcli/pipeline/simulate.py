@@ -3,9 +3,9 @@
 Output layout::
 
     OUT/captures/<name>_uw.jpg, <name>_tele.jpg   the pair, with plausible phone EXIF (feed to prepare/zoom)
-    OUT/captures/<name>_wide.jpg                  with ``triple``: the middle camera, at ``wide_ratio``
+    OUT/captures/<name>_wide.jpg                  with ``triple``: the middle camera, at ``--wide-ratio``
     OUT/truth/<name>.png                          the scene at r x the uw's density, aligned with the uw
-    OUT/truth/<name>.json                         the true geometry (ratio, tele centre, rotation, homography)
+    OUT/truth/<name>.json                         the true geometry (zoom ratio, tele centre, rotation, homography)
     OUT/simulation.json                           options and the list of pairs
 
 Each pair's record (:class:`SimulationRecord`, the JSON of ``truth/<name>.json`` and of ``simulation.json``'s
@@ -51,7 +51,7 @@ class SimulateConfig:
     Attributes:
         photos: a photo or a folder of photos (each one is a scene).
         out: output folder.
-        ratio: nominal zoom ratio (what the EXIF focal lengths say).
+        zoom_ratio: nominal zoom ratio (what the EXIF focal lengths say; ``--ratio``).
         seed: photo ``i`` uses seed ``seed + i``.
         max_side: shrink each photo to this longer side first.
         max_offset: the tele's centre is off the uw's by up to this fraction of the uw's width, per axis.
@@ -59,12 +59,13 @@ class SimulateConfig:
         parallax: largest smooth displacement of the tele's view (scene pixels) no homography explains.
         noise: Gaussian noise standard deviation of both photos (values in [0, 1]).
         jpeg_quality: JPEG quality of both photos.
-        ratio_error: the true zoom ratio differs from the nominal (EXIF) one by up to this fraction
-            (real lenses are not their nominal focal length).
+        zoom_ratio_error: the true zoom ratio differs from the nominal (EXIF) one by up to this fraction
+            (real lenses are not their nominal focal length; ``--ratio-error``).
         gain: white-balance gain spread of the tele's colour pipeline (``1 ± gain``).
         gamma: per-channel gamma range of the tele's colour pipeline.
-        triple: add a wide camera at ``wide_ratio`` (default ``ratio / 2``) times the uw's density.
-        wide_ratio: see ``triple``.
+        triple: add a wide camera at ``wide_zoom_ratio`` (default ``zoom_ratio / 2``) times the uw's density
+            (the cameras have the uw's size: their densities are their zoom ratios).
+        wide_zoom_ratio: see ``triple`` (``--wide-ratio``).
         camera: ``phone`` (the default): each camera through its own randomised phone pipeline
             (:mod:`dzcli.camera`: lens blur, resampling, Poisson–Gaussian noise, denoising, sharpening, tone,
             JPEG 80–95 at 4:2:0), the files then written at JPEG quality 100; ``dslr`` and ``night``: two
@@ -76,7 +77,7 @@ class SimulateConfig:
 
     photos: Path
     out: Path
-    ratio: float = 2.0
+    zoom_ratio: float = 2.0
     seed: int = 0
     max_side: int | None = None
     max_offset: float = 0.03
@@ -84,11 +85,11 @@ class SimulateConfig:
     parallax: float = 1.5
     noise: float = 0.01
     jpeg_quality: int = 92
-    ratio_error: float = 0.0
+    zoom_ratio_error: float = 0.0
     gain: float = GAIN
     gamma: tuple[float, float] = GAMMA
     triple: bool = False
-    wide_ratio: float | None = None
+    wide_zoom_ratio: float | None = None
     camera: str = "phone"
     camera_ranges: tuple[tuple[str, float, float], ...] = ()
 
@@ -105,12 +106,14 @@ class SimulateConfig:
                 f"--noise and --jpeg-quality apply only to --camera none; --camera {self.camera} has its own "
                 "(change them with --camera-range photons=LOW,HIGH or jpeg_quality=LOW,HIGH)"
             )
-        if self.ratio <= 1.0:
-            raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
-        if not 0.0 <= self.ratio_error < 0.2:
-            raise ConfigError(f"--ratio-error must be in [0, 0.2), not {self.ratio_error}")
-        if self.ratio * (1 - self.ratio_error) <= 1.0:
-            raise ConfigError(f"--ratio-error {self.ratio_error} lets the zoom ratio {self.ratio} fall to 1")
+        if self.zoom_ratio <= 1.0:
+            raise ConfigError(f"--ratio must be greater than 1, not {self.zoom_ratio}")
+        if not 0.0 <= self.zoom_ratio_error < 0.2:
+            raise ConfigError(f"--ratio-error must be in [0, 0.2), not {self.zoom_ratio_error}")
+        if self.zoom_ratio * (1 - self.zoom_ratio_error) <= 1.0:
+            raise ConfigError(
+                f"--ratio-error {self.zoom_ratio_error} lets the zoom ratio {self.zoom_ratio} fall to 1"
+            )
         if not 0.0 <= self.gain < 1.0:
             raise ConfigError(f"--gain must be in [0, 1), not {self.gain}")
         if not 0.0 < self.gamma[0] <= self.gamma[1]:
@@ -119,14 +122,14 @@ class SimulateConfig:
             raise ConfigError("--max-offset, --max-rotation, --parallax and --noise must be >= 0")
         if not 1 <= self.jpeg_quality <= 100:
             raise ConfigError(f"--jpeg-quality must be in 1..100, not {self.jpeg_quality}")
-        if self.wide_ratio is not None and not self.triple:
+        if self.wide_zoom_ratio is not None and not self.triple:
             raise ConfigError("--wide-ratio needs --triple")
         if self.triple:
-            wide = self.ratio / 2 if self.wide_ratio is None else self.wide_ratio
-            if not 1.0 < wide < self.ratio:
+            wide = self.zoom_ratio / 2 if self.wide_zoom_ratio is None else self.wide_zoom_ratio
+            if not 1.0 < wide < self.zoom_ratio:
                 raise ConfigError(
                     f"--triple needs a wide between the uw and the tele: wide ratio {wide:g} is not in "
-                    f"(1, {self.ratio:g}); pass --wide-ratio"
+                    f"(1, {self.zoom_ratio:g}); pass --wide-ratio"
                 )
 
     def ranges(self) -> CameraRanges | None:
@@ -149,6 +152,10 @@ class SimulateConfig:
                 )
             changes[name] = (kinds[name](low), kinds[name](high))
         return replace(base, **changes)  # type: ignore[arg-type]
+
+
+_OPTION_NAMES = {"zoom_ratio": "ratio", "zoom_ratio_error": "ratio_error", "wide_zoom_ratio": "wide_ratio"}
+"""``simulation.json``'s option names (the command's) of the :class:`SimulateConfig` fields named otherwise."""
 
 
 def parse_camera_range(text: str) -> tuple[str, float, float]:
@@ -199,10 +206,10 @@ CAMERAS: dict[str, CameraRanges | None] = {
 """``--camera`` choices: the capture pipeline's ranges (None: the plain blur, noise and JPEG)."""
 
 
-def _exif(zoom: float, when: datetime, size: tuple[int, int]) -> bytes:
-    """Phone EXIF of a camera at ``zoom`` times the uw's focal length (1 for the uw itself)."""
-    f35 = UW_FOCAL_35MM if zoom == 1 else round(UW_FOCAL_35MM * zoom)
-    focal = UW_FOCAL_MM if zoom == 1 else round(f35 * TELE_MM_PER_35MM, 2)
+def _exif(zoom_ratio: float, when: datetime, size: tuple[int, int]) -> bytes:
+    """Phone EXIF of a camera at ``zoom_ratio`` times the uw's focal length (1 for the uw itself)."""
+    f35 = UW_FOCAL_35MM if zoom_ratio == 1 else round(UW_FOCAL_35MM * zoom_ratio)
+    focal = UW_FOCAL_MM if zoom_ratio == 1 else round(f35 * TELE_MM_PER_35MM, 2)
     info = CaptureInfo(
         make="dzsr",
         model="SimPhone",
@@ -412,14 +419,18 @@ def simulate_folder(
         scene = load_photo(path).pixels
         if cfg.max_side:
             scene = fit_within(scene, cfg.max_side)
-        w_uw = scene.shape[-1] / cfg.ratio
+        w_uw = scene.shape[-1] / cfg.zoom_ratio
         shift = cfg.max_offset * w_uw
         offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
         rotation = rng.uniform(-1, 1) * cfg.max_rotation
         # Drawn only when asked for, so that the captures of the default options stay as they were.
-        true_ratio = cfg.ratio * (1 + rng.uniform(-1, 1) * cfg.ratio_error) if cfg.ratio_error else cfg.ratio
+        true_zoom_ratio = (
+            cfg.zoom_ratio * (1 + rng.uniform(-1, 1) * cfg.zoom_ratio_error)
+            if cfg.zoom_ratio_error
+            else cfg.zoom_ratio
+        )
         common: dict[str, Any] = {
-            "ratio": true_ratio,
+            "density": true_zoom_ratio,  # the tele has the uw's size: its density is the zoom ratio
             "offset": offset,
             "rotation_deg": rotation,
             "parallax": cfg.parallax,
@@ -437,7 +448,7 @@ def simulate_folder(
             wide_offset = (rng.uniform(-1, 1) * shift, rng.uniform(-1, 1) * shift)
             triple = simulate_triple(
                 scene,
-                wide_ratio=cfg.wide_ratio or cfg.ratio / 2,
+                wide_density=cfg.wide_zoom_ratio or cfg.zoom_ratio / 2,
                 wide_offset=wide_offset,
                 wide_rotation_deg=rng.uniform(-1, 1) * cfg.max_rotation,
                 **common,
@@ -448,11 +459,11 @@ def simulate_folder(
             save_image(
                 cfg.out / files["wide"],
                 triple.wide,
-                exif=_exif(triple.wide_ratio, when + timedelta(milliseconds=150), wide_size),
+                exif=_exif(triple.wide_zoom_ratio, when + timedelta(milliseconds=150), wide_size),
                 quality=quality,
             )
             wide = WideRecord(
-                zoom_ratio=triple.wide_ratio,
+                zoom_ratio=triple.wide_zoom_ratio,
                 center=triple.wide_center,
                 rotation_deg=triple.wide_rotation_deg,
                 to_uw=triple.wide_to_uw,
@@ -467,7 +478,7 @@ def simulate_folder(
         save_image(
             cfg.out / files["tele"],
             sim.tele,
-            exif=_exif(cfg.ratio, when + timedelta(milliseconds=300), tele_size),
+            exif=_exif(cfg.zoom_ratio, when + timedelta(milliseconds=300), tele_size),
             quality=quality,
         )
         save_image(cfg.out / files["truth"], sim.truth)
@@ -477,8 +488,8 @@ def simulate_folder(
             source=str(path),
             seed=cfg.seed + i,
             files=files,
-            zoom_ratio=sim.ratio,
-            zoom_ratio_nominal=cfg.ratio,
+            zoom_ratio=sim.zoom_ratio,
+            zoom_ratio_nominal=cfg.zoom_ratio,
             center=sim.center,
             rotation_deg=sim.rotation_deg,
             tele_to_uw=sim.tele_to_uw,
@@ -497,7 +508,9 @@ def simulate_folder(
         cfg.out / SIMULATION_NAME,
         {
             "dzsr_version": __version__,
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+            "options": {
+                _OPTION_NAMES.get(k, k): str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()
+            },
             "camera_ranges": None if camera is None else asdict(camera),
             "pairs": [r.to_json() for r in records],
         },

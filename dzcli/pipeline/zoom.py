@@ -98,7 +98,7 @@ class ZoomConfig:
         device: ``auto``, ``cpu``, ``cuda[:N]`` or ``mps``.
         fp32: no float16 on CUDA.
         max_megapixels: refuse larger photos (ResourceError).
-        ratio: zoom ratio when EXIF has none (registration refines it anyway).
+        zoom_ratio: zoom ratio when EXIF has none (registration refines it anyway).
         quality: JPEG/WebP/HEIC quality.
         max_gap: seconds between shots grouped as one capture (folder mode, EXIF grouping).
         adapt: first fine-tune (a copy of) the model for this many self-supervised steps on the capture
@@ -123,7 +123,7 @@ class ZoomConfig:
     device: str = "auto"
     fp32: bool = False
     max_megapixels: float = 100.0
-    ratio: float | None = None
+    zoom_ratio: float | None = None
     quality: int = 95
     max_gap: float = 2.0
     adapt: int = 0
@@ -147,8 +147,8 @@ class ZoomConfig:
             raise ConfigError(f"--tile must be 0 (automatic) or at least 32, not {self.tile}")
         if any(c in self.suffix for c in "/\\"):
             raise ConfigError(f"--suffix must not contain a path separator: {self.suffix!r}")
-        if self.ratio is not None and self.ratio <= 1.0:
-            raise ConfigError(f"--ratio must be greater than 1, not {self.ratio}")
+        if self.zoom_ratio is not None and self.zoom_ratio <= 1.0:
+            raise ConfigError(f"--ratio must be greater than 1, not {self.zoom_ratio}")
         if not 1 <= self.quality <= 100:
             raise ConfigError(f"--quality must be in 1..100, not {self.quality}")
         if self.adapt < 0 or self.adapt_batch < 1 or self.adapt_patch < 8:
@@ -459,7 +459,7 @@ def _locate_tele(
     uw: Tensor,
     tele: Tensor,
     *,
-    ratio: float | None,
+    zoom_ratio: float | None,
     require_ref: bool,
     uw_name: str,
     tele_name: str,
@@ -468,7 +468,7 @@ def _locate_tele(
     """The registration, or ``(None, why)`` when the tele is not found (an error with ``require_ref``)."""
     t = time.perf_counter()
     try:
-        return register(uw, tele, ratio_hint=ratio, uw_name=uw_name, tele_name=tele_name), None
+        return register(uw, tele, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=tele_name), None
     except TeleNotFoundError as exc:
         if require_ref:
             raise
@@ -479,12 +479,12 @@ def _locate_tele(
 
 
 def _density(
-    reg: Registration | None, ratio: float | None, uw_size: tuple[int, int], tele_size: tuple[int, int]
+    reg: Registration | None, zoom_ratio: float | None, uw_size: tuple[int, int], tele_size: tuple[int, int]
 ) -> float | None:
-    """Tele pixels per wide pixel: registered, else from the EXIF ratio, else unknown."""
+    """Tele pixels per wide pixel: registered, else from the EXIF zoom ratio, else unknown."""
     if reg is not None:
         return reg.density
-    return ratio * tele_size[0] / uw_size[0] if ratio else None
+    return zoom_ratio * tele_size[0] / uw_size[0] if zoom_ratio else None
 
 
 def _output_scale(requested: float | None, density: float | None, s: int) -> float:
@@ -503,7 +503,7 @@ def _reference(
     no_ref: str | None,
     *,
     scale: int,
-    ratio: float | None,
+    zoom_ratio: float | None,
     require_ref: bool,
     uw_name: str,
     tele_name: str,
@@ -516,7 +516,13 @@ def _reference(
     t = time.perf_counter()
     try:
         aligned = align_capture(
-            uw, tele, scale=scale, ratio=ratio, registration=reg, uw_name=uw_name, tele_name=tele_name
+            uw,
+            tele,
+            scale=scale,
+            zoom_ratio=zoom_ratio,
+            registration=reg,
+            uw_name=uw_name,
+            tele_name=tele_name,
         )
         if aligned.valid_fraction < MIN_REF_VALID:
             raise TeleNotFoundError(
@@ -608,7 +614,7 @@ def zoom_photo(
     tele: Tensor | np.ndarray,
     *,
     outscale: float | None = None,
-    ratio: float | None = None,
+    zoom_ratio: float | None = None,
     require_ref: bool = False,
     tile: int = 0,
     overlap: int = 16,
@@ -632,7 +638,7 @@ def zoom_photo(
         uw: the wide photo, ``(3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` RGB array (uint8, uint16, float).
         tele: the tele photo, likewise.
         outscale: output pixels per wide pixel; None: the tele's pixel density.
-        ratio: the expected zoom ratio (from EXIF), a hint for the registration.
+        zoom_ratio: the expected zoom ratio (from EXIF), a hint for the registration.
         require_ref: raise instead of zooming without the reference.
         tile: tile side in wide pixels; 0 picks it from free memory.
         overlap: least tile overlap in wide pixels.
@@ -658,21 +664,23 @@ def zoom_photo(
     reg, no_ref = _locate_tele(
         uw_t,
         tele_t,
-        ratio=ratio,
+        zoom_ratio=zoom_ratio,
         require_ref=require_ref,
         uw_name=uw_name,
         tele_name=tele_name,
         timings=timings,
     )
     s = describe(model).scale
-    density = _density(reg, ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2]))
+    density = _density(
+        reg, zoom_ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2])
+    )
     aligned, no_ref = _reference(
         uw_t,
         tele_t,
         reg,
         no_ref,
         scale=s,
-        ratio=ratio,
+        zoom_ratio=zoom_ratio,
         require_ref=require_ref,
         uw_name=uw_name,
         tele_name=tele_name,
@@ -724,12 +732,12 @@ def zoom_capture(
     """
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
-    photos = read_capture(cap, max_megapixels=cfg.max_megapixels, ratio=cfg.ratio)
-    uw, est = photos.uw, photos.ratio
+    photos = read_capture(cap, max_megapixels=cfg.max_megapixels, zoom_ratio=cfg.zoom_ratio)
+    uw, est = photos.uw, photos.zoom_ratio
     reg, no_ref = _locate_tele(
         uw.pixels,
         photos.tele.pixels,
-        ratio=est.value,
+        zoom_ratio=est.value,
         require_ref=cfg.require_ref,
         uw_name=cap.uw.name,
         tele_name=cap.tele.name,
@@ -752,7 +760,7 @@ def zoom_capture(
         reg,
         no_ref,
         scale=s,
-        ratio=est.value,
+        zoom_ratio=est.value,
         require_ref=cfg.require_ref,
         uw_name=cap.uw.name,
         tele_name=cap.tele.name,
@@ -802,7 +810,7 @@ def zoom_capture(
         tiles=tiles,
         seconds=time.perf_counter() - t_start,
         bit_depth=depth,
-        zoom_ratio=reg.ratio if reg is not None else est.value,
+        zoom_ratio=reg.zoom_ratio if reg is not None else est.value,
         density=density,
         reference=reference,
         no_ref=no_ref,
