@@ -115,6 +115,32 @@ BUNDLED: tuple[BundledModel, ...] = (
 """The shipped models, by name."""
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What :func:`load_model` loaded.
+
+    Attributes:
+        name: the bundled model's name, a checkpoint's file stem, or a run folder's name.
+        path: the weights file.
+        scale: the network's scale ``s``.
+        metadata: the checkpoint's metadata (architecture, hyper-parameters, training summary, ...).
+    """
+
+    name: str
+    path: Path
+    scale: int
+    metadata: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (``path`` as a string)."""
+        return {"name": self.name, "path": str(self.path), "scale": self.scale, "metadata": self.metadata}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelInfo:
+        """The inverse of :meth:`to_json`."""
+        return cls(str(data["name"]), Path(data["path"]), int(data["scale"]), dict(data["metadata"]))
+
+
 def weight_count(path: Path) -> int:
     """Number of stored values in a safetensors file (without loading it)."""
     try:
@@ -150,7 +176,7 @@ def load_model(
     device: str | torch.device = "cpu",
     outscale: float | None = None,
     table: tuple[BundledModel, ...] | None = None,
-) -> tuple[nn.Module, dict[str, Any]]:
+) -> tuple[nn.Module, ModelInfo]:
     """Load the SR model named by ``--model``.
 
     Args:
@@ -163,8 +189,7 @@ def load_model(
         table: the bundled models; default :data:`BUNDLED`.
 
     Returns:
-        ``(model, info)``: the model in ``eval()`` mode, and ``info`` with ``name``, ``path``, ``scale``
-        and the checkpoint's ``metadata``.
+        ``(model, info)``: the model in ``eval()`` mode, and its :class:`ModelInfo`.
 
     Raises:
         WeightsError: unknown name, missing, corrupt or unusable checkpoint, no bundled model.
@@ -199,4 +224,4 @@ def load_model(
         raise WeightsError(f"{path}: not a super-resolution model (architecture {meta.get('arch')!r})")
     scale = int(meta["scale"])
     log.debug("model %s (x%d) from %s", name, scale, path)
-    return model, {"name": name, "path": path, "scale": scale, "metadata": meta}
+    return model, ModelInfo(name=name, path=path, scale=scale, metadata=meta)

@@ -3,6 +3,7 @@ it was not trained on (``seeding`` is one of the photos held out of its training
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from dzcli.pipeline.evaluate import footprint_box
 from dzcli.pipeline.zoom import ZoomConfig, zoom
 from dzcli.resize import cv_resize
 from dzcli.simulate import SimulatedPair
-from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, BundledModel, load_model
+from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, BundledModel, ModelInfo, load_model
 from tests.conftest import write_capture
 
 
@@ -28,7 +29,8 @@ def test_bundled_default_model_is_shipped_with_its_card() -> None:
     assert path.stat().st_size < 8 * 2**20 and "held out" in model.summary
     net, meta = load_model(DEFAULT_MODEL)
     assert sum(p.numel() for p in net.parameters()) > 100_000  # the small preset, not a test-sized net
-    assert meta["scale"] == 2 and meta["metadata"]["arch"] == "dzsr"
+    assert meta.scale == 2 and meta.metadata["arch"] == "dzsr"
+    assert ModelInfo.from_json(json.loads(json.dumps(meta.to_json()))) == meta  # a report can carry it
 
 
 def test_a_bundled_file_with_another_sha256_is_refused(tmp_path: Path) -> None:
@@ -83,6 +85,6 @@ def test_a_run_folder_loads_its_best_checkpoint(tmp_path: Path) -> None:
         metadata={},
     )
     _model, info = load_model(str(run))
-    assert info["name"] == "myrun" and info["path"] == run / "checkpoints" / "best.safetensors"
+    assert info.name == "myrun" and info.path == run / "checkpoints" / "best.safetensors"
     with pytest.raises(WeightsError, match=r"without checkpoints/best.safetensors"):
         load_model(str(tmp_path / "myrun" / "checkpoints"))

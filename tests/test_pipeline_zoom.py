@@ -28,7 +28,7 @@ from dzcli.resize import resample, torch_resize
 from dzcli.simulate import SimulatedPair, simulate_pair
 from dzcli.viz import fit_within
 from dzsr_models import bundled, create_model, save_checkpoint
-from dzsr_models.bundled import BundledModel
+from dzsr_models.bundled import BundledModel, ModelInfo
 
 from .conftest import scene, write_capture
 from .test_io_metadata import XMP, _xmp_fields
@@ -168,7 +168,8 @@ def test_the_tele_is_pasted_where_it_lies(
     with torch.no_grad():
         model.conv.weight.zero_()
         model.conv.bias.fill_(-20.0)  # outside the box the output is ~0, inside it is the Ref
-    monkeypatch.setattr(zoom_module, "load_model", lambda *a, **k: (model, {"name": "paste", "scale": 2}))
+    info = ModelInfo(name="paste", path=Path("paste.safetensors"), scale=2, metadata={})
+    monkeypatch.setattr(zoom_module, "load_model", lambda *a, **k: (model, info))
     (res,) = zoom(
         ZoomConfig(
             inputs=pair,

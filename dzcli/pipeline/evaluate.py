@@ -253,8 +253,7 @@ def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float) 
     loaded = []
     for spec in specs or (None,):
         model, info = load_model(spec, device=device, outscale=outscale)
-        path = Path(info["path"])
-        loaded.append(_Model(str(info["name"]), str(path), model, int(info["scale"])))
+        loaded.append(_Model(info.name, str(info.path), model, info.scale))
     names = [m.name for m in loaded]
     for m in loaded:
         if names.count(m.name) > 1:

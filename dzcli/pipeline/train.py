@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
             init, source = model_from_state(state), str(layout.state)
         elif cfg.init is not None:
             init, info = load_model(cfg.init)
-            source = str(info["path"])
+            source = str(info.path)
             if describe(init).scale != scale:  # e.g. a x4 model started from the x2 one
                 total = sum(p.numel() for p in init.parameters())
                 init, carried = rescale_model(init, scale)
@@ -175,7 +175,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
                     "%s is a x%d model: starting the x%d one from it (%d of its %d parameters carried over, "
                     "the rest start fresh)",
                     source,
-                    int(info["scale"]),
+                    info.scale,
                     scale,
                     carried,
                     total,

@@ -32,7 +32,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -50,7 +49,7 @@ from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif, update_xmp
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, holds_alpha, save_image
 from dzcli.resize import resample, torch_resize
-from dzsr_models.bundled import choose_bundled, load_model
+from dzsr_models.bundled import ModelInfo, choose_bundled, load_model
 
 log = logging.getLogger(__name__)
 
@@ -366,7 +365,7 @@ class _Models:
     def __init__(self, spec: str | None, device: torch.device) -> None:
         self.spec = spec
         self.device = device
-        self._cache: dict[str, tuple[nn.Module, dict[str, Any]]] = {}
+        self._cache: dict[str, tuple[nn.Module, ModelInfo]] = {}
 
     def check(self) -> None:
         """Fail early: load an explicit ``--model`` now, or make sure a bundled model exists."""
@@ -375,7 +374,7 @@ class _Models:
         else:
             choose_bundled(None)
 
-    def get(self, outscale: float | None) -> tuple[nn.Module, dict[str, Any]]:
+    def get(self, outscale: float | None) -> tuple[nn.Module, ModelInfo]:
         """The model for a capture whose output scale is ``outscale``: ``(model, info)``."""
         spec = self.spec if self.spec is not None else choose_bundled(outscale).name
         if spec not in self._cache:
@@ -782,7 +781,7 @@ def zoom_capture(
         progress=progress,
         timings=timings,
     )
-    name = str(info["name"]) + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
+    name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     notes = []
     if depth < uw.bit_depth:
         notes.append(f"16-bit input written as 8-bit ({output.suffix} holds 8 bits; use --ext png or tif)")
