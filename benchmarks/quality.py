@@ -147,6 +147,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
             models=tuple(args.model or ()),
             device=args.device,
             tile=args.tile,
+            paste=not args.no_paste,
         )
         report, files = evaluate(
             cfg, progress=lambda d, t, i: print(f"  {d}/{t} {i}", file=sys.stderr), peers=peers
@@ -194,6 +195,9 @@ def main() -> None:
     parser.add_argument("--max-side", type=int, help="shrink the photos to this longer side first")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--tile", type=int, default=0, help="tile side in uw pixels (0: automatic)")
+    parser.add_argument(
+        "--no-paste", action="store_true", help="as dzsr zoom --no-paste: never paste the tele at its density"
+    )
     parser.add_argument("--photos", type=Path, default=PHOTOS, help="folder holding the held-out photos")
     parser.add_argument("--work", type=Path, help="keep the simulated sets and reports here")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("quality.md"), help="Markdown")

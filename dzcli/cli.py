@@ -348,6 +348,14 @@ def zoom(
             "the tele's view as the tele shows it is worth on this capture.",
         ),
     ] = True,
+    paste: Annotated[
+        bool,
+        typer.Option(
+            "--paste/--no-paste",
+            help="When the output is denser than the network's scale (a x2 network at x4), paste the "
+            "tele at the output's density inside its footprint.",
+        ),
+    ] = True,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
 
@@ -377,6 +385,8 @@ def zoom(
         )
         if w.reference is not None and w.reference.residual_gain is not None:
             how += f", self-check: network detail outside the tele x{w.reference.residual_gain:.2f}"
+        if w.reference is not None and w.reference.pasted:
+            how += f", the tele pasted at x{w.outscale:.2f} in its footprint"
         notes = "".join(f"; [yellow]{escape(n)}[/]" for n in w.notes)
 
         return (
@@ -404,6 +414,7 @@ def zoom(
             adapt=adapt,
             require_ref=require_ref,
             self_check=self_check,
+            paste=paste,
         )
         with _progress() as bar:
             tasks: dict[str, TaskID] = {}
@@ -495,6 +506,14 @@ def eval_cmd(
             "the reference kept as far as the reference shows it is worth.",
         ),
     ] = True,
+    paste: Annotated[
+        bool,
+        typer.Option(
+            "--paste/--no-paste",
+            help="As dzsr zoom: the tele pasted at the output's density when the output is denser "
+            "than the network's scale.",
+        ),
+    ] = True,
     holdout: Annotated[
         str | None,
         typer.Option(
@@ -528,6 +547,7 @@ def eval_cmd(
             crop=crop,
             limit=limit,
             self_check=self_check,
+            paste=paste,
             holdout=holdout,
         )
         with _progress() as bar:

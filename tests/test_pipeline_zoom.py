@@ -570,3 +570,35 @@ def test_library_chatter_reaches_the_terminal_only_with_verbose(
     text = " ".join(res.output.split())
     assert "life_uw.jpg: Corrupt JPEG data:" in text and "extraneous bytes before marker 0xd9" in text
     assert "a library's warning 2" in text and len(calls) == 2
+
+
+def test_beyond_the_networks_scale_the_tele_is_pasted_at_its_own_density(
+    tmp_path: Path, tiny_ckpt: Path
+) -> None:
+    """A x2 network on a x4 capture: inside the tele's footprint the output holds the tele's own detail
+    (closer to the truth than the network's x2 output resampled to x4), and the summary says so."""
+    big = torch_resize(scene("picos"), (960, 1280), "bicubic").clamp(0, 1)  # a 320x240 wide photo at x4
+    sim = simulate_pair(big, density=4.0, offset=(3.0, -2.0), rotation_deg=0.4, seed=3)
+    uw, tele = write_capture(tmp_path, "x4", sim, ratio_exif=4.0, when=WHEN)
+    (pasted,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "p.png"))
+    (plain,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "n.png", paste=False))
+    assert pasted.written and pasted.written.reference and pasted.written.reference.pasted
+    assert plain.written and plain.written.reference and not plain.written.reference.pasted
+    assert pasted.written.outscale == pytest.approx(4.0, abs=0.05)
+    truth = sim.truth
+    x0, y0, w, h = pasted.written.reference.box
+    inner = (slice(None), slice(4 * y0 + 40, 4 * (y0 + h) - 40), slice(4 * x0 + 40, 4 * (x0 + w) - 40))
+
+    def psnr(path: Path) -> float:
+        out = load_photo(path).pixels[:, : truth.shape[1], : truth.shape[2]]
+        return float(-10 * torch.log10(((out - truth)[inner] ** 2).mean()))
+
+    assert psnr(tmp_path / "p.png") > psnr(tmp_path / "n.png") + 1.0
+    outside = (slice(None), slice(0, 4 * y0 - 4), slice(None))  # above the footprint: the network alone
+    assert torch.equal(
+        load_photo(tmp_path / "p.png").pixels[outside], load_photo(tmp_path / "n.png").pixels[outside]
+    )
+    res = runner.invoke(
+        app, ["zoom", str(uw), str(tele), "-o", str(tmp_path / "c.png"), "-m", str(tiny_ckpt)]
+    )
+    assert res.exit_code == 0 and "the tele pasted at x4.00 in its footprint" in " ".join(res.output.split())

@@ -105,6 +105,8 @@ class EvalConfig:
         limit: evaluate only the first ``limit`` images.
         self_check: as ``dzsr zoom``: the network's reference-free detail outside the reference scaled by
             what the reference shows it is worth on the image (:mod:`dzcli.infer.selfcheck`).
+        paste: simulated sets, as ``dzsr zoom``: the tele pasted at the output's density inside its
+            footprint when both are denser than the network's scale (:mod:`dzcli.infer.paste`).
         holdout: prepared datasets: hold out this half of each pair's tele (``left``, ``right``, ``top`` or
             ``bottom``): the network gets the other half as its reference, and the held-out half (real
             tele pixels it never received) is scored as the corner, the given half as the centre.
@@ -122,6 +124,7 @@ class EvalConfig:
     crop: int = 192
     limit: int | None = None
     self_check: bool = True
+    paste: bool = True
     holdout: str | None = None
 
     def __post_init__(self) -> None:
@@ -443,6 +446,7 @@ def _eval_simulated(
                 device=device,
                 half=not cfg.fp32,
                 self_check=cfg.self_check,
+                paste=cfg.paste,
                 uw_name=cap.uw.name,
                 tele_name=cap.tele.name,
             )

@@ -27,6 +27,7 @@ Inputs are never overwritten; existing outputs are skipped unless ``overwrite``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import describe, super_resolve
+from dzcli.infer.paste import paste_reference
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif, update_xmp
@@ -74,6 +76,9 @@ MEMORY_FRACTION = 0.9
 """Share of the available RAM the output buffers may take before zoom refuses (ResourceError)."""
 MIN_REF_VALID = 0.05
 """Below this fraction of registration-consistent tele pixels the reference is not used at all."""
+PASTE_MARGIN = 1.1
+"""The tele is pasted at the output's density when the output and the tele are both denser than this times
+the network's scale (a ×2 network at ×2.1 is left alone: too little detail to gain for a second alignment)."""
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, item)``: stage ``"pairs"`` (after each capture), ``"adapt"`` (after each
@@ -108,6 +113,8 @@ class ZoomConfig:
             zoomed without the reference.
         self_check: measure under the tele how much of the network's reference-free detail this capture
             supports, and keep that much outside the tele's view (:mod:`dzcli.infer.selfcheck`).
+        paste: when the output is denser than the network's scale, paste the tele at the output's density
+            inside its footprint (:mod:`dzcli.infer.paste`).
     """
 
     inputs: tuple[Path, ...]
@@ -130,6 +137,7 @@ class ZoomConfig:
     adapt_patch: int = 48
     require_ref: bool = False
     self_check: bool = True
+    paste: bool = True
 
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
@@ -168,11 +176,14 @@ class ReferenceUse:
         box: ``(x0, y0, w, h)`` of the uw crop under the tele, in uw pixels.
         residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
             (None: no self-check).
+        pasted: the tele was pasted at the output's density inside its footprint (the output is denser than
+            the network's scale; :mod:`dzcli.infer.paste`).
     """
 
     valid_fraction: float
     box: tuple[int, int, int, int]
     residual_gain: float | None = None
+    pasted: bool = False
 
 
 @dataclass(frozen=True)
@@ -441,6 +452,7 @@ class ZoomedPhoto:
         timings: seconds per stage (``register``, ``align``, ``adapt``, ``self_check``, ``sr``, ``resample``).
         residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
             (1: all of it; None: not measured).
+        pasted: the tele was pasted at ``outscale`` inside its footprint (:mod:`dzcli.infer.paste`).
     """
 
     image: Tensor
@@ -452,6 +464,7 @@ class ZoomedPhoto:
     tiles: int
     timings: dict[str, float]
     residual_gain: float | None = None
+    pasted: bool = False
 
 
 def _locate_tele(
@@ -544,6 +557,40 @@ def _reference(
     return aligned, None
 
 
+def _dense_reference(
+    uw: Tensor,
+    tele: Tensor,
+    aligned: AlignedCapture | None,
+    *,
+    outscale: float,
+    density: float | None,
+    scale: int,
+    uw_name: str,
+    tele_name: str,
+    timings: dict[str, float],
+) -> AlignedCapture | None:
+    """The tele aligned at ``ceil(outscale)``× for :func:`dzcli.infer.paste.paste_reference`, when the output
+    and the tele are both denser than the network's ``scale`` (None otherwise, or when it cannot be made)."""
+    if aligned is None or density is None or min(outscale, density) <= scale * PASTE_MARGIN:
+        return None
+    t = time.perf_counter()
+    try:
+        dense = align_capture(
+            uw,
+            tele,
+            scale=math.ceil(outscale - 1e-6),
+            registration=aligned.registration,
+            uw_name=uw_name,
+            tele_name=tele_name,
+        )
+    except TeleNotFoundError as exc:  # the flow at this density found too little to trust
+        log.info("%s: tele not pasted at x%.2f (%s)", uw_name, outscale, exc)
+        return None
+    finally:
+        timings["align_dense"] = time.perf_counter() - t
+    return dense
+
+
 def _super_resolve(
     model: nn.Module,
     uw: Tensor,
@@ -559,10 +606,12 @@ def _super_resolve(
     uw_name: str,
     progress: ProgressFn | None,
     timings: dict[str, float],
+    dense: AlignedCapture | None = None,
 ) -> tuple[Tensor, int, float | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one, its reference-free detail outside the tele's view scaled by the
-    self-check's gain, resampled to ``outscale``: ``(image, tiles, gain)``."""
+    self-check's gain, resampled to ``outscale``, and the ``dense`` tele pasted inside its footprint (see
+    :func:`_dense_reference`): ``(image, tiles, gain)``."""
     s = describe(model).scale
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
@@ -604,6 +653,11 @@ def _super_resolve(
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
     del sr
     timings["resample"] = time.perf_counter() - t
+    if dense is not None:
+        t = time.perf_counter()
+        out = paste_reference(out, dense.ref, dense.mask, dense.box, dense.scale, outscale)
+        timings["paste"] = time.perf_counter() - t
+        log.info("%s: the tele pasted at x%.2f inside its footprint", uw_name, outscale)
     return out, tiles[0], gain
 
 
@@ -621,6 +675,7 @@ def zoom_photo(
     half: bool = True,
     adapt: int = 0,
     self_check: bool = True,
+    paste: bool = True,
     uw_name: str = "uw",
     tele_name: str = "tele",
     progress: ProgressFn | None = None,
@@ -646,6 +701,8 @@ def zoom_photo(
         adapt: first fine-tune a copy of the model for this many self-supervised steps on the capture.
         self_check: scale the network's reference-free detail outside the tele's view by what the tele
             shows it is worth on this capture (:mod:`dzcli.infer.selfcheck`).
+        paste: when the output and the tele are denser than the network's scale, paste the tele at the
+            output's density inside its footprint (:mod:`dzcli.infer.paste`).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         progress: see :data:`ProgressFn` (stages ``adapt`` and ``tiles``).
@@ -685,8 +742,21 @@ def zoom_photo(
         tele_name=tele_name,
         timings=timings,
     )
-    del tele_t
     final = _output_scale(outscale, density, s)
+    dense = None
+    if paste:
+        dense = _dense_reference(
+            uw_t,
+            tele_t,
+            aligned,
+            outscale=final,
+            density=density,
+            scale=s,
+            uw_name=uw_name,
+            tele_name=tele_name,
+            timings=timings,
+        )
+    del tele_t
     image, tiles, gain = _super_resolve(
         model,
         uw_t,
@@ -701,6 +771,7 @@ def zoom_photo(
         uw_name=uw_name,
         progress=progress,
         timings=timings,
+        dense=dense,
     )
     return ZoomedPhoto(
         image=image,
@@ -712,6 +783,7 @@ def zoom_photo(
         tiles=tiles,
         timings=timings,
         residual_gain=gain,
+        pasted=dense is not None,
     )
 
 
@@ -765,6 +837,19 @@ def zoom_capture(
         tele_name=cap.tele.name,
         timings=timings,
     )
+    dense = None
+    if cfg.paste:
+        dense = _dense_reference(
+            uw.pixels,
+            photos.tele.pixels,
+            aligned,
+            outscale=outscale,
+            density=density,
+            scale=s,
+            uw_name=cap.uw.name,
+            tele_name=cap.tele.name,
+            timings=timings,
+        )
     del photos  # the tele is not needed any more
     image, tiles, gain = _super_resolve(
         model,
@@ -780,6 +865,7 @@ def zoom_capture(
         uw_name=cap.uw.name,
         progress=progress,
         timings=timings,
+        dense=dense,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     notes = []
@@ -798,7 +884,12 @@ def zoom_capture(
     timings["write"] = time.perf_counter() - t
     reference = None
     if aligned is not None:
-        reference = ReferenceUse(valid_fraction=aligned.valid_fraction, box=aligned.box, residual_gain=gain)
+        reference = ReferenceUse(
+            valid_fraction=aligned.valid_fraction,
+            box=aligned.box,
+            residual_gain=gain,
+            pasted=dense is not None,
+        )
     written = ZoomOutput(
         in_size=(W, H),
         out_size=out_size,
