@@ -634,6 +634,7 @@ def train_cmd(
 
     from dzcli.pipeline.train import resolve_train_config
     from dzcli.pipeline.train import train as run_train
+    from dzcli.train.loop import StepReport
 
     flags = {
         "preset": preset,
@@ -668,19 +669,19 @@ def train_cmd(
         with progress as bar:
             task = bar.add_task("train", total=cfg.steps, loss=float("nan"), rate=0.0, visible=False)
 
-            def step(done: int, total: int, info: dict[str, Any]) -> None:
+            def step(done: int, total: int, report: StepReport) -> None:
                 bar.update(
                     task,
                     completed=done,
                     total=total,
-                    loss=info["sr"],
-                    rate=info["samples_per_s"],
+                    loss=report.losses["sr"],
+                    rate=report.samples_per_s,
                     visible=True,
                 )
-                if "val" in info and main_rank:
+                if report.val is not None and report.baseline is not None and main_rank:
                     bar.console.print(
-                        f"step {done}: {scores('model', info['val']['model'])}   |   "
-                        f"{scores('bicubic', info['baseline'])}",
+                        f"step {done}: {scores('model', report.val)}   |   "
+                        f"{scores('bicubic', report.baseline)}",
                         highlight=False,
                     )
 

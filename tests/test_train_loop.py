@@ -15,7 +15,16 @@ from safetensors.torch import load_file
 from dzcli.data.dataset import PreparedPair, TrainPatches, load_pairs
 from dzcli.errors import ConfigError, DatasetError, OutputError, ResourceError, WeightsError
 from dzcli.pipeline.train import resolve_train_config, train
-from dzcli.train.loop import ModelEMA, Objective, adapt, load_state, lr_factor, sample_indices, step_seed
+from dzcli.train.loop import (
+    ModelEMA,
+    Objective,
+    StepReport,
+    adapt,
+    load_state,
+    lr_factor,
+    sample_indices,
+    step_seed,
+)
 from dzcli.train.losses import masked_l1
 from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from tests.train_data import make_dataset
@@ -111,7 +120,7 @@ def test_training_lowers_the_loss(data: Path, tmp_path: Path) -> None:
 
 
 def _interrupt_at(step: int):
-    def progress(done: int, total: int, info: dict[str, Any]) -> None:
+    def progress(done: int, total: int, report: StepReport) -> None:
         if done == step:
             signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: the step finishes, the state is saved
 
@@ -371,3 +380,15 @@ def test_temps_a_killed_run_left_are_removed_when_it_resumes(data: Path, tmp_pat
         p.write_bytes(b"partial")  # kill -9 while writing them
     train(resolve_train_config(data, run, flags={"steps": 2}, resume=True), resume=True)
     assert not list(run.rglob("*.tmp"))
+
+
+def test_each_step_reports_its_losses_and_each_validation_its_scores(data: Path, tmp_path: Path) -> None:
+    reports: list[tuple[int, StepReport]] = []
+    flags = {"loss": "l1", "steps": 4, "val_every": 2, "save_every": 4, "log_every": 2, "patch_size": 24}
+    train(config(data, tmp_path / "run", **flags), progress=lambda d, t, r: reports.append((d, r)))
+    assert [d for d, _ in reports] == [1, 2, 3, 4]
+    assert all({"loss", "sr", "l1"} <= set(r.losses) and r.lr in (1e-4, 5e-5) for _, r in reports)
+    validated = {d: r for d, r in reports if r.val is not None}
+    assert set(validated) == {2, 4} and all(r.baseline is not None for r in validated.values())
+    logged = {m["step"]: m["model"] for m in metrics(tmp_path / "run") if m["kind"] == "val"}
+    assert {d: r.val for d, r in validated.items()} == logged

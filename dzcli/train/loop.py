@@ -57,10 +57,30 @@ log = logging.getLogger(__name__)
 #: Version of the resume-state layout.
 STATE_FORMAT_VERSION = 1
 
-ProgressFn = Callable[[int, int, dict[str, Any]], None]
-"""``progress(step, total, info)``; ``info`` has ``loss`` (everything minimised), ``sr`` (the SR network's
-loss), the other terms, ``lr`` and ``samples_per_s`` (averages over the last ``log_every`` steps), and
-``val`` and ``baseline`` after a validation."""
+
+@dataclass(frozen=True)
+class StepReport:
+    """What training reports after each step.
+
+    Attributes:
+        losses: ``loss`` (everything minimised), ``sr`` (the SR network's loss) and the other terms present
+            (``l1``, ``sw``, ``aux_l1``, ``position``): the means over the last ``log_every`` steps at a
+            logging step, this step's values otherwise.
+        lr: the SR network's learning rate.
+        samples_per_s: training throughput over the last ``log_every`` steps (all ranks).
+        val: after a validation, the EMA model's scores ``{region: {metric: value}}``; else None.
+        baseline: with ``val``, bicubic's scores on the same pairs.
+    """
+
+    losses: dict[str, float]
+    lr: float
+    samples_per_s: float
+    val: dict[str, dict[str, float]] | None = None
+    baseline: dict[str, dict[str, float]] | None = None
+
+
+ProgressFn = Callable[[int, int, StepReport], None]
+"""``progress(step, total, report)``, after every step (:class:`StepReport`)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -818,18 +838,19 @@ class Trainer:
                         }
                     )
                     info.update(means)
-                info["samples_per_s"] = rate
                 paused = time.perf_counter()
+                val = None
                 if self.rank == 0 and (self.step % cfg.val_every == 0 or self.step == cfg.steps):
-                    info["val"] = self._validate()
-                    info["baseline"] = self.baseline
+                    val = self._validate()["model"]
                 if self.step % cfg.save_every == 0 or self.step == cfg.steps:
                     if self.rank == 0:
                         written += self._save(f"step_{self.step:08d}")
                     self.save_state()
                 t_last += time.perf_counter() - paused  # throughput counts training time only
                 if progress is not None:
-                    progress(self.step, cfg.steps, info)
+                    lr = info.pop("lr")
+                    report = StepReport(info, lr, rate, val, self.baseline if val is not None else None)
+                    progress(self.step, cfg.steps, report)
                 if interrupted():
                     self.save_state()
                     log.warning("interrupted at step %d: state saved; continue with --resume", self.step)
