@@ -12,7 +12,7 @@ import torch
 
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import load_photo, save_image
-from dzcli.simulate import SimulatedPair, simulate_pair
+from dzcli.simulate import SimulatedPair, SimulatedTriple, simulate_pair, simulate_triple
 
 DATA = Path(__file__).parent / "data"
 PHOTOS = ("life", "picos", "seeding", "free")
@@ -45,6 +45,23 @@ def low_texture_scene(seed: int, size: tuple[int, int] = (640, 480)) -> torch.Te
     return torch.from_numpy(np.clip(img, 0, 1).transpose(2, 0, 1).copy())
 
 
+def fine_texture_scene(
+    seed: int, size: tuple[int, int] = (2000, 1500), amplitude: float = 0.25
+) -> torch.Tensor:
+    """:func:`low_texture_scene` covered with a fine random texture (fabric, foliage): white noise keeping only
+    the periods from 6 to 9 px. A camera that sees the scene at a sixth of its density (a 13 mm ultra-wide
+    beside a 77 mm tele) resolves none of it; one at a third (a 26 mm wide) resolves most of it.
+    ``(3, H, W)`` in [0, 1]."""
+    w, h = size
+    rng = np.random.default_rng(seed + 100)
+    fy, fx = np.fft.fftfreq(h)[:, None], np.fft.rfftfreq(w)[None, :]
+    band = (np.hypot(fx, fy) >= 1 / 9) & (np.hypot(fx, fy) <= 1 / 6)
+    spectrum = band * (rng.standard_normal(band.shape) + 1j * rng.standard_normal(band.shape))
+    texture = np.fft.irfft2(spectrum, s=(h, w))
+    texture = torch.from_numpy((texture / texture.std()).astype(np.float32))
+    return (low_texture_scene(seed, size) * (1 + amplitude * texture)).clamp(0, 1)
+
+
 def write_capture(
     folder: Path,
     name: str,
@@ -68,6 +85,56 @@ def write_capture(
     save_image(uw, sim.uw, exif=make_exif(uw_info), bit_depth=bit_depth, quality=95)
     save_image(tele, sim.tele, exif=make_exif(tele_info), bit_depth=bit_depth, quality=95)
     return uw, tele
+
+
+def corner_error(h: np.ndarray, truth: np.ndarray, tele_wh: tuple[int, int]) -> float:
+    """Largest distance (uw px, per axis) between the tele's outer corners placed by homography ``h`` and by
+    ``truth`` (both tele → uw)."""
+    w, t = tele_wh
+    corners = np.array(
+        [[-0.5, -0.5, 1.0], [w - 0.5, -0.5, 1.0], [w - 0.5, t - 0.5, 1.0], [-0.5, t - 0.5, 1.0]]
+    ).T
+    a, b = np.asarray(h) @ corners, np.asarray(truth) @ corners
+    return float(np.abs(a[:2] / a[2] - b[:2] / b[2]).max())
+
+
+FOCALS_35MM = {"uw": 13.0, "wide": 26.0, "tele": 77.0}
+"""A phone's three cameras (35 mm-equivalent focal lengths): the wide at 2x the uw, the tele at 5.9x."""
+
+
+@pytest.fixture(scope="session")
+def far_triple() -> SimulatedTriple:
+    """A 13/26/77 mm triple capture of :func:`fine_texture_scene`. The uw is 338x253 px; the tele covers 57x43 px
+    of it and the uw resolves none of the tele's texture: too weak a match for a direct registration. The wide
+    (at 2x; the tele covers 114x85 px of it) matches both."""
+    return simulate_triple(
+        fine_texture_scene(0),
+        density=FOCALS_35MM["tele"] / FOCALS_35MM["uw"],
+        wide_density=FOCALS_35MM["wide"] / FOCALS_35MM["uw"],
+        offset=(6.0, -4.0),
+        rotation_deg=0.7,
+        wide_offset=(-5.0, 3.0),
+        wide_rotation_deg=-0.4,
+        seed=3,
+    )
+
+
+def write_triple(folder: Path, name: str, sim: SimulatedTriple, *, when: datetime) -> dict[str, Path]:
+    """Write a simulated triple as ``name_uw`` / ``name_wide`` / ``name_tele`` JPEGs with phone-like EXIF
+    (:data:`FOCALS_35MM`)."""
+    images = {"uw": sim.pair.uw, "wide": sim.wide, "tele": sim.pair.tele}
+    paths = {}
+    for i, (role, image) in enumerate(images.items()):
+        info = CaptureInfo(
+            make="dzsr",
+            model="TestPhone",
+            focal_mm=FOCALS_35MM[role] / 6.0,
+            focal_35mm=FOCALS_35MM[role],
+            time=when + timedelta(seconds=0.1 * i),
+        )
+        paths[role] = folder / f"{name}_{role}.jpg"
+        save_image(paths[role], image, exif=make_exif(info), quality=95)
+    return paths
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from dzcli.align import register as register_module
-from dzcli.align.register import Registration, align_pair, footprint_box, register
-from dzcli.errors import AlignmentError
-from dzcli.simulate import simulate_pair
+from dzcli.align.register import Registration, align_pair, footprint_box, register, register_chained
+from dzcli.errors import AlignmentError, TeleNotFoundError
+from dzcli.simulate import SimulatedTriple, simulate_pair, simulate_triple
 
-from .conftest import low_texture_scene
+from .conftest import corner_error, low_texture_scene
 
 DATA = Path(__file__).parent / "data"
 
@@ -209,6 +209,93 @@ def test_strong_perspective_is_implausible() -> None:
     warped = cv2.warpPerspective(tele, keystone, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
     with pytest.raises(AlignmentError, match="implausible geometry between uw and tele"):
         register(p.uw, torch.from_numpy(warped.transpose(2, 0, 1).copy()), zoom_ratio_hint=2.0)
+
+
+def test_a_far_tele_too_weak_to_register_directly_is_found_through_the_middle_camera(
+    far_triple: SimulatedTriple,
+) -> None:
+    p, wide = far_triple.pair, far_triple.wide
+    tele_wh = (p.tele.shape[2], p.tele.shape[1])
+    ratio, wide_ratio = p.zoom_ratio, far_triple.wide_zoom_ratio  # 77/13 and 26/13, as EXIF gives them
+    with pytest.raises(TeleNotFoundError, match=r"^no overlap found between u\.jpg and t\.jpg \(correlation"):
+        register(
+            p.uw, p.tele, zoom_ratio_hint=ratio, uw_name="u.jpg", tele_name="t.jpg"
+        )  # measured 0.03, need 0.45
+    reg = register_chained(p.uw, wide, p.tele, zoom_ratio_hint=ratio, mid_zoom_ratio_hint=wide_ratio)
+    assert reg.method == "chained" and reg.inliers == 0
+    assert corner_error(reg.homography, p.tele_to_uw, tele_wh) < 0.2  # measured 0.11 uw px
+    assert math.dist(reg.center, p.center) < 0.1  # 0.05
+    assert reg.zoom_ratio == pytest.approx(p.zoom_ratio, rel=0.002)  # +0.07 %
+    assert reg.rotation_deg == pytest.approx(p.rotation_deg, abs=0.2)  # +0.13°
+
+
+def test_chaining_composes_tele_to_middle_then_middle_to_uw(
+    far_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With exact links (the simulation's), the chain is their product; a given middle registration is reused
+    and the tele's hint in the middle camera is the ratio of the two hints."""
+    p, wide = far_triple.pair, far_triple.wide
+    uw_wh, wide_wh, tele_wh = ((t.shape[2], t.shape[1]) for t in (p.uw, wide, p.tele))
+    tele_to_wide = np.linalg.inv(far_triple.wide_to_uw) @ p.tele_to_uw
+    calls = []
+
+    def link(uw: torch.Tensor, tele: torch.Tensor, **kw: object) -> Registration:
+        calls.append((kw["uw_name"], kw["tele_name"], kw["zoom_ratio_hint"]))
+        return register_module._describe(tele_to_wide, wide_wh, tele_wh)
+
+    monkeypatch.setattr(register_module, "register", link)
+    wide_reg = register_module._describe(far_triple.wide_to_uw, uw_wh, wide_wh)
+    reg = register_chained(
+        p.uw,
+        wide,
+        p.tele,
+        zoom_ratio_hint=6.0,
+        mid_registration=wide_reg,
+        mid_name="m.jpg",
+        tele_name="t.jpg",
+    )
+    assert calls == [("m.jpg", "t.jpg", pytest.approx(6.0 / far_triple.wide_zoom_ratio))]
+    np.testing.assert_allclose(reg.homography, p.tele_to_uw / p.tele_to_uw[2, 2], atol=1e-9)  # not "polished"
+    assert reg.center == pytest.approx(p.center) and reg.zoom_ratio == pytest.approx(p.zoom_ratio)
+
+
+def test_a_chain_is_polished_where_the_tele_and_the_uw_correlate_well() -> None:
+    """A textured scene: the uw and the tele correlate far beyond chance, so a slipped link is corrected."""
+    t = simulate_triple(
+        _photo("life"),
+        density=4.0,
+        offset=(4.0, -3.0),
+        rotation_deg=0.7,
+        wide_offset=(-3.0, 2.0),
+        wide_rotation_deg=-0.4,
+        seed=1,
+    )
+    p = t.pair
+    uw_wh, wide_wh, tele_wh = ((x.shape[2], x.shape[1]) for x in (p.uw, t.wide, p.tele))
+    slip = np.array([[1.0, 0.0, 1.5], [0.0, 1.0, -1.0], [0.0, 0.0, 1.0]])  # the wide placed 1.8 uw px off
+    slipped = register_module._describe(slip @ t.wide_to_uw, uw_wh, wide_wh)
+    reg = register_chained(p.uw, t.wide, p.tele, zoom_ratio_hint=4.0, mid_registration=slipped)
+    assert corner_error(slip @ p.tele_to_uw, p.tele_to_uw, tele_wh) == pytest.approx(1.5)
+    assert corner_error(reg.homography, p.tele_to_uw, tele_wh) < 0.4  # measured 0.26
+    assert reg.method == "chained" and reg.correlation > 0.9
+
+
+def test_a_broken_chain_names_all_three_photos() -> None:
+    a = simulate_triple(_photo("life"), density=4.0, seed=0)
+    b = simulate_pair(_photo("seeding"), density=2.0, seed=1)
+    with pytest.raises(
+        TeleNotFoundError,
+        match=r"^t\.jpg not found in u\.jpg through m\.jpg: no overlap found between m\.jpg and t\.jpg \(",
+    ):
+        register_chained(
+            a.pair.uw,
+            b.uw,
+            a.pair.tele,
+            zoom_ratio_hint=4.0,
+            uw_name="u.jpg",
+            mid_name="m.jpg",
+            tele_name="t.jpg",
+        )
 
 
 def _inside_tele(reg: Registration, box: tuple[int, int, int, int], tele_wh: tuple[int, int]) -> bool:

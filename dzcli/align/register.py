@@ -12,7 +12,9 @@ by fitting the homography to dense DIS optical-flow correspondences (an affine m
 clearly fits better); those from weak feature matches or the direct search are also refined by ECC and a
 final hill climb on the correlation, with the tele's tones first matched to the uw's. A registration is
 accepted by photometric evidence only: the correlation of the warped tele with the uw over its footprint
-must exceed what unrelated photos reach for a footprint of that size. :func:`align_pair`
+must exceed what unrelated photos reach for a footprint of that size. :func:`register_chained` finds the tele
+of a triple capture through its middle camera (tele in the middle camera, the middle camera in the uw, the
+two homographies composed), for ratios too large for the direct match. :func:`align_pair`
 cuts the uw crop ``lr`` inside the tele's footprint and resamples the tele onto ``lr``'s grid at ``scale``×
 density (homography + residual flow in one remap), with a forward/backward validity mask.
 """
@@ -193,7 +195,8 @@ class Registration:
         zoom_ratio: field-of-view ratio per side, ``density · W_uw / W_tele``.
         center: tele centre in uw pixels ``(x, y)``.
         rotation_deg: rotation of the tele's axes in the uw frame (y down: positive is clockwise on screen).
-        method: how the tele was found: ``features`` (SIFT) or ``direct`` (correlation search).
+        method: how the tele was found: ``features`` (SIFT), ``direct`` (correlation search) or ``chained``
+            (through the middle camera of a triple capture, :func:`register_chained`).
         correlation: the photometric evidence: correlation of the warped tele with the uw over its
             footprint (locally normalised luma, in [-1, 1]).
     """
@@ -611,10 +614,12 @@ def _direct_stages(uw: _Luma, tele: _Luma, hint_density: float | None) -> Iterat
 
 @dataclass(frozen=True)
 class _Evidence:
-    """Correlation of the warped tele with the uw over its footprint, and the least one to accept."""
+    """Correlation of the warped tele with the uw over its footprint, the least one to accept, and the
+    standard deviation of the correlation unrelated photos reach over that footprint (``chance``)."""
 
     correlation: float
     required: float
+    chance: float = 1.0
 
     @property
     def ok(self) -> bool:
@@ -701,7 +706,8 @@ def _evidence(uw: _Luma, tele: _Luma, h: np.ndarray, side: int = EVIDENCE_SIDE) 
     y -= y.mean()
     corr = float((x * y).sum() / math.sqrt(max((x * x).sum() * (y * y).sum(), 1e-20)))
     independent = min(n, _participation(x), _participation(y)) / (4 * math.pi * NORM_SIGMA**2)
-    return _Evidence(corr, max(MIN_CORRELATION, EVIDENCE_Z / math.sqrt(max(independent, 1.0))))
+    chance = 1.0 / math.sqrt(max(independent, 1.0))
+    return _Evidence(corr, max(MIN_CORRELATION, EVIDENCE_Z * chance), chance)
 
 
 def _participation(v: np.ndarray) -> float:
@@ -902,6 +908,112 @@ def register(
         reg.matches,
         found.evidence.correlation,
         found.evidence.required,
+        time.perf_counter() - t_start,
+    )
+    return reg
+
+
+def register_chained(
+    uw: Tensor,
+    mid: Tensor,
+    tele: Tensor,
+    *,
+    zoom_ratio_hint: float | None = None,
+    mid_zoom_ratio_hint: float | None = None,
+    mid_registration: Registration | None = None,
+    uw_name: str = "uw",
+    mid_name: str = "mid",
+    tele_name: str = "tele",
+) -> Registration:
+    """Find where the tele lies in the uw through the middle camera of a triple capture.
+
+    For a large uw-to-tele ratio the tele's footprint in the uw is small, and the detail the tele shows may
+    be finer than the uw resolves: the direct match is then too weak to be accepted. The middle camera is
+    close enough to both: the tele is registered in it (``register(mid, tele)``), it is registered in the uw
+    (``register(uw, mid)``), and the two homographies are composed (tele → mid → uw). Each link is accepted
+    by its own photometric evidence, and the composed footprint must lie inside the uw and be narrower than
+    it. The composed homography is polished on the uw and the tele as a direct candidate would be (dense
+    flow, ECC, hill climb; :func:`_settle`) only when that raises their correlation by more than chance
+    could (one standard deviation of the correlation of unrelated photos over the footprint): where the
+    direct match is weak, maximising it fits noise, and each link, measured over a larger footprint, is
+    the more accurate.
+
+    Args:
+        uw: ``(3, Hu, Wu)`` float32 RGB in [0, 1], the ultra-wide photo.
+        mid: ``(3, Hm, Wm)``, the middle camera's photo (narrower than the uw, wider than the tele).
+        tele: ``(3, Ht, Wt)``, the tele photo.
+        zoom_ratio_hint: expected uw-to-tele zoom ratio (field of view), e.g. from EXIF.
+        mid_zoom_ratio_hint: expected uw-to-mid zoom ratio; with ``zoom_ratio_hint`` it gives the mid-to-tele
+            hint (field-of-view ratios multiply). Without it, ``zoom_ratio_hint`` divided by the registered
+            mid-to-tele ratio.
+        mid_registration: ``register(uw, mid)`` already made (then it is not repeated).
+        uw_name: how to call the uw in error messages (its file name).
+        mid_name: how to call the middle camera's photo.
+        tele_name: how to call the tele.
+
+    Returns:
+        The registration of the tele in the uw, method ``chained``; ``correlation`` is the evidence of the
+        (polished) composed homography on the uw and the tele, which may be below what a direct registration
+        needs; ``inliers`` and ``matches`` are 0 (no feature match links the tele to the uw directly).
+
+    Raises:
+        TeleNotFoundError: a link is not found, or the composed footprint lies mostly outside the uw.
+        AlignmentError: a link or the composed footprint is not narrower than its wide photo.
+    """
+    t_start = time.perf_counter()
+    uw_wh = (int(uw.shape[2]), int(uw.shape[1]))
+    tele_wh = (int(tele.shape[2]), int(tele.shape[1]))
+    prefix = f"{tele_name} not found in {uw_name} through {mid_name}"
+    mid_ratio = mid_registration.zoom_ratio if mid_registration is not None else mid_zoom_ratio_hint
+    hint = zoom_ratio_hint / mid_ratio if zoom_ratio_hint and mid_ratio else None
+    try:
+        in_mid = register(mid, tele, zoom_ratio_hint=hint, uw_name=mid_name, tele_name=tele_name)
+        if mid_zoom_ratio_hint is None and zoom_ratio_hint:
+            mid_zoom_ratio_hint = zoom_ratio_hint / in_mid.zoom_ratio
+        mid_reg = mid_registration or register(
+            uw, mid, zoom_ratio_hint=mid_zoom_ratio_hint, uw_name=uw_name, tele_name=mid_name
+        )
+        h = mid_reg.homography @ in_mid.homography
+        h = h / h[2, 2]
+        _check_geometry(h, uw_wh, tele_wh, uw_name, tele_name)
+    except AlignmentError as exc:
+        raise type(exc)(f"{prefix}: {exc}") from exc
+    uw_luma, tele_luma = _Luma(_gray(uw)), _Luma(_gray(tele))
+    with _cv_threads():
+        evidence = _evidence(uw_luma, tele_luma, h)
+        polished = _settle(uw_luma, tele_luma, h, "chained")
+    kept = (
+        _plausible(polished.homography, tele_wh)
+        and polished.evidence.correlation > evidence.correlation + evidence.chance
+    )
+    if kept:
+        h, evidence = polished.homography, polished.evidence
+        try:
+            _check_geometry(h, uw_wh, tele_wh, uw_name, tele_name)
+        except AlignmentError as exc:
+            raise type(exc)(f"{prefix}: {exc}") from exc
+    reg = _describe(h, uw_wh, tele_wh, method="chained", correlation=evidence.correlation)
+    log.info(
+        "registered %s in %s through %s (%s in %s: ratio %.4f, %s; %s in %s: ratio %.4f, %s): ratio %.4f, "
+        "centre (%.1f, %.1f), rotation %.2f°, correlation %.2f (a direct registration needs %.2f)%s, %.2f s",
+        tele_name,
+        uw_name,
+        mid_name,
+        tele_name,
+        mid_name,
+        in_mid.zoom_ratio,
+        in_mid.method,
+        mid_name,
+        uw_name,
+        mid_reg.zoom_ratio,
+        mid_reg.method,
+        reg.zoom_ratio,
+        reg.center[0],
+        reg.center[1],
+        reg.rotation_deg,
+        evidence.correlation,
+        evidence.required,
+        ", polished" if kept else "",
         time.perf_counter() - t_start,
     )
     return reg
