@@ -111,10 +111,13 @@ def _fmt(value: Any, spec: str = ".3f") -> str:
 
 
 def _found_by(record: PairRecord) -> str:
-    """How a prepared pair was registered: ``N matches`` (features) or ``direct, r 0.31`` (correlation)."""
+    """How a prepared pair was registered: ``N matches`` (features), ``direct, r 0.31`` (correlation) or
+    ``through the wide`` (chained through the middle camera of a triple capture)."""
     reg = record.registration or {}
     if reg.get("method") == "direct":
         return f"direct, r {reg['correlation']:.2f}"
+    if reg.get("method") == "chained":
+        return "through the wide"
     return "–" if record.inliers is None else f"{record.inliers} matches"
 
 

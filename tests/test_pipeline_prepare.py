@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from dzcli.cli import _found_by
 from dzcli.data.manifest import read_manifest
 from dzcli.errors import DatasetError, OutputError
 from dzcli.io.images import load_photo
 from dzcli.pipeline import prepare as prepare_mod
 from dzcli.pipeline.prepare import PrepareConfig, prepare
-from dzcli.simulate import simulate_pair
-from tests.conftest import scene, write_capture
+from dzcli.simulate import SimulatedTriple, simulate_pair
+from tests.conftest import corner_error, scene, write_capture, write_triple
 
 
 def tree_state(root: Path) -> dict[str, tuple[str, int]]:
@@ -164,6 +165,32 @@ def test_triple_capture_is_kept_together(tmp_path: Path) -> None:
     mid = load_photo(out / rec.files["mid"]).pixels
     hr = load_photo(out / rec.files["hr"]).pixels
     assert mid.shape == hr.shape  # the wide, registered onto the same grid as hr
+
+
+def test_a_triple_capture_too_far_for_a_direct_match_is_registered_through_its_wide(
+    tmp_path: Path, far_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "captures"
+    src.mkdir()
+    write_triple(src, "far", far_triple, when=datetime(2026, 3, 1, 9, 0, 0))
+
+    def twice(*args: object, **kw: object) -> None:
+        raise AssertionError("the wide was registered twice")
+
+    monkeypatch.setattr(prepare_mod, "register", twice)  # the wide's registration in the chain is reused
+    out = tmp_path / "data"
+    summary = prepare(PrepareConfig(src=src, out=out, test_fraction=0.0, min_size=32))  # a 50x37 px lr
+    (rec,) = summary.records
+    assert rec.ok and rec.registration is not None and rec.registration["method"] == "chained"
+    assert _found_by(rec) == "through the wide"
+    p = far_triple.pair
+    tele_wh = (p.tele.shape[2], p.tele.shape[1])
+    assert corner_error(rec.registration["homography"], p.tele_to_uw, tele_wh) < 0.3  # measured 0.14 uw px
+    assert rec.zoom_ratio == pytest.approx(p.zoom_ratio, rel=0.002)
+    assert rec.valid_fraction is not None and rec.valid_fraction > 0.5  # 0.60
+    assert rec.mid is not None and rec.mid.zoom_ratio == pytest.approx(2.0, rel=0.005)
+    assert load_photo(out / rec.files["mid"]).size == load_photo(out / rec.files["hr"]).size
+    assert read_manifest(out).pairs[0].registration == rec.registration
 
 
 def test_an_unwritable_dataset_folder_is_found_before_any_capture(

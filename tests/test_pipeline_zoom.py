@@ -25,12 +25,12 @@ from dzcli.metrics.image import psnr
 from dzcli.pipeline import zoom as zoom_module
 from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, zoom
 from dzcli.resize import resample, torch_resize
-from dzcli.simulate import SimulatedPair, simulate_pair
+from dzcli.simulate import SimulatedPair, SimulatedTriple, simulate_pair
 from dzcli.viz import fit_within
 from dzsr_models import bundled, create_model, save_checkpoint
 from dzsr_models.bundled import BundledModel, ModelInfo
 
-from .conftest import scene, write_capture
+from .conftest import scene, write_capture, write_triple
 from .test_io_metadata import XMP, _xmp_fields
 
 runner = CliRunner()
@@ -338,6 +338,22 @@ def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: 
     )
     assert res.exit_code == 1 and "2 zoomed (2 with the reference, 0 without" in " ".join(res.output.split())
     assert not (tmp_path / "strict" / "mixed_uw_out.jpg").exists()
+
+
+def test_the_far_tele_of_a_triple_capture_is_found_through_its_wide(
+    tmp_path: Path, far_triple: SimulatedTriple, tiny_ckpt: Path
+) -> None:
+    """Only the tele is the reference; the wide helps find it where the direct match is too weak."""
+    src = tmp_path / "captures"
+    src.mkdir()
+    files = write_triple(src, "far", far_triple, when=WHEN)
+    (triple,) = zoom(ZoomConfig(inputs=(src,), out=tmp_path / "out", model=str(tiny_ckpt), device="cpu"))
+    w = triple.written
+    assert triple.ok and w is not None and w.no_ref is None and w.reference is not None
+    assert w.zoom_ratio == pytest.approx(far_triple.pair.zoom_ratio, rel=0.002)  # registered: 5.928 for 5.923
+    (pair,) = zoom(_cfg((files["uw"], files["tele"]), tiny_ckpt, out=tmp_path / "pair.png"))  # no wide
+    assert pair.written is not None and pair.written.reference is None
+    assert (pair.written.no_ref or "").startswith("no overlap found between far_uw.jpg and far_tele.jpg")
 
 
 # ------------------------------------------------------------------------------------------------ bundled models

@@ -1,7 +1,9 @@
 """One capture, from its files to an aligned pair: the path ``prepare``, ``zoom``, ``eval`` and the Python
 API share.
 
-- :func:`read_capture`: both photos read (EXIF orientation applied once) and the EXIF zoom ratio;
+- :func:`read_capture`: the photos read (EXIF orientation applied once) and the EXIF zoom ratios;
+- :func:`register_capture`: the tele registered inside the uw, directly or, for a triple capture whose direct
+  match is too weak, through its middle camera (:func:`dzcli.align.register.register_chained`);
 - :func:`align_capture`: the tele registered inside the uw (:func:`dzcli.align.register.register`),
   resampled onto the grid of the uw crop under it at ``scale``× density
   (:func:`dzcli.align.register.align_pair`) and mapped to the uw's colours
@@ -21,12 +23,19 @@ from torch import Tensor
 
 from dzcli.align.color import ColorModel, match_colors
 from dzcli.align.ratio import RatioEstimate, exif_ratio
-from dzcli.align.register import Registration, align_pair, register
+from dzcli.align.register import Registration, align_pair, register, register_chained
 from dzcli.data.pairs import Capture
-from dzcli.errors import TeleNotFoundError
+from dzcli.errors import AlignmentError, TeleNotFoundError
 from dzcli.io.images import Photo, as_image, load_photo
 
-__all__ = ["AlignedCapture", "CapturePhotos", "align_capture", "read_capture"]
+__all__ = [
+    "AlignedCapture",
+    "CapturePhotos",
+    "CaptureRegistration",
+    "align_capture",
+    "read_capture",
+    "register_capture",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,28 +45,32 @@ RATIO_WARNING = 0.05
 
 @dataclass(frozen=True, eq=False)
 class CapturePhotos:
-    """The photos of a capture as read, and the zoom ratio their EXIF gives.
+    """The photos of a capture as read, and the zoom ratios their EXIF gives.
 
     Attributes:
         uw: the short-focus photo.
         tele: the long-focus photo.
-        zoom_ratio: the EXIF (or ``--ratio``) estimate of the zoom ratio (field of view).
+        zoom_ratio: the EXIF (or ``--ratio``) estimate of the uw-to-tele zoom ratio (field of view).
+        wide: the middle camera's photo of a triple capture, else None.
+        wide_zoom_ratio: the EXIF estimate of the uw-to-wide zoom ratio (None without a wide).
     """
 
     uw: Photo
     tele: Photo
     zoom_ratio: RatioEstimate
+    wide: Photo | None = None
+    wide_zoom_ratio: RatioEstimate | None = None
 
 
 def read_capture(
     cap: Capture, *, max_megapixels: float | None = None, zoom_ratio: float | None = None
 ) -> CapturePhotos:
-    """Read a capture's wide and tele photos and estimate their zoom ratio from EXIF.
+    """Read a capture's photos (uw, tele and, for a triple capture, the wide) and their EXIF zoom ratios.
 
     Args:
-        cap: the capture (its ``uw`` and ``tele`` files).
+        cap: the capture (its ``uw``, ``tele`` and optional ``wide`` files).
         max_megapixels: refuse larger photos.
-        zoom_ratio: a zoom ratio given by the user (overrides EXIF).
+        zoom_ratio: a uw-to-tele zoom ratio given by the user (overrides EXIF).
 
     Raises:
         InputError: a file is missing, unreadable or too large.
@@ -66,7 +79,80 @@ def read_capture(
     uw = load_photo(cap.uw, max_megapixels=max_megapixels)
     tele = load_photo(cap.tele, max_megapixels=max_megapixels)
     est = exif_ratio(uw.info, tele.info, uw_size=uw.size, tele_size=tele.size, user_zoom_ratio=zoom_ratio)
-    return CapturePhotos(uw=uw, tele=tele, zoom_ratio=est)
+    if cap.wide is None:
+        return CapturePhotos(uw=uw, tele=tele, zoom_ratio=est)
+    wide = load_photo(cap.wide, max_megapixels=max_megapixels)
+    wide_est = exif_ratio(uw.info, wide.info, uw_size=uw.size, tele_size=wide.size)
+    return CapturePhotos(uw=uw, tele=tele, zoom_ratio=est, wide=wide, wide_zoom_ratio=wide_est)
+
+
+@dataclass(frozen=True, eq=False)
+class CaptureRegistration:
+    """Where a capture's tele lies in its uw, and how it was found.
+
+    Attributes:
+        tele: the tele's registration in the uw (method ``features``, ``direct`` or ``chained``).
+        wide: the wide's registration in the uw when the tele was found through it (``chained``), else None.
+    """
+
+    tele: Registration
+    wide: Registration | None = None
+
+
+def register_capture(cap: Capture, photos: CapturePhotos) -> CaptureRegistration:
+    """Register a capture's tele inside its uw: directly, else through its wide (a triple capture).
+
+    The direct registration comes first (:func:`dzcli.align.register.register`); when it does not find the
+    tele and the capture has a middle camera, the wide is registered in the uw and the tele found through
+    it (:func:`dzcli.align.register.register_chained`).
+
+    Args:
+        cap: the capture (its files name the photos in messages).
+        photos: its photos, :func:`read_capture`.
+
+    Raises:
+        TeleNotFoundError: the tele is not found, directly nor through the wide (both reasons said).
+        AlignmentError: the photos are given in the wrong order (a photo is not narrower than the one it is
+            registered in).
+    """
+    uw, tele, wide = photos.uw, photos.tele, photos.wide
+    try:
+        return CaptureRegistration(
+            register(
+                uw.pixels,
+                tele.pixels,
+                zoom_ratio_hint=photos.zoom_ratio.value,
+                uw_name=cap.uw.name,
+                tele_name=cap.tele.name,
+            )
+        )
+    except TeleNotFoundError as exc:
+        if wide is None or cap.wide is None:
+            raise
+        direct = exc
+    wide_hint = photos.wide_zoom_ratio.value if photos.wide_zoom_ratio is not None else None
+    log.info("%s: %s; looking for it through %s", cap.id, direct, cap.wide.name)
+    try:
+        wide_reg = register(
+            uw.pixels, wide.pixels, zoom_ratio_hint=wide_hint, uw_name=cap.uw.name, tele_name=cap.wide.name
+        )
+    except AlignmentError as exc:  # named as register_chained names its failures
+        chain = f"{cap.tele.name} not found in {cap.uw.name} through {cap.wide.name}"
+        raise type(exc)(f"{direct}; {chain}: {exc}") from exc
+    try:
+        tele_reg = register_chained(
+            uw.pixels,
+            wide.pixels,
+            tele.pixels,
+            zoom_ratio_hint=photos.zoom_ratio.value,
+            mid_registration=wide_reg,
+            uw_name=cap.uw.name,
+            mid_name=cap.wide.name,
+            tele_name=cap.tele.name,
+        )
+    except AlignmentError as exc:
+        raise type(exc)(f"{direct}; {exc}") from exc
+    return CaptureRegistration(tele_reg, wide_reg)
 
 
 @dataclass(frozen=True, eq=False)

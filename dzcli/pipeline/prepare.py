@@ -2,7 +2,8 @@
 
 Per capture, the path ``zoom`` and ``eval`` share (:mod:`dzcli.align.capture`): read both photos (EXIF
 orientation applied once) → EXIF zoom ratio → registration (SIFT + MAGSAC, or the direct search on
-low-texture scenes; no centred-tele assumption) → DIS residual flow both ways and a validity mask → colour
+low-texture scenes; no centred-tele assumption; through the middle camera of a triple capture when the
+direct match is too weak) → DIS residual flow both ways and a validity mask → colour
 matching of the tele to the wide; then ``pairs/<id>/{lr,hr,ref,mask}.png`` and a preview image.
 
 Each pair is written to a hidden temporary folder and renamed into place when complete; the manifest
@@ -24,10 +25,9 @@ from typing import Any
 import torch
 
 from dzcli import __version__
-from dzcli.align.capture import align_capture, read_capture
+from dzcli.align.capture import CapturePhotos, align_capture, read_capture, register_capture
 from dzcli.align.color import match_colors
-from dzcli.align.ratio import exif_ratio
-from dzcli.align.register import align_pair, register
+from dzcli.align.register import Registration, align_pair, register
 from dzcli.data.manifest import Manifest, MidRecord, PairRecord, read_manifest, write_manifest
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import (
@@ -40,7 +40,7 @@ from dzcli.errors import (
     TeleNotFoundError,
 )
 from dzcli.io.atomic import check_output
-from dzcli.io.images import Photo, load_photo, save_image
+from dzcli.io.images import save_image
 from dzcli.resize import torch_resize
 from dzcli.viz import pair_preview
 from dzsr_models.dzsr import centre_box
@@ -166,9 +166,8 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: PairRecord) -
     record.exif = {"uw": uw.info.to_dict(), "tele": tele.info.to_dict()}
     record.zoom_ratio_exif = None if est.value is None else round(est.value, 4)
     record.zoom_ratio_source = est.source
-    reg = register(
-        uw.pixels, tele.pixels, zoom_ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.tele.name
-    )
+    found = register_capture(cap, photos)
+    reg = found.tele
     record.zoom_ratio = round(reg.zoom_ratio, 4)
     record.density = round(reg.density, 4)
     record.inliers = reg.inliers
@@ -221,28 +220,32 @@ def _process(cap: Capture, cfg: PrepareConfig, work: Path, record: PairRecord) -
     record.flow = aligned.flow
     record.colour = aligned.colour.to_dict()
     record.alignment_psnr = _alignment_psnr(lr, hr, mask)
-    if cap.wide is not None:
-        record.mid = _process_mid(cap, cfg, uw, aligned.box, lr, work, files, depth)
+    if photos.wide is not None:
+        record.mid = _process_mid(cap, photos, found.wide, cfg, aligned.box, lr, work, files, depth)
     record.files = {k: f"{PAIRS_DIR}/{cap.id}/{v}" for k, v in files.items()}
 
 
 def _process_mid(
     cap: Capture,
+    photos: CapturePhotos,
+    reg: Registration | None,
     cfg: PrepareConfig,
-    uw: Photo,
     box: tuple[int, int, int, int],
     lr: torch.Tensor,
     work: Path,
     files: dict[str, str],
     depth: int,
 ) -> MidRecord:
-    """Register the middle camera of a triple capture onto the same LR grid (``mid.png``, ``mid_mask.png``)."""
-    assert cap.wide is not None
-    wide = load_photo(cap.wide, max_megapixels=cfg.max_megapixels)
-    est = exif_ratio(uw.info, wide.info, uw_size=uw.size, tele_size=wide.size)
-    reg = register(
-        uw.pixels, wide.pixels, zoom_ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name
-    )
+    """Register the middle camera of a triple capture onto the same LR grid (``mid.png``, ``mid_mask.png``).
+
+    ``reg`` is its registration in the uw when the tele was found through it (then it is not repeated).
+    """
+    uw, wide, est = photos.uw, photos.wide, photos.wide_zoom_ratio
+    assert cap.wide is not None and wide is not None and est is not None
+    if reg is None:
+        reg = register(
+            uw.pixels, wide.pixels, zoom_ratio_hint=est.value, uw_name=cap.uw.name, tele_name=cap.wide.name
+        )
     pair = align_pair(
         uw.pixels, wide.pixels, reg, scale=cfg.scale, box=box, uw_name=cap.uw.name, tele_name=cap.wide.name
     )

@@ -4,7 +4,8 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
 :mod:`dzcli.align.capture`; :func:`zoom_photo` is the in-memory part, also the Python API):
 
 1. read both photos (EXIF orientation applied once), EXIF zoom ratio, registration of the tele inside the
-   uw (features, or the direct search on low-texture scenes; no centred-tele assumption);
+   uw (features, or the direct search on low-texture scenes; no centred-tele assumption; for a triple
+   capture whose direct match is too weak, through its middle camera, which is not used otherwise);
 2. the tele resampled onto the uw's grid at the network's ``s×`` density over its footprint, mapped to
    the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
    upsampled uw, so nothing misregistered is ever pasted;
@@ -32,6 +33,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +41,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from dzcli.align.capture import AlignedCapture, align_capture, read_capture
+from dzcli.align.capture import (
+    AlignedCapture,
+    CapturePhotos,
+    align_capture,
+    read_capture,
+    register_capture,
+)
 from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
@@ -468,19 +476,17 @@ class ZoomedPhoto:
 
 
 def _locate_tele(
-    uw: Tensor,
-    tele: Tensor,
+    find: Callable[[], Registration],
     *,
-    zoom_ratio: float | None,
     require_ref: bool,
     uw_name: str,
-    tele_name: str,
     timings: dict[str, float],
 ) -> tuple[Registration | None, str | None]:
-    """The registration, or ``(None, why)`` when the tele is not found (an error with ``require_ref``)."""
+    """The registration ``find()`` makes, or ``(None, why)`` when the tele is not found (an error with
+    ``require_ref``)."""
     t = time.perf_counter()
     try:
-        return register(uw, tele, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=tele_name), None
+        return find(), None
     except TeleNotFoundError as exc:
         if require_ref:
             raise
@@ -488,6 +494,11 @@ def _locate_tele(
         return None, str(exc)
     finally:
         timings["register"] = time.perf_counter() - t
+
+
+def _registered_tele(cap: Capture, photos: CapturePhotos) -> Registration:
+    """The tele of a capture registered in its uw (:func:`dzcli.align.capture.register_capture`)."""
+    return register_capture(cap, photos).tele
 
 
 def _density(
@@ -718,12 +729,9 @@ def zoom_photo(
     dev = resolve_device(device)
     timings: dict[str, float] = {}
     reg, no_ref = _locate_tele(
-        uw_t,
-        tele_t,
-        zoom_ratio=zoom_ratio,
+        partial(register, uw_t, tele_t, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=tele_name),
         require_ref=require_ref,
         uw_name=uw_name,
-        tele_name=tele_name,
         timings=timings,
     )
     s = describe(model).scale
@@ -805,13 +813,10 @@ def zoom_capture(
     timings: dict[str, float] = {}
     photos = read_capture(cap, max_megapixels=cfg.max_megapixels, zoom_ratio=cfg.zoom_ratio)
     uw, est = photos.uw, photos.zoom_ratio
-    reg, no_ref = _locate_tele(
-        uw.pixels,
-        photos.tele.pixels,
-        zoom_ratio=est.value,
+    reg, no_ref = _locate_tele(  # through the middle camera of a triple capture when the direct match is weak
+        partial(_registered_tele, cap, photos),
         require_ref=cfg.require_ref,
         uw_name=cap.uw.name,
-        tele_name=cap.tele.name,
         timings=timings,
     )
     density = _density(reg, est.value, uw.size, photos.tele.size)
