@@ -359,6 +359,14 @@ def zoom(
             "tele at the output's density inside its footprint.",
         ),
     ] = True,
+    wide: Annotated[
+        bool,
+        typer.Option(
+            "--wide/--no-wide",
+            help="For a triple capture (folder mode), the middle camera is also a reference, around "
+            "the tele's footprint.",
+        ),
+    ] = True,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
 
@@ -381,11 +389,14 @@ def zoom(
             if w.out_size == (w.scale * w.in_size[0], w.scale * w.in_size[1])
             else (f" then x{w.resample:.3f} {'Lanczos' if w.resample > 1 else 'area'}")
         )
-        how = (
-            f"zoom ratio {w.zoom_ratio:.2f}"
-            if w.no_ref is None
-            else (f"[yellow]tele not found ({escape(w.no_ref)}): zoomed without the reference[/]")
-        )
+        if w.no_ref is None:
+            how = f"zoom ratio {w.zoom_ratio:.2f}"
+        elif w.reference is not None:  # a triple capture whose wide was found, not its tele
+            how = f"[yellow]tele not found ({escape(w.no_ref)}): zoomed with the wide as the reference[/]"
+        else:
+            how = f"[yellow]tele not found ({escape(w.no_ref)}): zoomed without the reference[/]"
+        if w.no_ref is None and w.reference is not None and w.reference.wide:
+            how += ", the wide around the tele"
         if w.reference is not None and w.reference.residual_gain is not None:
             how += f", self-check: network detail outside the tele x{w.reference.residual_gain:.2f}"
         if w.reference is not None and w.reference.pasted:
@@ -418,6 +429,7 @@ def zoom(
             require_ref=require_ref,
             self_check=self_check,
             paste=paste,
+            wide=wide,
         )
         with _progress() as bar:
             tasks: dict[str, TaskID] = {}
@@ -533,7 +545,7 @@ def eval_cmd(
     (real captures, outside the reference: [bold]dzsr eval data/ --holdout right[/])
     """
     from dzcli.pipeline.evaluate import EvalConfig, default_out, evaluate
-    from dzcli.report import DISPLAY_REGIONS, HIGHER_IS_BETTER, best_value, region_label
+    from dzcli.report import HIGHER_IS_BETTER, best_value, region_label
 
     with _boundary():
         out = output if output is not None else default_out(data)
@@ -560,7 +572,7 @@ def eval_cmd(
             )
         means, secs = report.means(), report.mean_seconds()
         metrics = [m for m in ("psnr", "ssim", "lpips") if any(m in means[x].get("full", {}) for x in means)]
-        regions = DISPLAY_REGIONS
+        regions = report.regions
         table = Table(
             title=f"{report.kind} {data}: means over {len(report.complete)} of {len(report.images)} images",
             title_justify="left",

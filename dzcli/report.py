@@ -49,7 +49,8 @@ __all__ = [
 
 METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")
 DISPLAY_REGIONS = ("full", "centre", "corner")
-"""Region order of every rendering."""
+"""Region order of every rendering (then ``wide``, the middle camera's footprint around the centre, in a
+report on triple captures: :attr:`EvalReport.regions`)."""
 HIGHER_IS_BETTER = {m: not m.startswith("lpips") for m in METRICS}
 TRUTH = "ground truth"
 """Column name of the ground truth in the crops."""
@@ -109,6 +110,15 @@ class EvalReport:
     protocol: dict[str, Any]
     images: list[ImageResult] = field(default_factory=list)
     crop_methods: list[str] = field(default_factory=list)
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions to show: :data:`DISPLAY_REGIONS`, and ``wide`` when every image evaluated by every
+        method has it (a set of triple captures)."""
+        done = self.complete
+        if done and all("wide" in s for im in done for s in im.scores.values()):
+            return (*DISPLAY_REGIONS, "wide")
+        return DISPLAY_REGIONS
 
     @property
     def complete(self) -> list[ImageResult]:
@@ -212,7 +222,7 @@ def to_csv(report: EvalReport) -> str:
     rows.append(("mean", means, secs))
     for image, scores, seconds in rows:
         for method in report.methods:
-            for region in DISPLAY_REGIONS:
+            for region in report.regions:
                 vals = scores.get(method, {}).get(region)
                 if vals is None:
                     continue
@@ -236,12 +246,13 @@ def region_label(report: EvalReport, region: str) -> str:
 
 
 def to_markdown(report: EvalReport, *, title: str | None = None) -> str:
-    """A Markdown table of the means: one row per method; PSNR, SSIM, LPIPS as ``full / centre / corner``.
+    """A Markdown table of the means: one row per method; PSNR, SSIM, LPIPS as ``full / centre / corner``
+    (``/ wide`` on triple captures).
 
     The best value of each column is in bold. Followed by the number of images and seconds per image.
     """
     means, secs = report.means(), report.mean_seconds()
-    order = DISPLAY_REGIONS
+    order = report.regions
     if not report.complete:
         head = [] if title is None else [title, ""]
         failures = [f"{im.id}: {m}: {r}" for im in report.images for m, r in im.failed.items()]
@@ -352,13 +363,13 @@ def _means_table(report: EvalReport, metrics: tuple[str, ...]) -> str:
     means, secs = report.means(), report.mean_seconds()
     head = "".join(
         f"<th>{html.escape(region_label(report, r))} {m.replace('_', ' ')}</th>"
-        for r in DISPLAY_REGIONS
+        for r in report.regions
         for m in metrics
     )
     rows = []
     for method in report.methods:
         cells = []
-        for region in DISPLAY_REGIONS:
+        for region in report.regions:
             for metric in metrics:
                 v = means[method].get(region, {}).get(metric)
                 best = v is not None and v == best_value(report, means, region, metric)
@@ -405,11 +416,9 @@ def to_html(report: EvalReport) -> str:
             s = im.scores.get(method)
             if s is None:
                 continue
-            cells = "".join(
-                f"<td>{_fmt(s.get(r, {}).get(m), m)}</td>" for r in DISPLAY_REGIONS for m in plain
-            )
+            cells = "".join(f"<td>{_fmt(s.get(r, {}).get(m), m)}</td>" for r in report.regions for m in plain)
             rows.append(f"<tr><td>{esc(method)}</td>{cells}</tr>")
-        head = "".join(f"<th>{esc(region_label(report, r))} {m}</th>" for r in DISPLAY_REGIONS for m in plain)
+        head = "".join(f"<th>{esc(region_label(report, r))} {m}</th>" for r in report.regions for m in plain)
         out.append(f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>")
         for region, files in im.crops.items():
             x0, y0, w, h = im.crop_boxes[region]

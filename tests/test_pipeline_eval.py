@@ -208,6 +208,31 @@ def test_eval_simulated_set_runs_the_zoom_pipeline(tmp_path: Path, ckpts: dict[s
     assert "png" in files and files["png"].is_file()
 
 
+def test_eval_scores_a_triple_capture_on_the_wides_footprint_with_and_without_it(
+    tmp_path: Path, ckpts: dict[str, Path]
+) -> None:
+    sim = tmp_path / "sim"
+    simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, zoom_ratio=4.0, triple=True, seed=2))
+    out = tmp_path / "report"
+    cfg = EvalConfig(data=sim, out=out, models=(str(ckpts["a"]),), device="cpu", crop=64, lpips=False)
+    report, files = evaluate(cfg)
+    assert report.methods == ["bicubic", "lanczos", "tiny (no ref)", "tiny", "tiny (tele only)"]
+    assert report.regions == ("full", "centre", "corner", "wide")
+    (im,) = report.images
+    assert im.info["tiny"]["wide"] and not im.info["tiny (tele only)"]["wide"]
+    # the wide's region is its footprint (half the uw on each side at 13/26 mm) around the tele's
+    w, h = im.box[2:]
+    W, H = im.size
+    ring = im.scores["bicubic"]["wide"]
+    assert set(ring) >= {"psnr", "ssim"} and w < W / 3 and h < H / 3
+    assert im.scores["tiny"]["wide"] != im.scores["tiny (tele only)"]["wide"]  # the wide changed the ring
+    assert im.scores["tiny"]["corner"] != im.scores["tiny (tele only)"]["corner"]
+    md = files["md"].read_text()
+    assert "full / centre / corner / wide" in md and "| tiny (tele only) |" in md
+    rows = list(csv.DictReader(files["csv"].open()))
+    assert {r["region"] for r in rows} == {"full", "centre", "corner", "wide"}
+
+
 def test_footprint_box_of_a_known_tele() -> None:
     # a 100x60 tele at half the uw's density per side, centred at uw (60.0, 40.0), no rotation
     h = np.array([[0.5, 0.0, 60.0 - 0.5 * 49.5], [0.0, 0.5, 40.0 - 0.5 * 29.5], [0, 0, 1]])

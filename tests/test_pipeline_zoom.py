@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import ImageCms
 from typer.testing import CliRunner
 
+from dzcli.align.capture import AlignedCapture
 from dzcli.cli import app
 from dzcli.errors import AlignmentError, ConfigError, InputError, OutputError, ResourceError, WeightsError
 from dzcli.infer import engine
@@ -23,7 +24,7 @@ from dzcli.io.exif import CaptureInfo, make_exif, read_xmp
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import psnr
 from dzcli.pipeline import zoom as zoom_module
-from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, zoom
+from dzcli.pipeline.zoom import ZoomConfig, fill_invalid, merge_references, zoom
 from dzcli.resize import resample, torch_resize
 from dzcli.simulate import SimulatedPair, SimulatedTriple, simulate_pair
 from dzcli.viz import fit_within
@@ -78,6 +79,42 @@ def srgb_icc() -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ pure steps
+
+
+def _aligned(box: tuple[int, int, int, int], value: float, s: int = 2) -> AlignedCapture:
+    """A reference of constant ``value`` over ``box``, valid everywhere."""
+    w, h = box[2:]
+    return AlignedCapture(
+        registration=None,  # type: ignore[arg-type]  # not read by merge_references
+        lr=torch.zeros(3, h, w),
+        ref=torch.full((3, s * h, s * w), value),
+        mask=torch.ones(1, s * h, s * w),
+        box=box,
+        scale=s,
+        valid_fraction=1.0,
+        flow={"mean": 0.0, "p95": 0.0},
+        colour=None,  # type: ignore[arg-type]
+    )
+
+
+def test_merge_references_puts_the_tele_inside_the_wide_and_the_uw_where_neither_reaches() -> None:
+    uw = torch.full((3, 40, 60), 0.5)
+    wide, tele = _aligned((10, 8, 30, 20), 0.2), _aligned((20, 14, 10, 8), 0.9)
+    tele.mask[:, :, :8] = 0  # the tele's left 4 uw px are not consistent with the uw: the wide shows there
+    m = merge_references(uw, wide, tele)
+    assert m.box == (10, 8, 30, 20) and m.ref.shape == (3, 40, 60) and m.mask.shape == (1, 40, 60)
+    assert bool((m.mask == 1).all()) and m.registration is tele.registration and m.scale == 2
+    ty, tx = 2 * (14 - 8), 2 * (20 - 10)  # the tele's footprint in the merged reference
+    assert torch.allclose(m.ref[:, ty + 4 : ty + 12, tx + 12 : tx + 16], torch.tensor(0.9))  # inside, 4 px in
+    assert torch.allclose(m.ref[:, ty + 4 : ty + 12, tx : tx + 8], torch.tensor(0.2))  # its invalid part
+    assert torch.allclose(m.ref[:, :8, :], torch.tensor(0.2))  # the wide around it
+    # a tele reaching beyond the wide widens the reference; there the upsampled uw fills the gaps
+    far = merge_references(uw, wide, _aligned((36, 2, 10, 10), 0.9))
+    assert far.box == (10, 2, 36, 26) and far.mask[0, :10, :40].sum() == 0
+    assert torch.allclose(far.ref[:, :10, :40], torch.tensor(0.5), atol=1e-5)
+    assert merge_references(uw, wide, None).box == wide.box
+    with pytest.raises(ValueError, match="x2 and x4"):
+        merge_references(uw, wide, _aligned((20, 14, 10, 8), 0.9, s=4))
 
 
 def test_fill_invalid_replaces_only_invalid_pixels() -> None:
@@ -343,7 +380,7 @@ def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: 
 def test_the_far_tele_of_a_triple_capture_is_found_through_its_wide(
     tmp_path: Path, far_triple: SimulatedTriple, tiny_ckpt: Path
 ) -> None:
-    """Only the tele is the reference; the wide helps find it where the direct match is too weak."""
+    """The wide helps find the tele where the direct match is too weak, and is the reference around it."""
     src = tmp_path / "captures"
     src.mkdir()
     files = write_triple(src, "far", far_triple, when=WHEN)
@@ -351,6 +388,17 @@ def test_the_far_tele_of_a_triple_capture_is_found_through_its_wide(
     w = triple.written
     assert triple.ok and w is not None and w.no_ref is None and w.reference is not None
     assert w.zoom_ratio == pytest.approx(far_triple.pair.zoom_ratio, rel=0.002)  # registered: 5.928 for 5.923
+    # the reference spans the wide's footprint (the central half of the uw, 169x127 px), the tele inside it
+    x0, y0, bw, bh = w.reference.box
+    cx, cy = far_triple.wide_center
+    assert w.reference.wide
+    assert abs(x0 + bw / 2 - cx) < 3 and abs(y0 + bh / 2 - cy) < 3 and 160 <= bw <= 175 and 118 <= bh <= 132
+    (tele_only,) = zoom(
+        ZoomConfig(inputs=(src,), out=tmp_path / "tele_only", model=str(tiny_ckpt), device="cpu", wide=False)
+    )
+    t = tele_only.written
+    assert t is not None and t.reference is not None and not t.reference.wide
+    assert t.reference.box[2] < 70 and t.zoom_ratio == pytest.approx(w.zoom_ratio)
     (pair,) = zoom(_cfg((files["uw"], files["tele"]), tiny_ckpt, out=tmp_path / "pair.png"))  # no wide
     assert pair.written is not None and pair.written.reference is None
     assert (pair.written.no_ref or "").startswith("no overlap found between far_uw.jpg and far_tele.jpg")

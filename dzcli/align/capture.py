@@ -2,8 +2,9 @@
 API share.
 
 - :func:`read_capture`: the photos read (EXIF orientation applied once) and the EXIF zoom ratios;
-- :func:`register_capture`: the tele registered inside the uw, directly or, for a triple capture whose direct
-  match is too weak, through its middle camera (:func:`dzcli.align.register.register_chained`);
+- :func:`register_capture` (:func:`register_photos` on arrays): the tele registered inside the uw, directly or,
+  for a triple capture whose direct match is too weak, through its middle camera
+  (:func:`dzcli.align.register.register_chained`);
 - :func:`align_capture`: the tele registered inside the uw (:func:`dzcli.align.register.register`),
   resampled onto the grid of the uw crop under it at ``scale``× density
   (:func:`dzcli.align.register.align_pair`) and mapped to the uw's colours
@@ -35,6 +36,7 @@ __all__ = [
     "align_capture",
     "read_capture",
     "register_capture",
+    "register_photos",
 ]
 
 log = logging.getLogger(__name__)
@@ -102,53 +104,77 @@ class CaptureRegistration:
 def register_capture(cap: Capture, photos: CapturePhotos) -> CaptureRegistration:
     """Register a capture's tele inside its uw: directly, else through its wide (a triple capture).
 
-    The direct registration comes first (:func:`dzcli.align.register.register`); when it does not find the
-    tele and the capture has a middle camera, the wide is registered in the uw and the tele found through
-    it (:func:`dzcli.align.register.register_chained`).
-
-    Args:
-        cap: the capture (its files name the photos in messages).
-        photos: its photos, :func:`read_capture`.
+    :func:`register_photos` on the capture's photos, named by their files.
 
     Raises:
         TeleNotFoundError: the tele is not found, directly nor through the wide (both reasons said).
         AlignmentError: the photos are given in the wrong order (a photo is not narrower than the one it is
             registered in).
     """
-    uw, tele, wide = photos.uw, photos.tele, photos.wide
+    return register_photos(
+        photos.uw.pixels,
+        photos.tele.pixels,
+        None if photos.wide is None or cap.wide is None else photos.wide.pixels,
+        zoom_ratio=photos.zoom_ratio.value,
+        wide_zoom_ratio=None if photos.wide_zoom_ratio is None else photos.wide_zoom_ratio.value,
+        uw_name=cap.uw.name,
+        tele_name=cap.tele.name,
+        wide_name=None if cap.wide is None else cap.wide.name,
+    )
+
+
+def register_photos(
+    uw: Tensor,
+    tele: Tensor,
+    wide: Tensor | None = None,
+    *,
+    zoom_ratio: float | None = None,
+    wide_zoom_ratio: float | None = None,
+    uw_name: str = "uw",
+    tele_name: str = "tele",
+    wide_name: str | None = None,
+) -> CaptureRegistration:
+    """Register the tele inside the uw: directly, else, with a middle camera, through it.
+
+    The direct registration comes first (:func:`dzcli.align.register.register`); when it does not find the
+    tele and there is a wide, the wide is registered in the uw and the tele found through it
+    (:func:`dzcli.align.register.register_chained`).
+
+    Args:
+        uw, tele, wide: ``(3, H, W)`` photos in [0, 1] (``wide`` None for a pair).
+        zoom_ratio: the EXIF uw-to-tele zoom ratio, a hint.
+        wide_zoom_ratio: the EXIF uw-to-wide zoom ratio, a hint.
+        uw_name, tele_name, wide_name: how to call the photos in messages (their files).
+
+    Raises:
+        TeleNotFoundError: the tele is not found, directly nor through the wide (both reasons said).
+        AlignmentError: the photos are given in the wrong order.
+    """
+    wide_name = wide_name or "wide"
     try:
         return CaptureRegistration(
-            register(
-                uw.pixels,
-                tele.pixels,
-                zoom_ratio_hint=photos.zoom_ratio.value,
-                uw_name=cap.uw.name,
-                tele_name=cap.tele.name,
-            )
+            register(uw, tele, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=tele_name)
         )
     except TeleNotFoundError as exc:
-        if wide is None or cap.wide is None:
+        if wide is None:
             raise
         direct = exc
-    wide_hint = photos.wide_zoom_ratio.value if photos.wide_zoom_ratio is not None else None
-    log.info("%s: %s; looking for it through %s", cap.id, direct, cap.wide.name)
+    log.info("%s: %s; looking for it through %s", uw_name, direct, wide_name)
     try:
-        wide_reg = register(
-            uw.pixels, wide.pixels, zoom_ratio_hint=wide_hint, uw_name=cap.uw.name, tele_name=cap.wide.name
-        )
+        wide_reg = register(uw, wide, zoom_ratio_hint=wide_zoom_ratio, uw_name=uw_name, tele_name=wide_name)
     except AlignmentError as exc:  # named as register_chained names its failures
-        chain = f"{cap.tele.name} not found in {cap.uw.name} through {cap.wide.name}"
+        chain = f"{tele_name} not found in {uw_name} through {wide_name}"
         raise type(exc)(f"{direct}; {chain}: {exc}") from exc
     try:
         tele_reg = register_chained(
-            uw.pixels,
-            wide.pixels,
-            tele.pixels,
-            zoom_ratio_hint=photos.zoom_ratio.value,
+            uw,
+            wide,
+            tele,
+            zoom_ratio_hint=zoom_ratio,
             mid_registration=wide_reg,
-            uw_name=cap.uw.name,
-            mid_name=cap.wide.name,
-            tele_name=cap.tele.name,
+            uw_name=uw_name,
+            mid_name=wide_name,
+            tele_name=tele_name,
         )
     except AlignmentError as exc:
         raise type(exc)(f"{direct}; {exc}") from exc

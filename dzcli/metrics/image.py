@@ -21,7 +21,7 @@ from dzcli.io.images import to_hwc
 from dzcli.metrics.lpips import LPIPS, MIN_SIDE, to_input
 
 Piece = tuple[int, int, int, int]  # (y0, y1, x0, x1), half-open
-REGIONS = ("centre", "corner", "full")
+REGIONS = ("centre", "corner", "full", "wide")
 
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
@@ -59,26 +59,49 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
     )
 
 
-def region_pieces(height: int, width: int, box: tuple[int, int, int, int]) -> dict[str, list[Piece]]:
+def region_pieces(
+    height: int,
+    width: int,
+    box: tuple[int, int, int, int],
+    wide_box: tuple[int, int, int, int] | None = None,
+) -> dict[str, list[Piece]]:
     """Split an image into the protocol's regions.
 
     Args:
         height, width: image size.
         box: the centre region (x0, y0, w, h) in this image's pixels (clipped to the image).
+        wide_box: for a triple capture, the middle camera's footprint (x0, y0, w, h), which holds ``box``.
 
     Returns:
-        ``{"centre": [piece], "corner": [left, right, top, bottom], "full": [piece]}``; empty corner
-        pieces are dropped. Centre and corner partition the image.
+        ``{"centre": [piece], "corner": [left, right, top, bottom], "full": [piece]}``, and with ``wide_box``
+        ``"wide"``: the pieces of ``wide_box`` outside ``box`` (the ring where only the wide is a reference);
+        empty pieces are dropped. Centre and corner partition the image.
     """
-    x0, y0, w, h = box
-    x0, y0 = max(0, min(width, x0)), max(0, min(height, y0))
-    x1, y1 = max(x0, min(width, box[0] + w)), max(y0, min(height, box[1] + h))
-    corner = [(0, height, 0, x0), (0, height, x1, width), (0, y0, x0, x1), (y1, height, x0, x1)]
-    return {
+    x0, y0, x1, y1 = _clip(box, height, width)
+    out = {
         "centre": [(y0, y1, x0, x1)],
-        "corner": [p for p in corner if p[1] > p[0] and p[3] > p[2]],
+        "corner": _ring((0, 0, width, height), (x0, y0, x1, y1)),
         "full": [(0, height, 0, width)],
     }
+    if wide_box is not None:
+        wx0, wy0, wx1, wy1 = _clip(wide_box, height, width)
+        inner = (max(x0, wx0), max(y0, wy0), max(min(x1, wx1), wx0), max(min(y1, wy1), wy0))
+        out["wide"] = _ring((wx0, wy0, wx1, wy1), inner)
+    return out
+
+
+def _clip(box: tuple[int, int, int, int], height: int, width: int) -> tuple[int, int, int, int]:
+    """``(x0, y0, w, h)`` clipped to the image, as corners ``(x0, y0, x1, y1)``."""
+    x0, y0 = max(0, min(width, box[0])), max(0, min(height, box[1]))
+    return x0, y0, max(x0, min(width, box[0] + box[2])), max(y0, min(height, box[1] + box[3]))
+
+
+def _ring(outer: tuple[int, int, int, int], inner: tuple[int, int, int, int]) -> list[Piece]:
+    """The non-empty pieces (left, right, top, bottom) of corners ``outer`` outside corners ``inner``."""
+    ox0, oy0, ox1, oy1 = outer
+    x0, y0, x1, y1 = inner
+    pieces = [(oy0, oy1, ox0, x0), (oy0, oy1, x1, ox1), (oy0, y0, x0, x1), (y1, oy1, x0, x1)]
+    return [p for p in pieces if p[1] > p[0] and p[3] > p[2]]
 
 
 def _ssim_pieces(
@@ -111,7 +134,8 @@ def _ssim_pieces(
 
 
 class RegionScorer:
-    """Scores any number of outputs against one ground truth on centre / corner / full (SelfDZSR protocol).
+    """Scores any number of outputs against one ground truth on centre / corner / full (SelfDZSR protocol), and
+    the wide's footprint around the centre for a triple capture.
 
     The truth's 8-bit copy and, for LPIPS, its AlexNet features per piece are computed once (the features
     take about 80 bytes per truth pixel: 1 GB for a 12-megapixel image).
@@ -123,6 +147,8 @@ class RegionScorer:
     Args:
         hr: (3,H,W) ground truth in [0,1], compared on the 8-bit grid.
         box: the centre region in these images' pixels (x0, y0, w, h).
+        wide_box: the middle camera's footprint (x0, y0, w, h) of a triple capture: adds region ``wide``
+            (its pieces outside ``box``, scored like the corner's).
         mask: optional (1,H,W) validity; adds ``psnr_masked``, ``ssim_masked``, ``lpips_masked`` computed
             over pixels where mask > 0.5 (pooled MSE; mean of the SSIM / LPIPS maps).
         with_ssim: also compute SSIM.
@@ -134,13 +160,14 @@ class RegionScorer:
         hr: torch.Tensor,
         box: tuple[int, int, int, int],
         *,
+        wide_box: tuple[int, int, int, int] | None = None,
         mask: torch.Tensor | None = None,
         with_ssim: bool = True,
         lpips_net: LPIPS | None = None,
     ) -> None:
         self.hr8 = to_uint8(hr)
         self.size = (int(hr.shape[-2]), int(hr.shape[-1]))
-        self.regions = {k: v for k, v in region_pieces(*self.size, box).items() if v}
+        self.regions = {k: v for k, v in region_pieces(*self.size, box, wide_box).items() if v}
         self.mask = mask
         self.m = None if mask is None else (mask[0].cpu().numpy() > 0.5)
         self.with_ssim = with_ssim

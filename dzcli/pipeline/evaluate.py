@@ -269,7 +269,11 @@ def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float) 
     return loaded
 
 
-def _methods(models: list[_Model], peers: dict[str, Peer]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+def _methods(
+    models: list[_Model], peers: dict[str, Peer], *, tele_only: bool = False
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """The report's methods in display order and what each is; ``tele_only`` (a set with triple captures)
+    adds each model zoomed with the tele alone, as a pair."""
     names = ["bicubic", "lanczos", *peers]
     info: dict[str, dict[str, Any]] = {
         "bicubic": {"kind": "interpolation", "filter": "OpenCV INTER_CUBIC"},
@@ -281,6 +285,9 @@ def _methods(models: list[_Model], peers: dict[str, Peer]) -> tuple[list[str], d
         names += [noref, m.name]
         info[noref] = {"kind": "model, reference disabled", "model": m.path, "scale": m.scale}
         info[m.name] = {"kind": "model", "model": m.path, "scale": m.scale}
+        if tele_only:
+            names.append(f"{m.name} (tele only)")
+            info[names[-1]] = {"kind": "model, the wide not a reference", "model": m.path, "scale": m.scale}
     return names, info
 
 
@@ -299,6 +306,7 @@ class _Scorer:
         lpips_net: LPIPS module or None.
         crop_methods: methods whose crops are saved.
         mask: ``(1, H, W)`` validity (prepared datasets) or None.
+        wide_box: the middle camera's footprint of a triple capture (region ``wide``), or None.
     """
 
     def __init__(
@@ -309,11 +317,12 @@ class _Scorer:
         lpips_net: LPIPS | None,
         crop_methods: list[str],
         mask: Tensor | None = None,
+        wide_box: Box | None = None,
     ) -> None:
         self.result = result
         self.cfg = cfg
         self.crop_methods = crop_methods
-        self.scorer = RegionScorer(truth, result.box, mask=mask, lpips_net=lpips_net)
+        self.scorer = RegionScorer(truth, result.box, wide_box=wide_box, mask=mask, lpips_net=lpips_net)
         for region in ("centre", "corner"):
             crop = pick_crop(truth, result.box, region, cfg.crop)
             if crop is not None:
@@ -327,6 +336,12 @@ class _Scorer:
         self.result.seconds[method] = seconds
         if method in self.crop_methods:
             self._save_crops(method, out)
+
+    def same_as(self, method: str, other: str) -> None:
+        """Score ``method`` as ``other`` was (the same output), when ``other`` was scored."""
+        if other in self.result.scores:
+            self.result.scores[method] = self.result.scores[other]
+            self.result.seconds[method] = self.result.seconds[other]
 
     def _save_crops(self, method: str, img: Tensor) -> None:
         for region, (x0, y0, w, h) in self.result.crop_boxes.items():
@@ -410,9 +425,19 @@ def _eval_simulated(
     lpips_net: LPIPS | None,
     crop_methods: list[str],
     peers: dict[str, Peer],
+    tele_only: bool = False,
 ) -> ImageResult:
+    """Score one simulated capture; a triple capture is zoomed with its wide (and, with ``tele_only``, again
+    without it), and scored on the wide's footprint too."""
     files = record.files
-    cap = Capture(id=record.name, uw=root / files["uw"], tele=root / files["tele"], method="simulated")
+    wide_file = root / files["wide"] if record.wide is not None and "wide" in files else None
+    cap = Capture(
+        id=record.name,
+        uw=root / files["uw"],
+        tele=root / files["tele"],
+        method="simulated",
+        wide=wide_file,
+    )
     try:
         truth = load_photo(root / files["truth"]).pixels
         photos = read_capture(cap)
@@ -424,8 +449,11 @@ def _eval_simulated(
     if (round(density * uw.shape[-1]), round(density * uw.shape[-2])) != (W, H):
         raise DatasetError(f"{root}: truth of {record.name} is not {density:g}x its uw photo")
     box = footprint_box(record.tele_to_uw, record.tele_size, density, (W, H))
+    wide_box = None
+    if record.wide is not None:
+        wide_box = footprint_box(record.wide.to_uw, record.wide.size, density, (W, H))
     result = ImageResult(id=record.name, size=(W, H), box=box, info={"density": density})
-    scorer = _Scorer(result, truth, cfg, lpips_net, crop_methods)
+    scorer = _Scorer(result, truth, cfg, lpips_net, crop_methods, wide_box=wide_box)
     _score_single_image(scorer, uw, (H, W), peers)
     for m in models:
         sr, secs = _run_model(m.model, uw, cfg, device)
@@ -433,42 +461,53 @@ def _eval_simulated(
         out = resample(sr, (H, W))
         scorer.add(f"{m.name} (no ref)", out, secs + time.perf_counter() - t)
         del sr, out
-        t = time.perf_counter()
-        try:
-            zoomed = zoom_photo(
-                m.model,
-                uw,
-                tele,
-                outscale=density,
-                zoom_ratio=photos.zoom_ratio.value,
-                tile=cfg.tile,
-                overlap=cfg.tile_overlap,
-                device=device,
-                half=not cfg.fp32,
-                self_check=cfg.self_check,
-                paste=cfg.paste,
-                uw_name=cap.uw.name,
-                tele_name=cap.tele.name,
-            )
-        except AlignmentError as exc:  # photos in the wrong order: nothing a zoom would write
-            log.warning("%s: %s not evaluated: %s", record.name, m.name, exc)
-            result.failed[m.name] = str(exc)
-            continue
-        secs = time.perf_counter() - t
-        reg, aligned = zoomed.registration, zoomed.aligned
-        result.info[m.name] = {
-            "reference": "used" if zoomed.no_ref is None else f"not used: {zoomed.no_ref}",
-            "registered_ratio": None if reg is None else reg.zoom_ratio,
-            "registration": None if reg is None else reg.method,
-            "valid_fraction": None if aligned is None else aligned.valid_fraction,
-            "model_scale": zoomed.scale,
-            "resample": zoomed.outscale / zoomed.scale,
-            "tiles": zoomed.tiles,
-            "residual_gain": zoomed.residual_gain,
-        }
-        if zoomed.no_ref is not None:
-            result.no_ref[m.name] = zoomed.no_ref
-        scorer.add(m.name, zoomed.image, secs)
+        runs = [(m.name, photos.wide)]
+        if tele_only:
+            runs.append((f"{m.name} (tele only)", None))
+        for name, wide in runs:
+            if name != m.name and photos.wide is None:  # a pair: the tele alone is what it was zoomed with
+                scorer.same_as(name, m.name)
+                continue
+            t = time.perf_counter()
+            try:
+                zoomed = zoom_photo(
+                    m.model,
+                    uw,
+                    tele,
+                    wide=None if wide is None else wide.pixels,
+                    outscale=density,
+                    zoom_ratio=photos.zoom_ratio.value,
+                    wide_zoom_ratio=None if photos.wide_zoom_ratio is None else photos.wide_zoom_ratio.value,
+                    tile=cfg.tile,
+                    overlap=cfg.tile_overlap,
+                    device=device,
+                    half=not cfg.fp32,
+                    self_check=cfg.self_check,
+                    paste=cfg.paste,
+                    uw_name=cap.uw.name,
+                    tele_name=cap.tele.name,
+                    wide_name="wide" if wide_file is None else wide_file.name,
+                )
+            except AlignmentError as exc:  # photos in the wrong order: nothing a zoom would write
+                log.warning("%s: %s not evaluated: %s", record.name, name, exc)
+                result.failed[name] = str(exc)
+                continue
+            secs = time.perf_counter() - t
+            reg, aligned = zoomed.registration, zoomed.aligned
+            result.info[name] = {
+                "reference": "used" if zoomed.no_ref is None else f"not used: {zoomed.no_ref}",
+                "registered_ratio": None if reg is None else reg.zoom_ratio,
+                "registration": None if reg is None else reg.method,
+                "valid_fraction": None if aligned is None else aligned.valid_fraction,
+                "wide": zoomed.wide,
+                "model_scale": zoomed.scale,
+                "resample": zoomed.outscale / zoomed.scale,
+                "tiles": zoomed.tiles,
+                "residual_gain": zoomed.residual_gain,
+            }
+            if zoomed.no_ref is not None:
+                result.no_ref[name] = zoomed.no_ref
+            scorer.add(name, zoomed.image, secs)
     return scorer.finish()
 
 
@@ -579,7 +618,8 @@ def evaluate(
         models = _load_models(cfg.models, device, records[0].density)
     items = items[: cfg.limit] if cfg.limit else items
     peers = peers or {}
-    methods, method_info = _methods(models, peers)
+    triples = any(isinstance(item, SimulationRecord) and item.wide is not None for item in items)
+    methods, method_info = _methods(models, peers, tele_only=triples)
     crop_methods = ["bicubic", *peers, *(m.name for m in models)]
     report = EvalReport(
         kind=kind,
@@ -598,7 +638,9 @@ def evaluate(
             assert scale is not None
             result = _eval_prepared(item, scale, models, cfg, device, lpips_net, crop_methods, peers)
         else:
-            result = _eval_simulated(item, root, models, cfg, device, lpips_net, crop_methods, peers)
+            result = _eval_simulated(
+                item, root, models, cfg, device, lpips_net, crop_methods, peers, tele_only=triples
+            )
         report.images.append(result)
         if progress:
             progress(i + 1, len(items), result.id)

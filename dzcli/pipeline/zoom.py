@@ -5,10 +5,12 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
 
 1. read both photos (EXIF orientation applied once), EXIF zoom ratio, registration of the tele inside the
    uw (features, or the direct search on low-texture scenes; no centred-tele assumption; for a triple
-   capture whose direct match is too weak, through its middle camera, which is not used otherwise);
+   capture whose direct match is too weak, through its middle camera);
 2. the tele resampled onto the uw's grid at the network's ``s×`` density over its footprint, mapped to
    the uw's colours; pixels where the registration is not valid are replaced (with a soft edge) by the
-   upsampled uw, so nothing misregistered is ever pasted;
+   upsampled uw, so nothing misregistered is ever pasted; for a triple capture, the middle camera (the
+   wide) likewise over its own, larger footprint, and both merged into one reference
+   (:func:`merge_references`): the tele where it is valid, the wide around it (``wide``);
 3. optionally (``adapt``), a few self-supervised fine-tuning steps on this capture
    (:func:`dzcli.train.loop.adapt`); the self-check (``self_check``, :mod:`dzcli.infer.selfcheck`):
    how much of the network's reference-free detail the tele supports on this capture; then tiled
@@ -32,9 +34,10 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -43,10 +46,11 @@ from torch import Tensor, nn
 
 from dzcli.align.capture import (
     AlignedCapture,
-    CapturePhotos,
+    CaptureRegistration,
     align_capture,
     read_capture,
     register_capture,
+    register_photos,
 )
 from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
@@ -87,6 +91,11 @@ MIN_REF_VALID = 0.05
 PASTE_MARGIN = 1.1
 """The tele is pasted at the output's density when the output and the tele are both denser than this times
 the network's scale (a ×2 network at ×2.1 is left alone: too little detail to gain for a second alignment)."""
+WIDE_MIN_DENSITY = 0.9
+"""The middle camera of a triple capture serves as a reference when its pixel density over the uw is at least
+this times the network's scale (a sparser one would only feed the network upsampled pixels)."""
+
+T = TypeVar("T")
 
 ProgressFn = Callable[[str, int, int, str], None]
 """``progress(stage, done, total, item)``: stage ``"pairs"`` (after each capture), ``"adapt"`` (after each
@@ -123,6 +132,8 @@ class ZoomConfig:
             supports, and keep that much outside the tele's view (:mod:`dzcli.infer.selfcheck`).
         paste: when the output is denser than the network's scale, paste the tele at the output's density
             inside its footprint (:mod:`dzcli.infer.paste`).
+        wide: for a triple capture, the middle camera is also a reference, where the tele does not reach
+            (:func:`merge_references`).
     """
 
     inputs: tuple[Path, ...]
@@ -146,6 +157,7 @@ class ZoomConfig:
     require_ref: bool = False
     self_check: bool = True
     paste: bool = True
+    wide: bool = True
 
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
@@ -177,21 +189,26 @@ class ZoomConfig:
 
 @dataclass(frozen=True)
 class ReferenceUse:
-    """How the tele served as the reference of a written output.
+    """How the tele (and, for a triple capture, the wide) served as the reference of a written output.
 
     Attributes:
-        valid_fraction: share of the registered tele consistent with the uw (the rest was not used).
-        box: ``(x0, y0, w, h)`` of the uw crop under the tele, in uw pixels.
+        valid_fraction: share of the registered tele consistent with the uw (the rest was not used); the
+            wide's when only the wide was used.
+        box: ``(x0, y0, w, h)`` of the uw crop under the reference (the tele's and the wide's footprints
+            together), in uw pixels.
         residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
             (None: no self-check).
         pasted: the tele was pasted at the output's density inside its footprint (the output is denser than
             the network's scale; :mod:`dzcli.infer.paste`).
+        wide: the middle camera of a triple capture was a reference in its footprint, around the tele's
+            (the only reference when the tele was not found: then the output's ``no_ref`` says why).
     """
 
     valid_fraction: float
     box: tuple[int, int, int, int]
     residual_gain: float | None = None
     pasted: bool = False
+    wide: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,8 +227,9 @@ class ZoomOutput:
         bit_depth: of the output file.
         zoom_ratio: the uw-to-tele field-of-view ratio: registered, else EXIF's, else None.
         density: tele pixels per uw pixel: registered, else from EXIF's zoom ratio, else None.
-        reference: how the tele was used, or None when the output was made without it.
-        no_ref: why the output was made without the reference (None when it was used).
+        reference: how the tele (and the wide) was used, or None when the output was made without a
+            reference.
+        no_ref: why the output was made without the tele as the reference (None when it was used).
         timings: seconds per stage.
         notes: conversions the output needed that were not asked for (16-bit input to an 8-bit format, an
             alpha channel the format cannot hold).
@@ -275,11 +293,57 @@ def fill_invalid(ref: Tensor, lr: Tensor, mask: Tensor, scale: int) -> Tensor:
         ``(3, s·h, s·w)``: ``ref·m + up(lr)·(1 - m)`` with ``m`` the mask softened inwards over ``2s``
         pixels (0 wherever ``mask`` is 0); ``up`` is bicubic.
     """
-    k = 4 * scale + 1
-    soft = F.avg_pool2d(mask[None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[0]
-    m = soft * mask
+    m = _soft_mask(mask, scale)
     up = torch_resize(lr, (int(ref.shape[-2]), int(ref.shape[-1])), "bicubic")
     return ref * m + up * (1 - m)
+
+
+def _soft_mask(mask: Tensor, scale: int) -> Tensor:
+    """``(1, H, W)`` ``mask`` softened inwards over ``2·scale`` pixels (0 wherever it is 0)."""
+    k = 4 * scale + 1
+    soft = F.avg_pool2d(mask[None].float(), k, stride=1, padding=k // 2, count_include_pad=False)[0]
+    return soft * mask
+
+
+def merge_references(uw: Tensor, wide: AlignedCapture, tele: AlignedCapture | None) -> AlignedCapture:
+    """The wide and the tele of a triple capture as one reference over both their footprints.
+
+    Both at the network's scale ``s``: the upsampled uw (bicubic) where neither is valid, the wide where it
+    is, and the tele over it where the tele is (each blended in with the soft edge of :func:`fill_invalid`):
+    the tele's detail inside its footprint, the wide's around it.
+
+    Args:
+        uw: ``(3, H, W)`` the whole uw photo in [0, 1].
+        wide: the middle camera aligned on ``uw`` (:func:`dzcli.align.capture.align_capture`).
+        tele: the tele aligned on ``uw`` at the same scale, or None.
+
+    Returns:
+        An aligned capture over the bounding box of both footprints (the tele's registration, valid fraction,
+        flow and colour mapping when it has a tele; the wide's otherwise), its mask the union of both.
+
+    Raises:
+        ValueError: the two were aligned at different scales.
+    """
+    parts = [wide] if tele is None else [wide, tele]
+    s = wide.scale
+    if any(p.scale != s for p in parts):
+        raise ValueError(f"references at x{wide.scale} and x{parts[-1].scale} cannot be merged")
+    x0 = min(p.box[0] for p in parts)
+    y0 = min(p.box[1] for p in parts)
+    x1 = max(p.box[0] + p.box[2] for p in parts)
+    y1 = max(p.box[1] + p.box[3] for p in parts)
+    lr = uw[:, y0:y1, x0:x1]
+    ref = torch_resize(lr, (s * (y1 - y0), s * (x1 - x0)), "bicubic")
+    mask = ref.new_zeros(1, *ref.shape[-2:])
+    for p in parts:
+        bx, by, bw, bh = p.box
+        rows = slice(s * (by - y0), s * (by - y0 + bh))
+        cols = slice(s * (bx - x0), s * (bx - x0 + bw))
+        m = _soft_mask(p.mask, s)
+        ref[:, rows, cols] = ref[:, rows, cols] * (1 - m) + p.ref * m
+        mask[:, rows, cols] = torch.maximum(mask[:, rows, cols], p.mask.float())
+    main = parts[-1]
+    return replace(main, lr=lr, ref=ref, mask=mask, box=(x0, y0, x1 - x0, y1 - y0))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -461,6 +525,7 @@ class ZoomedPhoto:
         residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
             (1: all of it; None: not measured).
         pasted: the tele was pasted at ``outscale`` inside its footprint (:mod:`dzcli.infer.paste`).
+        wide: the middle camera of a triple capture was part of the reference (:func:`merge_references`).
     """
 
     image: Tensor
@@ -473,15 +538,16 @@ class ZoomedPhoto:
     timings: dict[str, float]
     residual_gain: float | None = None
     pasted: bool = False
+    wide: bool = False
 
 
 def _locate_tele(
-    find: Callable[[], Registration],
+    find: Callable[[], T],
     *,
     require_ref: bool,
     uw_name: str,
     timings: dict[str, float],
-) -> tuple[Registration | None, str | None]:
+) -> tuple[T | None, str | None]:
     """The registration ``find()`` makes, or ``(None, why)`` when the tele is not found (an error with
     ``require_ref``)."""
     t = time.perf_counter()
@@ -494,11 +560,6 @@ def _locate_tele(
         return None, str(exc)
     finally:
         timings["register"] = time.perf_counter() - t
-
-
-def _registered_tele(cap: Capture, photos: CapturePhotos) -> Registration:
-    """The tele of a capture registered in its uw (:func:`dzcli.align.capture.register_capture`)."""
-    return register_capture(cap, photos).tele
 
 
 def _density(
@@ -602,6 +663,45 @@ def _dense_reference(
     return dense
 
 
+def _wide_reference(
+    uw: Tensor,
+    wide: Tensor,
+    reg: Registration | None,
+    *,
+    scale: int,
+    zoom_ratio: float | None,
+    uw_name: str,
+    wide_name: str,
+    timings: dict[str, float],
+) -> AlignedCapture | None:
+    """The middle camera of a triple capture aligned on the uw at the network's ``scale`` over its footprint
+    (registered now unless ``reg`` is given), or None when it is not found, too sparse or too little of it is
+    consistent with the uw (logged: the capture is then zoomed as a pair)."""
+    t = time.perf_counter()
+    try:
+        reg = reg or register(uw, wide, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=wide_name)
+        if reg.density < WIDE_MIN_DENSITY * scale:
+            log.info(
+                "%s: %s has %.2fx the uw's pixel density, too little for the x%d network: not a reference",
+                uw_name,
+                wide_name,
+                reg.density,
+                scale,
+            )
+            return None
+        aligned = align_capture(uw, wide, scale=scale, registration=reg, uw_name=uw_name, tele_name=wide_name)
+        if aligned.valid_fraction < MIN_REF_VALID:
+            raise TeleNotFoundError(
+                f"only {aligned.valid_fraction:.0%} of {wide_name} is consistent with {uw_name}"
+            )
+    except AlignmentError as exc:
+        log.warning("%s: %s not used as a reference: %s", uw_name, wide_name, exc)
+        return None
+    finally:
+        timings["wide"] = time.perf_counter() - t
+    return aligned
+
+
 def _super_resolve(
     model: nn.Module,
     uw: Tensor,
@@ -672,13 +772,97 @@ def _super_resolve(
     return out, tiles[0], gain
 
 
+@dataclass(frozen=True, eq=False)
+class _References:
+    """What the network and the paste are given for one capture.
+
+    Attributes:
+        aligned: the reference at the network's scale (the tele, merged with the wide for a triple capture),
+            or None.
+        no_ref: why the tele is not a reference (None when it is).
+        dense: the tele at the output's density for :func:`dzcli.infer.paste.paste_reference`, or None.
+        wide: the wide is part of ``aligned``.
+    """
+
+    aligned: AlignedCapture | None
+    no_ref: str | None
+    dense: AlignedCapture | None
+    wide: bool
+
+
+def _references(
+    uw: Tensor,
+    tele: Tensor,
+    wide: Tensor | None,
+    found: CaptureRegistration | None,
+    no_ref: str | None,
+    *,
+    scale: int,
+    outscale: float,
+    density: float | None,
+    zoom_ratio: float | None,
+    wide_zoom_ratio: float | None,
+    require_ref: bool,
+    paste: bool,
+    names: tuple[str, str, str],
+    timings: dict[str, float],
+) -> _References:
+    """The references of a capture once its tele has been looked for (``found``, or None and why in
+    ``no_ref``): the tele at the network's scale, at the output's density (``paste``), and the wide when one is
+    given (``names``: the uw's, the tele's and the wide's)."""
+    uw_name, tele_name, wide_name = names
+    aligned, no_ref = _reference(
+        uw,
+        tele,
+        None if found is None else found.tele,
+        no_ref,
+        scale=scale,
+        zoom_ratio=zoom_ratio,
+        require_ref=require_ref,
+        uw_name=uw_name,
+        tele_name=tele_name,
+        timings=timings,
+    )
+    dense = None
+    if paste:
+        dense = _dense_reference(
+            uw,
+            tele,
+            aligned,
+            outscale=outscale,
+            density=density,
+            scale=scale,
+            uw_name=uw_name,
+            tele_name=tele_name,
+            timings=timings,
+        )
+    middle = None
+    if wide is not None:
+        middle = _wide_reference(
+            uw,
+            wide,
+            None if found is None else found.wide,
+            scale=scale,
+            zoom_ratio=wide_zoom_ratio,
+            uw_name=uw_name,
+            wide_name=wide_name,
+            timings=timings,
+        )
+    if middle is not None:
+        log.info("%s: %s is the reference around the tele's footprint", uw_name, wide_name)
+        aligned = merge_references(uw, middle, aligned)
+    return _References(aligned=aligned, no_ref=no_ref, dense=dense, wide=middle is not None)
+
+
 def zoom_photo(
     model: nn.Module,
     uw: Tensor | np.ndarray,
     tele: Tensor | np.ndarray,
     *,
+    wide: Tensor | np.ndarray | None = None,
     outscale: float | None = None,
     zoom_ratio: float | None = None,
+    wide_zoom_ratio: float | None = None,
     require_ref: bool = False,
     tile: int = 0,
     overlap: int = 16,
@@ -689,6 +873,7 @@ def zoom_photo(
     paste: bool = True,
     uw_name: str = "uw",
     tele_name: str = "tele",
+    wide_name: str = "wide",
     progress: ProgressFn | None = None,
 ) -> ZoomedPhoto:
     """Super-resolve a whole wide photo with its tele as the reference (the Python API of ``dzsr zoom``).
@@ -696,14 +881,18 @@ def zoom_photo(
     The tele is registered inside the wide photo, resampled onto the wide crop it covers and colour-matched
     (:func:`dzcli.align.capture.align_capture`); the network runs tile by tile over the whole photo, each
     tile with the part of the tele that covers it; its ``s×`` output is resampled to ``outscale``. When the
-    tele is not found, the photo is zoomed without the reference (``no_ref`` says why).
+    tele is not found, the photo is zoomed without the reference (``no_ref`` says why). With the middle
+    camera of a triple capture (``wide``), the tele is found through it when the direct match is too weak,
+    and it is the reference around the tele's footprint (:func:`merge_references`).
 
     Args:
         model: an SR network (:func:`dzsr_models.bundled.load_model` or ``dzsr_models.create_model``).
         uw: the wide photo, ``(3, H, W)`` tensor in [0, 1] or ``(H, W, 3)`` RGB array (uint8, uint16, float).
         tele: the tele photo, likewise.
+        wide: the middle camera's photo of a triple capture, likewise, or None.
         outscale: output pixels per wide pixel; None: the tele's pixel density.
         zoom_ratio: the expected zoom ratio (from EXIF), a hint for the registration.
+        wide_zoom_ratio: the expected uw-to-wide zoom ratio, likewise.
         require_ref: raise instead of zooming without the reference.
         tile: tile side in wide pixels; 0 picks it from free memory.
         overlap: least tile overlap in wide pixels.
@@ -716,6 +905,7 @@ def zoom_photo(
             output's density inside its footprint (:mod:`dzcli.infer.paste`).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
+        wide_name: how to call the middle camera's photo in messages.
         progress: see :data:`ProgressFn` (stages ``adapt`` and ``tiles``).
 
     Returns:
@@ -726,49 +916,52 @@ def zoom_photo(
         AlignmentError: the photos are given in the wrong order (the tele is the wider one).
     """
     uw_t, tele_t = as_image(uw), as_image(tele)
+    wide_t = None if wide is None else as_image(wide)
     dev = resolve_device(device)
     timings: dict[str, float] = {}
-    reg, no_ref = _locate_tele(
-        partial(register, uw_t, tele_t, zoom_ratio_hint=zoom_ratio, uw_name=uw_name, tele_name=tele_name),
+    found, no_ref = _locate_tele(
+        partial(
+            register_photos,
+            uw_t,
+            tele_t,
+            wide_t,
+            zoom_ratio=zoom_ratio,
+            wide_zoom_ratio=wide_zoom_ratio,
+            uw_name=uw_name,
+            tele_name=tele_name,
+            wide_name=wide_name,
+        ),
         require_ref=require_ref,
         uw_name=uw_name,
         timings=timings,
     )
+    reg = None if found is None else found.tele
     s = describe(model).scale
     density = _density(
         reg, zoom_ratio, (uw_t.shape[-1], uw_t.shape[-2]), (tele_t.shape[-1], tele_t.shape[-2])
     )
-    aligned, no_ref = _reference(
+    final = _output_scale(outscale, density, s)
+    refs = _references(
         uw_t,
         tele_t,
-        reg,
+        wide_t,
+        found,
         no_ref,
         scale=s,
+        outscale=final,
+        density=density,
         zoom_ratio=zoom_ratio,
+        wide_zoom_ratio=wide_zoom_ratio,
         require_ref=require_ref,
-        uw_name=uw_name,
-        tele_name=tele_name,
+        paste=paste,
+        names=(uw_name, tele_name, wide_name),
         timings=timings,
     )
-    final = _output_scale(outscale, density, s)
-    dense = None
-    if paste:
-        dense = _dense_reference(
-            uw_t,
-            tele_t,
-            aligned,
-            outscale=final,
-            density=density,
-            scale=s,
-            uw_name=uw_name,
-            tele_name=tele_name,
-            timings=timings,
-        )
-    del tele_t
+    del tele_t, wide_t
     image, tiles, gain = _super_resolve(
         model,
         uw_t,
-        aligned,
+        refs.aligned,
         outscale=final,
         tile=tile,
         overlap=overlap,
@@ -779,19 +972,20 @@ def zoom_photo(
         uw_name=uw_name,
         progress=progress,
         timings=timings,
-        dense=dense,
+        dense=refs.dense,
     )
     return ZoomedPhoto(
         image=image,
         outscale=final,
         scale=s,
         registration=reg,
-        aligned=aligned,
-        no_ref=no_ref,
+        aligned=refs.aligned,
+        no_ref=refs.no_ref,
         tiles=tiles,
         timings=timings,
         residual_gain=gain,
-        pasted=dense is not None,
+        pasted=refs.dense is not None,
+        wide=refs.wide,
     )
 
 
@@ -813,12 +1007,15 @@ def zoom_capture(
     timings: dict[str, float] = {}
     photos = read_capture(cap, max_megapixels=cfg.max_megapixels, zoom_ratio=cfg.zoom_ratio)
     uw, est = photos.uw, photos.zoom_ratio
-    reg, no_ref = _locate_tele(  # through the middle camera of a triple capture when the direct match is weak
-        partial(_registered_tele, cap, photos),
-        require_ref=cfg.require_ref,
-        uw_name=cap.uw.name,
-        timings=timings,
+    found, no_ref = (
+        _locate_tele(  # through the middle camera of a triple capture when the direct match is weak
+            partial(register_capture, cap, photos),
+            require_ref=cfg.require_ref,
+            uw_name=cap.uw.name,
+            timings=timings,
+        )
     )
+    reg = None if found is None else found.tele
     density = _density(reg, est.value, uw.size, photos.tele.size)
     model, info = models.get(cfg.outscale if cfg.outscale is not None else density)
     s = describe(model).scale
@@ -830,32 +1027,24 @@ def zoom_capture(
     depth = 8 if output.suffix.lower() in _EIGHT_BIT_ONLY else uw.bit_depth
     channels = 3 if alpha is None else 4
     check_output(output, output_bytes(out_size, output.suffix, depth, channels))  # before minutes of work
-    aligned, no_ref = _reference(
+    refs = _references(
         uw.pixels,
         photos.tele.pixels,
-        reg,
+        photos.wide.pixels if photos.wide is not None and cfg.wide else None,
+        found,
         no_ref,
         scale=s,
+        outscale=outscale,
+        density=density,
         zoom_ratio=est.value,
+        wide_zoom_ratio=None if photos.wide_zoom_ratio is None else photos.wide_zoom_ratio.value,
         require_ref=cfg.require_ref,
-        uw_name=cap.uw.name,
-        tele_name=cap.tele.name,
+        paste=cfg.paste,
+        names=(cap.uw.name, cap.tele.name, "wide" if cap.wide is None else cap.wide.name),
         timings=timings,
     )
-    dense = None
-    if cfg.paste:
-        dense = _dense_reference(
-            uw.pixels,
-            photos.tele.pixels,
-            aligned,
-            outscale=outscale,
-            density=density,
-            scale=s,
-            uw_name=cap.uw.name,
-            tele_name=cap.tele.name,
-            timings=timings,
-        )
-    del photos  # the tele is not needed any more
+    del photos  # the tele and the wide are not needed any more
+    aligned = refs.aligned
     image, tiles, gain = _super_resolve(
         model,
         uw.pixels,
@@ -870,7 +1059,7 @@ def zoom_capture(
         uw_name=cap.uw.name,
         progress=progress,
         timings=timings,
-        dense=dense,
+        dense=refs.dense,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     notes = []
@@ -893,7 +1082,8 @@ def zoom_capture(
             valid_fraction=aligned.valid_fraction,
             box=aligned.box,
             residual_gain=gain,
-            pasted=dense is not None,
+            pasted=refs.dense is not None,
+            wide=refs.wide,
         )
     written = ZoomOutput(
         in_size=(W, H),
@@ -908,7 +1098,7 @@ def zoom_capture(
         zoom_ratio=reg.zoom_ratio if reg is not None else est.value,
         density=density,
         reference=reference,
-        no_ref=no_ref,
+        no_ref=refs.no_ref,
         timings=timings,
         notes=tuple(notes),
     )
