@@ -16,6 +16,7 @@ Usage::
 
     python benchmarks/quality.py                              # bundled default model -> benchmarks/quality.md
     python benchmarks/quality.py --model run/ckpt/best.safetensors --device cuda --work /tmp/q
+    python benchmarks/quality.py --ratios 5.923 --wide-ratio 2 --peers --out benchmarks/quality_triple.md
 """
 
 from __future__ import annotations
@@ -139,6 +140,8 @@ def run(args: argparse.Namespace, work: Path) -> str:
                 seed=args.seed,
                 max_side=args.max_side,
                 camera=args.camera,
+                triple=args.wide_ratio is not None,
+                wide_zoom_ratio=args.wide_ratio,
             )
         )
         cfg = EvalConfig(
@@ -159,8 +162,11 @@ def run(args: argparse.Namespace, work: Path) -> str:
         ]
         models_line = ", ".join(models)
         size = "full size" if args.max_side is None else f"longer side at most {args.max_side} px"
+        kind = (
+            "captures" if args.wide_ratio is None else f"triple captures (the wide at ×{args.wide_ratio:g})"
+        )
         title = (
-            f"### Simulated ×{ratio:g} captures, `--camera {args.camera}` ({len(report.complete)} held-out "
+            f"### Simulated ×{ratio:g} {kind}, `--camera {args.camera}` ({len(report.complete)} held-out "
             f"photos, {size})"
         )
         sections.append(to_markdown(report, title=title))
@@ -190,6 +196,11 @@ def main() -> None:
         default=list(PEERS),
         choices=PEERS,
         help="single-image SR peers to score (skipped with a note when not installed)",
+    )
+    parser.add_argument(
+        "--wide-ratio",
+        type=float,
+        help="triple captures: a middle camera at this zoom ratio (13/26/77 mm: --ratios 5.923 --wide-ratio 2)",
     )
     parser.add_argument("--seed", type=int, default=0, help="dzsr simulate --seed of the captures")
     parser.add_argument("--max-side", type=int, help="shrink the photos to this longer side first")

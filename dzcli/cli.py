@@ -639,6 +639,14 @@ def train_cmd(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the run in --out from its latest state.")
     ] = False,
+    triple: Annotated[
+        bool | None,
+        typer.Option(
+            "--triple",
+            help="Train a triple-camera model (TZSR) on prepared triple captures: the middle camera "
+            "is a second reference. With --init, the dual model's weights start it.",
+        ),
+    ] = None,
 ) -> None:
     """Train a model self-supervised on prepared captures (SelfDZSR++ recipe).
 
@@ -663,6 +671,7 @@ def train_cmd(
         "seed": seed,
         "val_every": val_every,
         "save_every": save_every,
+        "triple": triple,
     }
     main_rank = os.environ.get("RANK", "0") == "0"
 

@@ -36,6 +36,7 @@ __all__ = [
     "load_checkpoint",
     "rescale_model",
     "save_checkpoint",
+    "with_middle_camera",
 ]
 
 #: Architecture name (stored in checkpoints) → class.
@@ -159,6 +160,50 @@ def rescale_model(model: nn.Module, scale: int) -> tuple[nn.Module, int]:
         else:
             continue
         carried += value.numel()
+    new_model.load_state_dict(state)
+    return new_model.train(), carried
+
+
+def with_middle_camera(model: nn.Module, ref2_scale: int | None = None) -> tuple[nn.Module, int]:
+    """A triple-camera DZSR (TZSR: a second, middle-camera reference fused before the tele) that starts
+    from a dual-camera ``model``'s weights.
+
+    Every weight the two share is copied; the middle camera's reference branch starts as a copy of the
+    tele's when their densities match (it reads the wide as the tele is read), and its fusion starts as the
+    identity on the LR features (the middle camera's features enter with zero weight), so training starts
+    from the dual model's use of the LR and learns how much the wide adds.
+
+    Args:
+        model: a dual-camera DZSR.
+        ref2_scale: density of the middle camera's reference; None: the scale (a ×2 network with a wide at
+            2× the uw's density, as a 13/26 mm pair of a phone's cameras).
+
+    Returns:
+        ``(new_model, carried)``: the triple model (training mode, CPU) and how many of its parameters came
+        from ``model``.
+
+    Raises:
+        ConfigError: ``model`` is not a dual-camera DZSR, or ``ref2_scale`` is out of range.
+    """
+    if not isinstance(model, DZSR) or model.hparams["triple"]:
+        raise ConfigError(f"cannot add a middle camera to a {type(model).__name__}: not a dual-camera DZSR")
+    scale = int(model.hparams["scale"])
+    new_model = _build("dzsr", {**model.hparams, "triple": True, "ref2_scale": ref2_scale or scale})
+    assert isinstance(new_model, DZSR) and new_model.fuse2 is not None
+    source = model.state_dict()
+    state = new_model.state_dict()
+    carried = 0
+    for name, value in state.items():
+        src = source.get(name)
+        if src is None and name.startswith("ref2."):
+            src = source.get("ref." + name.removeprefix("ref2."))
+        if src is not None and src.shape == value.shape:
+            state[name] = src.clone()
+            carried += value.numel()
+    channels = int(model.hparams["channels"])
+    eye = torch.zeros_like(state["fuse2.weight"])
+    eye[torch.arange(channels), torch.arange(channels), 1, 1] = 1.0
+    state["fuse2.weight"], state["fuse2.bias"] = eye, torch.zeros_like(state["fuse2.bias"])
     new_model.load_state_dict(state)
     return new_model.train(), carried
 

@@ -28,6 +28,9 @@ class ModelDescriptor:
         gvec_stride: the model has ``global_vector(lr, ref, box) -> (B, C)``, the mean of a feature map
             pooled by this many LR pixels, computed once per image and passed to every tile as
             ``gvec=``; None when the model has no global vector.
+        ref2_scale: the model also takes a second, middle-camera reference ``ref2`` at this density over
+            its box ``box2`` (``model(lr, ref, box, ref2=…, box2=…)``, the same ``ref_context`` and
+            ``ref_grid``); None for a dual-camera model.
     """
 
     scale: int
@@ -37,3 +40,4 @@ class ModelDescriptor:
     ref_context: int = 0
     ref_grid: int = 1
     gvec_stride: int | None = None
+    ref2_scale: int | None = None

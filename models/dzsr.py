@@ -819,6 +819,7 @@ class DZSR(nn.Module):
             ref_context=stride * (int(hp["match_radius"]) + 1) + 16,
             ref_grid=stride,
             gvec_stride=8,
+            ref2_scale=self.ref2_scale,
         )
 
     def global_vector(self, lr: Tensor, ref: Tensor | None = None, box: BoxLike | None = None) -> Tensor:

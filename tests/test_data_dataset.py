@@ -78,6 +78,28 @@ def test_patch_geometry(data: Path) -> None:
     assert batch["ref_box"].dtype == torch.int64
 
 
+def test_triple_patches_cut_the_middle_camera_where_the_lr_patch_lies(tmp_path: Path, data: Path) -> None:
+    triple = load_pairs(make_dataset(tmp_path / "triple", triple=True), "train")
+    assert all(p.mid is not None and p.mid.shape == p.hr.shape for p in triple)
+    mid = triple[0].mid
+    assert mid is not None  # its invalid left band holds the bicubic lr, not the mid's pixels
+    up = F.interpolate(triple[0].lr[None], scale_factor=2, mode="bicubic", align_corners=False)[0]
+    assert (mid[:, :, :4] - up[:, :, :4].clamp(0, 1)).abs().max() < 2 / 255
+    # with the middle camera equal to hr, ref2 is hr over ref2_box, as ref is over ref_box
+    same = [PreparedPair(**{**p.__dict__, "mid": p.hr}) for p in triple]
+    patches = TrainPatches(same, patch=16, scale=2, seed=3, triple=True)
+    plain = TrainPatches(same, patch=16, scale=2, seed=3)
+    for i in range(10):
+        smp = patches[i]
+        x0, y0, w, h = smp["ref2_box"].tolist()
+        assert (w, h) == (12, 12) and 0 <= x0 <= 4 and 0 <= y0 <= 4
+        assert torch.equal(smp["ref2"], smp["hr"][:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)])
+        assert all(torch.equal(smp[k], plain[i][k]) for k in plain[i])  # the pair's draws are unchanged
+    assert patches.batch([0, 1])["ref2"].shape == (2, 3, 24, 24)
+    with pytest.raises(DatasetError, match="3 pairs have no middle camera"):
+        TrainPatches(load_pairs(data, "train"), patch=16, scale=2, seed=0, triple=True)
+
+
 def test_patch_errors(data: Path) -> None:
     pairs = load_pairs(data, "train")
     with pytest.raises(DatasetError, match="multiple of the scale"):

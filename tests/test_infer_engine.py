@@ -79,6 +79,23 @@ def test_untiled_equals_the_models_own_forward() -> None:
     assert (auto - out).abs().max() < 1e-6
 
 
+def test_a_triple_camera_model_gets_its_middle_reference_tile_by_tile() -> None:
+    torch.manual_seed(0)
+    model = create_model("tzsr-tiny", scale=2, ref2_scale=2, matcher_weights="random")
+    lr, ref, box = _inputs()
+    ref2, box2 = torch.rand(3, 2 * 60, 2 * 80), (20, 15, 80, 60)
+    out = super_resolve(model, lr, ref=ref, box=box, ref2=ref2, box2=box2, tile=1000)
+    with torch.no_grad():
+        direct = model.eval()(lr[None], ref[None], box, ref2=ref2[None], box2=box2)[0].clamp(0, 1)
+    assert (out - direct).abs().max() < 1e-5
+    effect = (out - super_resolve(model, lr, ref=ref, box=box, tile=1000)).abs().mean()
+    assert effect > 5e-5  # the middle reference is used
+    tiled = super_resolve(model, lr, ref=ref, box=box, ref2=ref2, box2=box2, tile=48, overlap=16)
+    assert (tiled - out).abs().mean() < 0.2 * effect  # the tiles see it where it lies
+    with pytest.raises(InputError, match="ref2 given to a model without"):
+        super_resolve(_tiny(), lr, ref=ref, box=box, ref2=ref2, box2=box2)
+
+
 def test_tiled_equals_untiled_dzsr_without_reference() -> None:
     """DZSR-tiny without Ref is a CNN with a ~9 LR px receptive field: overlap 40 keeps it exact."""
     model = _tiny()

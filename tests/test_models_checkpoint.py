@@ -19,6 +19,7 @@ from dzsr_models import (
     load_checkpoint,
     rescale_model,
     save_checkpoint,
+    with_middle_camera,
 )
 from dzsr_models.dzsr import DZSR, centre_box, crop_ref
 
@@ -177,3 +178,24 @@ def test_an_extra_upsampling_stage_starts_as_nearest_neighbour() -> None:
     feats = torch.rand(1, x4.hparams["channels"], 5, 6)
     stage = x4.upsampler[2:]
     assert torch.allclose(stage(feats), torch.nn.functional.interpolate(feats, scale_factor=2), atol=1e-6)
+
+
+def test_with_middle_camera_starts_a_triple_model_from_a_dual_one() -> None:
+    torch.manual_seed(0)
+    dual = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    triple, carried = with_middle_camera(dual)
+    assert isinstance(triple, DZSR) and triple.hparams["triple"] and triple.ref2_scale == 2
+    source, state = dual.state_dict(), triple.state_dict()
+    assert carried == sum(v.numel() for k, v in state.items() if not k.startswith("fuse2."))
+    assert all(torch.equal(state[k], v) for k, v in source.items())
+    assert all(torch.equal(v, source["ref." + k[5:]]) for k, v in state.items() if k.startswith("ref2."))
+    # the middle camera's features enter with zero weight: the output does not depend on them yet
+    triple.eval()
+    lr, ref = torch.rand(1, 3, 24, 32), torch.rand(1, 3, 16, 16)
+    box = (8, 4, 8, 8)
+    with torch.no_grad():
+        a = triple(lr, ref, box, ref2=torch.rand(1, 3, 32, 40), box2=(4, 2, 20, 16))
+        b = triple(lr, ref, box, ref2=torch.rand(1, 3, 32, 40), box2=(4, 2, 20, 16))
+    assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="not a dual-camera DZSR"):
+        with_middle_camera(triple)

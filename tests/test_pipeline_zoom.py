@@ -404,6 +404,32 @@ def test_the_far_tele_of_a_triple_capture_is_found_through_its_wide(
     assert (pair.written.no_ref or "").startswith("no overlap found between far_uw.jpg and far_tele.jpg")
 
 
+def test_a_triple_camera_model_gets_the_wide_as_its_second_reference(
+    tmp_path: Path, far_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch.manual_seed(0)
+    model = create_model("tzsr-tiny", scale=2, ref2_scale=2, matcher_weights="random")
+    ckpt = save_checkpoint(model, tmp_path / "tzsr.safetensors", metadata={})
+    src = tmp_path / "captures"
+    src.mkdir()
+    write_triple(src, "far", far_triple, when=WHEN)
+    seen: list[tuple[object, object, object]] = []
+    run = engine.super_resolve
+
+    def spy(model, lr, **kw):  # type: ignore[no-untyped-def]
+        seen.append((kw.get("box"), kw.get("ref2"), kw.get("box2")))
+        return run(model, lr, **kw)
+
+    monkeypatch.setattr(zoom_module, "super_resolve", spy)
+    (res,) = zoom(ZoomConfig(inputs=(src,), out=tmp_path / "out", model=str(ckpt), device="cpu"))
+    w = res.written
+    assert w is not None and w.reference is not None and w.reference.wide
+    (box, ref2, box2), *_ = seen
+    assert isinstance(box, tuple) and isinstance(box2, tuple) and isinstance(ref2, torch.Tensor)
+    assert box2[2] > 2 * box[2] and ref2.shape[-2:] == (2 * box2[3], 2 * box2[2])  # the wide, at x2
+    assert w.reference.box == box  # the tele's own footprint: the wide was not merged into it
+
+
 # ------------------------------------------------------------------------------------------------ bundled models
 
 

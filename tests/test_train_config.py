@@ -74,7 +74,7 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path: Path) -> None:
         ("lr: 1\n\tsteps: 3", ".yaml", r"not valid YAML \(line 2, column 1: found character '\\t'"),
         ("- 1\n- 2", ".yaml", "table of key = value"),
         ("steps = 3", ".ini", "must be .toml"),
-        ("preset = 'tzsr-small'", ".toml", "cannot be trained yet"),
+        ("preset = 'tzsr-small'", ".toml", "--triple with its size"),
         ("loss = 'l2'", ".toml", "loss must be one of"),
         ("ema_decay = 1.0", ".toml", r"ema_decay must be in \[0, 1\)"),
     ],

@@ -256,6 +256,34 @@ def test_init_and_scale_mismatch(data: Path, tmp_path: Path) -> None:
         train(resolve_train_config(data4, run, resume=True), resume=True)
 
 
+def test_a_triple_camera_model_learns_from_triples_starting_from_a_dual_one(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "triple", n_train=3, n_test=1, size=(40, 48), triple=True)
+    torch.manual_seed(0)
+    dual = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    save_checkpoint(dual, tmp_path / "dual.safetensors", metadata={})
+    run = tmp_path / "run"
+    train(
+        config(data, run, init=str(tmp_path / "dual.safetensors"), triple=True, steps=6, loss="l1", lr=1e-3)
+    )
+    net, meta = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert meta["hparams"]["triple"] and meta["hparams"]["ref2_scale"] == 2
+    state, source = net.state_dict(), dual.state_dict()
+    # the dual model's weights started it; the middle camera's branch started as the tele's
+    assert torch.allclose(state["head.weight"], source["head.weight"], atol=0.05)
+    assert torch.allclose(state["ref2.paste_head.weight"], source["ref.paste_head.weight"], atol=0.05)
+    # its features, fused with zero weight at first, now count: the model learnt from the middle camera
+    channels = int(meta["hparams"]["channels"])
+    assert state["fuse2.weight"][:, channels:].abs().max() > 1e-4
+    val = next(m for m in metrics(run) if m["kind"] == "val")["model"]
+    assert math.isfinite(val["full"]["psnr"])
+    # a triple checkpoint trains only as one; a dual model cannot train on pairs without a middle camera
+    with pytest.raises(ConfigError, match="train it with --triple"):
+        train(config(data, tmp_path / "b", init=str(run / "checkpoints" / "last.safetensors"), steps=1))
+    plain = make_dataset(tmp_path / "plain", n_train=1, n_test=1, size=(24, 24))
+    with pytest.raises(DatasetError, match="no middle camera"):
+        train(config(plain, tmp_path / "c", triple=True, steps=1))
+
+
 def test_missing_vgg_weights_are_a_weights_error(
     data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

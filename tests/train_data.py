@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from dzcli import __version__
-from dzcli.data.manifest import MANIFEST_VERSION, Manifest, PairRecord, write_manifest
+from dzcli.data.manifest import MANIFEST_VERSION, Manifest, MidRecord, PairRecord, write_manifest
 from dzcli.io.images import save_image
 from dzsr_models.dzsr import centre_box, crop_ref
 from tests.conftest import scene
@@ -28,8 +28,11 @@ def make_dataset(
     n_test: int = 1,
     size: tuple[int, int] = (40, 48),
     version: int = MANIFEST_VERSION,
+    triple: bool = False,
 ) -> Path:
-    """Write a prepared dataset of ``n_train + n_test`` pairs with LR ``size`` (h, w) into ``root``."""
+    """Write a prepared dataset of ``n_train + n_test`` pairs with LR ``size`` (h, w) into ``root``; with
+    ``triple``, each pair has a middle camera (``mid.png``: ``hr`` softened, as a wide at the same density
+    would see it, invalid over its left 2 LR px)."""
     h, w = size
     records = []
     for i in range(n_train + n_test):
@@ -48,6 +51,18 @@ def make_dataset(
         save_image(folder / "hr.png", hr)
         save_image(folder / "ref.png", crop_ref(hr, box, scale).contiguous())
         save_image(folder / "mask.png", mask.expand(3, -1, -1).contiguous())
+        files = {k: f"pairs/{pid}/{k}.png" for k in ("lr", "hr", "ref", "mask")}
+        mid_record = None
+        if triple:
+            soft = F.interpolate(F.avg_pool2d(hr[None], 2), scale_factor=2, mode="bilinear")[0]
+            mid_mask = torch.ones(1, scale * h, scale * w)
+            mid_mask[:, :, : 2 * scale] = 0
+            save_image(folder / "mid.png", soft.clamp(0, 1).contiguous())
+            save_image(folder / "mid_mask.png", mid_mask.expand(3, -1, -1).contiguous())
+            files |= {k: f"pairs/{pid}/{k}.png" for k in ("mid", "mid_mask")}
+            mid_record = MidRecord(
+                camera=None, zoom_ratio_exif=None, zoom_ratio=2.0, inliers=80, valid_fraction=0.95
+            )
         records.append(
             PairRecord(
                 id=pid,
@@ -58,9 +73,10 @@ def make_dataset(
                 inliers=100,
                 valid_fraction=float(mask.mean()),
                 scale=scale,
-                files={k: f"pairs/{pid}/{k}.png" for k in ("lr", "hr", "ref", "mask")},
+                files=files,
                 ref_box=box,
                 bit_depth=8,
+                mid=mid_record,
             )
         )
     manifest = Manifest(

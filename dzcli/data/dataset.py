@@ -3,7 +3,9 @@
 Training samples follow the SelfDZSR recipe: an aligned random crop of ``lr`` (p×p) and ``hr``
 (sp×sp) with its validity mask, the same flips/transposition on all of them, and a reference cut from
 ``hr`` over a random ``p/s × p/s`` window of the ``lr`` patch (so the reference's pixel grid has the
-patch's size and lies at a known place, like a real tele inside the wide's field of view).
+patch's size and lies at a known place, like a real tele inside the wide's field of view). For a
+triple-camera model, the middle camera of a triple capture (``mid``, on the same grid as ``hr``) over a
+random window of the patch is a second reference (``ref2``), as the wide around the tele at zoom time.
 
 Every sample is a pure function of ``(seed, index)``: training is reproducible, resumes exactly, and
 distributed ranks draw disjoint index ranges.
@@ -22,11 +24,15 @@ import torch
 from dzcli.data.manifest import read_manifest
 from dzcli.errors import DatasetError, InputError
 from dzcli.io.images import load_photo
+from dzcli.resize import torch_resize
 from dzsr_models.dzsr import centre_box, crop_ref
 
 log = logging.getLogger(__name__)
 
 Box = tuple[int, int, int, int]
+
+MID_WINDOW = 0.75
+"""Side of a training sample's middle-camera window, as a share of the LR patch's."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,8 @@ class PreparedPair:
         ref: ``(3, s·bh, s·bw)`` the reference given to the network: ``hr`` over ``ref_box``.
         ref_box: ``(x0, y0, bw, bh)`` of the reference in whole ``lr`` pixels.
         bit_depth: 8 or 16, of the source files.
+        mid: ``(3, s·h, s·w)`` the middle camera of a triple capture on ``hr``'s grid (the bicubic ``lr``
+            where its registration is not valid), else None.
     """
 
     id: str
@@ -50,6 +58,7 @@ class PreparedPair:
     ref: torch.Tensor
     ref_box: Box
     bit_depth: int = 8
+    mid: torch.Tensor | None = None
 
     @property
     def scale(self) -> int:
@@ -136,6 +145,9 @@ def load_pairs(root: Path, split: str | None) -> list[PreparedPair]:
         bw, bh = rec.ref_box[2:]
         if tuple(ref.pixels.shape[-2:]) != (scale * bh, scale * bw):
             raise DatasetError(f"{root}: pair {rec.id} is corrupt (ref does not match its ref_box)")
+        mid = None
+        if rec.mid is not None:
+            mid = _load_mid(root, rec.files, rec.id, lr.pixels, tuple(hr.pixels.shape[-2:]))
         out.append(
             PreparedPair(
                 id=rec.id,
@@ -145,10 +157,26 @@ def load_pairs(root: Path, split: str | None) -> list[PreparedPair]:
                 ref=ref.pixels,
                 ref_box=rec.ref_box,
                 bit_depth=8 if rec.bit_depth is None else rec.bit_depth,
+                mid=mid,
             )
         )
     log.info("%s: %d %s pairs loaded", root, len(out), split or "")
     return out
+
+
+def _load_mid(
+    root: Path, files: dict[str, str], pair_id: str, lr: torch.Tensor, size: tuple[int, ...]
+) -> torch.Tensor:
+    """A pair's middle camera (``mid.png``), the bicubic ``lr`` where ``mid_mask.png`` says it is not valid."""
+    try:
+        mid, mask = (load_photo(root / files[k]).pixels for k in ("mid", "mid_mask"))
+    except (InputError, KeyError, OSError) as exc:
+        raise DatasetError(f"{root}: pair {pair_id} is corrupt (its middle camera: {exc})") from exc
+    if tuple(mid.shape[-2:]) != size or tuple(mask.shape[-2:]) != size:
+        raise DatasetError(f"{root}: pair {pair_id} is corrupt (mid is not on the hr's grid)")
+    valid = (mask[:1] > 0.5).float()
+    up = torch_resize(lr, (int(size[0]), int(size[1])), "bicubic")
+    return mid * valid + up * (1 - valid)
 
 
 def _augment(t: torch.Tensor, hflip: bool, vflip: bool, transpose: bool) -> torch.Tensor:
@@ -166,25 +194,38 @@ class TrainPatches:
 
     Pairs are drawn in proportion to their LR area. Each sample (see :meth:`__getitem__`) holds ``lr``
     ``(3, p, p)``, ``hr`` ``(3, sp, sp)``, ``mask`` ``(1, sp, sp)``, ``ref`` ``(3, p, p)`` cut from ``hr``
-    over the LR window ``ref_box`` = ``(x0, y0, p/s, p/s)`` (int64, LR-patch pixels).
+    over the LR window ``ref_box`` = ``(x0, y0, p/s, p/s)`` (int64, LR-patch pixels); with ``triple``,
+    ``ref2`` ``(3, s·q, s·q)`` cut from the pair's ``mid`` over the LR window ``ref2_box`` =
+    ``(x0, y0, q, q)``, ``q`` = :data:`MID_WINDOW` of ``p`` (the wide reaching beyond the tele, not
+    everywhere).
 
     Args:
         pairs: The pairs (those smaller than the patch are skipped, with a warning).
         patch: LR patch side ``p``, a multiple of ``scale``.
         scale: ``s``; every pair must have it.
         seed: Seed of the sampling.
+        triple: Add the middle camera's reference (every pair must have a ``mid``).
 
     Raises:
         DatasetError: ``patch`` is not a multiple of ``scale``, a pair has another scale, or no pair is
-            large enough.
+            large enough; with ``triple``, a pair without a middle camera.
     """
 
-    def __init__(self, pairs: Sequence[PreparedPair], *, patch: int, scale: int, seed: int) -> None:
+    def __init__(
+        self, pairs: Sequence[PreparedPair], *, patch: int, scale: int, seed: int, triple: bool = False
+    ) -> None:
         if patch < scale or patch % scale:
             raise DatasetError(f"patch size {patch} must be a positive multiple of the scale {scale}")
         wrong = [p.id for p in pairs if p.scale != scale]
         if wrong:
             raise DatasetError(f"pairs {', '.join(wrong[:3])} are not x{scale} (the model's scale)")
+        single = [p.id for p in pairs if p.mid is None]
+        if triple and single:
+            raise DatasetError(
+                f"{len(single)} pairs have no middle camera ({', '.join(single[:3])}): a triple-camera model "
+                "trains on triple captures only (prepare a folder of uw/wide/tele captures)"
+            )
+        self.triple = triple
         small = [p.id for p in pairs if min(p.lr.shape[-2:]) < patch]
         self.pairs = [p for p in pairs if min(p.lr.shape[-2:]) >= patch]
         if not self.pairs:
@@ -201,7 +242,8 @@ class TrainPatches:
         self.weights = areas / areas.sum()
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        """Sample ``index`` (any int >= 0): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box``."""
+        """Sample ``index`` (any int >= 0): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box`` (and
+        ``ref2``, ``ref2_box``)."""
         rng = np.random.default_rng((self.seed, index))
         pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
         p, s = self.patch, self.scale
@@ -213,13 +255,21 @@ class TrainPatches:
         mask = _augment(pair.mask[:, s * y : s * (y + p), s * x : s * (x + p)], *flips)
         q = p // s
         ry, rx = int(rng.integers(0, p - q + 1)), int(rng.integers(0, p - q + 1))
-        return {
+        sample = {
             "lr": lr.contiguous(),
             "hr": hr.contiguous(),
             "mask": mask.contiguous(),
             "ref": hr[:, s * ry : s * (ry + q), s * rx : s * (rx + q)].contiguous(),
             "ref_box": torch.tensor([rx, ry, q, q], dtype=torch.int64),
         }
+        if self.triple:
+            assert pair.mid is not None
+            mid = _augment(pair.mid[:, s * y : s * (y + p), s * x : s * (x + p)], *flips)
+            q2 = max(1, round(MID_WINDOW * p))
+            my, mx = int(rng.integers(0, p - q2 + 1)), int(rng.integers(0, p - q2 + 1))
+            sample["ref2"] = mid[:, s * my : s * (my + q2), s * mx : s * (mx + q2)].contiguous()
+            sample["ref2_box"] = torch.tensor([mx, my, q2, q2], dtype=torch.int64)
+        return sample
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         """Samples ``indices`` stacked along a new first (batch) dimension."""

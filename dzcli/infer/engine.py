@@ -19,7 +19,8 @@ what it needs from the model's :class:`~dzsr_models.descriptor.ModelDescriptor` 
 Model call convention: ``model.describe()``; ``model(lr, ref, box)``, or ``model(lr, ref, box, gvec=...)``
 when it has a global vector (``model.global_vector(lr, ref, box) -> (B, C)``); ``lr`` ``(1, 3, h, w)``,
 ``ref`` ``(1, 3, s·bh, s·bw)`` or None, ``box`` ``(x0, y0, bw, bh)`` in ``lr`` pixels (may stick out of
-it) or None with ``ref=None``; returns ``(1, 3, s·h, s·w)``.
+it) or None with ``ref=None``; returns ``(1, 3, s·h, s·w)``. A triple-camera model (``ref2_scale`` in its
+descriptor) also gets ``ref2=`` and ``box2=``: the middle camera's window for the tile, cut like the tele's.
 """
 
 from __future__ import annotations
@@ -311,6 +312,8 @@ def super_resolve(
     *,
     ref: Tensor | None = None,
     box: Box | None = None,
+    ref2: Tensor | None = None,
+    box2: Box | None = None,
     tile: int = 0,
     overlap: int = 16,
     device: str | torch.device = "cpu",
@@ -331,6 +334,9 @@ def super_resolve(
             ``box``, in the LR's colours; None disables the reference.
         box: ``(x0, y0, bw, bh)`` whole LR pixels, where ``ref`` lies (may stick out of the image: it is
             clipped); required with a Ref.
+        ref2: ``(3, r·bh2, r·bw2)``, a triple-camera model's middle-camera reference at its density
+            ``r = ref2_scale``, in the LR's colours; None without one.
+        box2: where ``ref2`` lies, as ``box``.
         tile: tile side in LR pixels; 0 picks it from free memory; ``>= max(H, W)`` runs untiled.
         overlap: least overlap of neighbouring tiles in LR pixels (feathered over its middle half).
         device: ``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``.
@@ -341,7 +347,8 @@ def super_resolve(
         ``(3, s·H, s·W)`` float32 in ``[0, 1]`` on the CPU.
 
     Raises:
-        InputError: shapes that do not fit together, a Ref without its box.
+        InputError: shapes that do not fit together, a Ref without its box, a ``ref2`` for a model that
+            takes none.
         ConfigError: unknown or unavailable device, negative tile or overlap, a model without a descriptor.
         ResourceError: out of memory even with :data:`MIN_TILE`-pixel tiles.
     """
@@ -349,6 +356,10 @@ def super_resolve(
     desc = describe(model)
     s = desc.scale
     _check_inputs(lr, ref, box, s)
+    if ref2 is not None and desc.ref2_scale is None:
+        raise InputError("ref2 given to a model without a middle-camera reference")
+    r2 = desc.ref2_scale or 1
+    _check_inputs(lr, ref2, box2, r2)
     if tile < 0 or overlap < 0:
         raise ConfigError(f"tile and overlap must be >= 0, got tile={tile}, overlap={overlap}")
     H, W = int(lr.shape[1]), int(lr.shape[2])
@@ -356,6 +367,9 @@ def super_resolve(
     if ref is not None:
         ref = ref.detach().to("cpu", torch.float32)
     ref, box = clip_reference(ref, box, H, W, s)
+    if ref2 is not None:
+        ref2 = ref2.detach().to("cpu", torch.float32)
+    ref2, box2 = clip_reference(ref2, box2, H, W, r2)
     use_half = bool(half) and dev.type == "cuda" and desc.supports_half
     if half and not use_half:
         log.debug(
@@ -372,15 +386,22 @@ def super_resolve(
                 gvec = global_vector(model, desc.gvec_stride, lr, ref, box, device=dev)
         side = tile if tile > 0 else auto_tile(desc, dev, half=use_half)
         windows = RefWindows(ref, box, s, context=desc.ref_context, grid=desc.ref_grid)
+        windows2 = RefWindows(ref2, box2, r2, context=desc.ref_context, grid=desc.ref_grid)
         state = {"tile": side}
+
+        def on_device(r: Tensor | None) -> Tensor | None:
+            return None if r is None else r[None].to(dev).contiguous(memory_format=torch.channels_last)
 
         def forward(t: Tile) -> Tensor:
             r, b = windows.window(t)
+            kw: dict[str, object] = {} if gvec is None else {"gvec": gvec}
+            if desc.ref2_scale is not None:
+                r2w, b2 = windows2.window(t)
+                kw |= {"ref2": on_device(r2w), "box2": b2}
             with torch.inference_mode():
                 x = lr[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w][None].to(dev)
                 x = x.contiguous(memory_format=torch.channels_last)
-                r = None if r is None else r[None].to(dev).contiguous(memory_format=torch.channels_last)
-                y = model(x, r, b) if gvec is None else model(x, r, b, gvec=gvec)
+                y = model(x, on_device(r), b, **kw)
                 return y[0].float().clamp_(0.0, 1.0).cpu().contiguous()
 
         def solve(t: Tile) -> Tensor:

@@ -37,7 +37,7 @@ from dzcli.train.config import (
     resolve_config,
 )
 from dzcli.train.loop import ProgressFn, RunLayout, Trainer, distributed, load_state, model_from_state
-from dzsr_models import rescale_model
+from dzsr_models import rescale_model, with_middle_camera
 from dzsr_models.bundled import load_model
 
 log = logging.getLogger(__name__)
@@ -180,6 +180,16 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: ProgressFn | None
                     carried,
                     total,
                 )
+        if init is not None and cfg.triple and describe(init).ref2_scale is None:
+            init, carried = with_middle_camera(init, scale)
+            log.info(
+                "%s is a dual-camera model: the triple one starts from it (%d parameters carried over; the "
+                "middle camera read as the tele is, its features fused with zero weight at first)",
+                source,
+                carried,
+            )
+        elif init is not None and not cfg.triple and describe(init).ref2_scale is not None:
+            raise ConfigError(f"{source} is a triple-camera model: train it with --triple")
         if init is not None and describe(init).scale != scale:
             was = describe(init).scale
             raise ConfigError(

@@ -718,11 +718,12 @@ def _super_resolve(
     progress: ProgressFn | None,
     timings: dict[str, float],
     dense: AlignedCapture | None = None,
+    middle: AlignedCapture | None = None,
 ) -> tuple[Tensor, int, float | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
-    with the reference where it has one, its reference-free detail outside the tele's view scaled by the
-    self-check's gain, resampled to ``outscale``, and the ``dense`` tele pasted inside its footprint (see
-    :func:`_dense_reference`): ``(image, tiles, gain)``."""
+    with the reference where it has one (and a triple-camera network's ``middle`` one), its reference-free
+    detail outside the tele's view scaled by the self-check's gain, resampled to ``outscale``, and the
+    ``dense`` tele pasted inside its footprint (see :func:`_dense_reference`): ``(image, tiles, gain)``."""
     s = describe(model).scale
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
@@ -740,11 +741,14 @@ def _super_resolve(
 
     t = time.perf_counter()
     ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
+    ref2 = None if middle is None else fill_invalid(middle.ref, middle.lr, middle.mask, middle.scale)
     sr = super_resolve(
         model,
         uw,
         ref=ref,
         box=None if aligned is None else aligned.box,
+        ref2=ref2,
+        box2=None if middle is None else middle.box,
         tile=tile,
         overlap=overlap,
         device=device,
@@ -777,16 +781,18 @@ class _References:
     """What the network and the paste are given for one capture.
 
     Attributes:
-        aligned: the reference at the network's scale (the tele, merged with the wide for a triple capture),
-            or None.
+        aligned: the reference at the network's scale (the tele, merged with the wide for a triple capture
+            and a dual-camera network), or None.
         no_ref: why the tele is not a reference (None when it is).
         dense: the tele at the output's density for :func:`dzcli.infer.paste.paste_reference`, or None.
-        wide: the wide is part of ``aligned``.
+        middle: the wide at a triple-camera network's ``ref2_scale``, its second reference, or None.
+        wide: the wide is a reference (in ``aligned`` or as ``middle``).
     """
 
     aligned: AlignedCapture | None
     no_ref: str | None
     dense: AlignedCapture | None
+    middle: AlignedCapture | None
     wide: bool
 
 
@@ -798,6 +804,7 @@ def _references(
     no_ref: str | None,
     *,
     scale: int,
+    ref2_scale: int | None,
     outscale: float,
     density: float | None,
     zoom_ratio: float | None,
@@ -809,7 +816,8 @@ def _references(
 ) -> _References:
     """The references of a capture once its tele has been looked for (``found``, or None and why in
     ``no_ref``): the tele at the network's scale, at the output's density (``paste``), and the wide when one is
-    given (``names``: the uw's, the tele's and the wide's)."""
+    given (``names``: the uw's, the tele's and the wide's): at ``ref2_scale`` for a triple-camera network,
+    else merged with the tele (:func:`merge_references`)."""
     uw_name, tele_name, wide_name = names
     aligned, no_ref = _reference(
         uw,
@@ -842,16 +850,20 @@ def _references(
             uw,
             wide,
             None if found is None else found.wide,
-            scale=scale,
+            scale=scale if ref2_scale is None else ref2_scale,
             zoom_ratio=wide_zoom_ratio,
             uw_name=uw_name,
             wide_name=wide_name,
             timings=timings,
         )
-    if middle is not None:
+    if middle is not None and ref2_scale is None:
         log.info("%s: %s is the reference around the tele's footprint", uw_name, wide_name)
-        aligned = merge_references(uw, middle, aligned)
-    return _References(aligned=aligned, no_ref=no_ref, dense=dense, wide=middle is not None)
+        return _References(
+            aligned=merge_references(uw, middle, aligned), no_ref=no_ref, dense=dense, middle=None, wide=True
+        )
+    if middle is not None:
+        log.info("%s: %s is the network's second reference", uw_name, wide_name)
+    return _References(aligned=aligned, no_ref=no_ref, dense=dense, middle=middle, wide=middle is not None)
 
 
 def zoom_photo(
@@ -948,6 +960,7 @@ def zoom_photo(
         found,
         no_ref,
         scale=s,
+        ref2_scale=describe(model).ref2_scale,
         outscale=final,
         density=density,
         zoom_ratio=zoom_ratio,
@@ -973,6 +986,7 @@ def zoom_photo(
         progress=progress,
         timings=timings,
         dense=refs.dense,
+        middle=refs.middle,
     )
     return ZoomedPhoto(
         image=image,
@@ -1034,6 +1048,7 @@ def zoom_capture(
         found,
         no_ref,
         scale=s,
+        ref2_scale=describe(model).ref2_scale,
         outscale=outscale,
         density=density,
         zoom_ratio=est.value,
@@ -1060,6 +1075,7 @@ def zoom_capture(
         progress=progress,
         timings=timings,
         dense=refs.dense,
+        middle=refs.middle,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     notes = []
@@ -1077,10 +1093,11 @@ def zoom_capture(
     )
     timings["write"] = time.perf_counter() - t
     reference = None
-    if aligned is not None:
+    used = aligned if aligned is not None else refs.middle
+    if used is not None:
         reference = ReferenceUse(
-            valid_fraction=aligned.valid_fraction,
-            box=aligned.box,
+            valid_fraction=used.valid_fraction,
+            box=used.box,
             residual_gain=gain,
             pasted=refs.dense is not None,
             wide=refs.wide,

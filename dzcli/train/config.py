@@ -58,6 +58,8 @@ class TrainConfig:
         log_every: Append the mean training losses to ``metrics.jsonl`` every this many steps.
         val_tile: Tile side for validation inference in LR pixels (0: automatic, as ``dzsr zoom``).
         trunk_weights: ``imagenet`` VGG16 for matching and the SW loss, or ``random`` (tests, no weights).
+        triple: train a triple-camera model (``tzsr-<preset>``, TZSR) on triple captures: the middle camera
+            (``mid.png`` of each pair) is a second reference, fused before the tele.
     """
 
     data: Path
@@ -81,10 +83,11 @@ class TrainConfig:
     log_every: int = 50
     val_tile: int = 0
     trunk_weights: str = "imagenet"
+    triple: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in PRESETS:
-            hint = " (the triple-camera tzsr models cannot be trained yet)" if "tzsr" in self.preset else ""
+            hint = " (a triple-camera model: --triple with its size)" if "tzsr" in self.preset else ""
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}{hint}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
@@ -108,8 +111,8 @@ class TrainConfig:
 
     @property
     def model_name(self) -> str:
-        """The registered model of the preset (``dzsr-<preset>``)."""
-        return f"dzsr-{self.preset}"
+        """The registered model of the preset (``dzsr-<preset>``, ``tzsr-<preset>`` with ``triple``)."""
+        return f"{'tzsr' if self.triple else 'dzsr'}-{self.preset}"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings), in field order: what ``config.yaml`` holds."""

@@ -148,8 +148,8 @@ class Objective(nn.Module):
 
         Args:
             batch: ``lr`` ``(B, 3, p, p)``, ``hr`` ``(B, 3, sp, sp)``, ``mask`` ``(B, 1, sp, sp)``,
-                ``ref`` ``(B, 3, p, p)``, ``ref_box`` ``(B, 4)``
-                (see :class:`~dzcli.data.dataset.TrainPatches`).
+                ``ref`` ``(B, 3, p, p)``, ``ref_box`` ``(B, 4)``, and for a triple-camera model ``ref2``,
+                ``ref2_box`` (see :class:`~dzcli.data.dataset.TrainPatches`).
             generator: CPU generator of the aux-LR noise and the SW directions.
 
         Returns:
@@ -168,7 +168,9 @@ class Objective(nn.Module):
             total = total + aux_l1 + self.position_weight * position
             parts |= {"aux_l1": aux_l1.detach(), "position": position.detach()}
             guide = inject_noise(aux, hr, scale=s, generator=generator)
-        sr = self.net(lr, batch["ref"], batch["ref_box"], aux=guide)
+        sr = self.net(
+            lr, batch["ref"], batch["ref_box"], aux=guide, ref2=batch.get("ref2"), box2=batch.get("ref2_box")
+        )
         l1 = masked_l1(sr, hr, mask)
         parts["l1"] = l1.detach()
         sr_loss = l1
@@ -245,13 +247,20 @@ def validate(
     tile: int = 0,
     keep: Callable[[PreparedPair, Tensor], None] | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Scores of ``model`` on whole pairs through the inference path (:func:`super_resolve`).
+    """Scores of ``model`` on whole pairs through the inference path (:func:`super_resolve`); a
+    triple-camera model gets each pair's middle camera over the whole LR.
 
     ``keep(pair, output)``, if given, sees each output (to log images without a second inference).
     """
 
+    middle = describe(model).ref2_scale is not None
+
     def upscale(p: PreparedPair) -> Tensor:
-        out = super_resolve(model, p.lr, ref=p.ref, box=p.ref_box, tile=tile, device=device)
+        ref2 = p.mid if middle else None
+        box2 = None if ref2 is None else (0, 0, int(p.lr.shape[-1]), int(p.lr.shape[-2]))
+        out = super_resolve(
+            model, p.lr, ref=p.ref, box=p.ref_box, ref2=ref2, box2=box2, tile=tile, device=device
+        )
         if keep is not None:
             keep(p, out)
         return out
@@ -579,10 +588,20 @@ class Trainer:
         net = (
             init.train()
             if init is not None
-            else create_model(cfg.model_name, scale=scale, matcher_weights=cfg.trunk_weights)
+            else create_model(
+                cfg.model_name,
+                scale=scale,
+                matcher_weights=cfg.trunk_weights,
+                ref2_scale=scale if cfg.triple else None,
+            )
         )
         if not isinstance(net, DZSR):
             raise ConfigError(f"dzsr train trains DZSR networks, not a {type(net).__name__}")
+        if cfg.triple and net.ref2_scale != scale:
+            raise ConfigError(
+                f"a triple-camera model trains with its middle camera at the data's density x{scale}, "
+                f"not x{net.ref2_scale}"
+            )
         self.net = net
         aux = create_model("auxlr", scale=scale, channels=int(net.hparams["channels"]))
         assert isinstance(aux, AuxLRGenerator)
@@ -612,7 +631,9 @@ class Trainer:
                 **_NO_BUFFER_SYNC,
             )
         self.stepper = _Stepper(wrapped, self.optimizer, self.scaler, self.device, self.amp)
-        self.patches = TrainPatches(train_pairs, patch=cfg.patch_size, scale=scale, seed=cfg.seed)
+        self.patches = TrainPatches(
+            train_pairs, patch=cfg.patch_size, scale=scale, seed=cfg.seed, triple=cfg.triple
+        )
         self.step = 0
         self.best_psnr: float | None = None
         self.baseline: dict[str, dict[str, float]] | None = None
