@@ -29,6 +29,7 @@ from dzsr_models import create_model, save_checkpoint
 
 from .conftest import write_capture
 from .test_metrics_lpips import _one_thread, random_net  # noqa: F401 (autouse fixture)
+from .train_data import make_dataset
 
 DATA = Path(__file__).parent / "data"
 runner = CliRunner()
@@ -231,6 +232,32 @@ def test_eval_scores_a_triple_capture_on_the_wides_footprint_with_and_without_it
     assert "full / centre / corner / wide" in md and "| tiny (tele only) |" in md
     rows = list(csv.DictReader(files["csv"].open()))
     assert {r["region"] for r in rows} == {"full", "centre", "corner", "wide"}
+
+
+def test_a_triple_camera_model_is_evaluated_with_each_pairs_middle_camera(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = make_dataset(tmp_path / "triple", n_train=1, n_test=1, size=(32, 40), triple=True)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(
+        create_model("tzsr-tiny", scale=2, ref2_scale=2, matcher_weights="random"),
+        tmp_path / "tzsr.safetensors",
+        metadata={},
+    )
+    calls = []
+    run = evaluate_module.super_resolve
+
+    def spy(model, lr, **kw):  # type: ignore[no-untyped-def]
+        calls.append((kw.get("ref") is not None, kw.get("ref2"), kw.get("box2")))
+        return run(model, lr, **kw)
+
+    monkeypatch.setattr(evaluate_module, "super_resolve", spy)
+    cfg = EvalConfig(data=data, out=tmp_path / "r", models=(str(ckpt),), device="cpu", crop=16, lpips=False)
+    evaluate(cfg)
+    (no_ref, with_refs) = calls[-2:]
+    assert not no_ref[0] and no_ref[1] is None  # the no-ref row gets neither reference
+    assert with_refs[0] and with_refs[1] is not None and with_refs[2] == (0, 0, 40, 32)
+    assert with_refs[1].shape == (3, 64, 80)  # the middle camera over the whole lr at x2
 
 
 def test_footprint_box_of_a_known_tele() -> None:

@@ -38,7 +38,7 @@ from dzcli.data.manifest import MANIFEST_NAME
 from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
-from dzcli.infer.engine import super_resolve
+from dzcli.infer.engine import describe, super_resolve
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
@@ -405,7 +405,10 @@ def _eval_prepared(
         out, secs = _run_model(m.model, lr, cfg, device)
         scorer.add(f"{m.name} (no ref)", out, secs)
         t = time.perf_counter()
-        out, _ = _run_model(m.model, lr, cfg, device, ref=ref, box=(x0, y0, bw, bh))
+        middle: dict[str, Any] = {}
+        if describe(m.model).ref2_scale == s and pair.mid is not None:  # the wide over the whole lr
+            middle = {"ref2": pair.mid, "box2": (0, 0, int(lr.shape[-1]), int(lr.shape[-2]))}
+        out, _ = _run_model(m.model, lr, cfg, device, ref=ref, box=(x0, y0, bw, bh), **middle)
         if cfg.self_check:
             mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
             out, gain = apply_self_check(
