@@ -12,6 +12,7 @@ import torch
 
 from dzcli.io.exif import CaptureInfo, make_exif
 from dzcli.io.images import load_photo, save_image
+from dzcli.resize import torch_resize
 from dzcli.simulate import SimulatedPair, SimulatedTriple, simulate_pair, simulate_triple
 
 DATA = Path(__file__).parent / "data"
@@ -119,17 +120,36 @@ def far_triple() -> SimulatedTriple:
     )
 
 
+@pytest.fixture(scope="session")
+def photo_triple() -> SimulatedTriple:
+    """A 13/26/52 mm triple capture of a real photo (life, enlarged 3x: detail the 480x320 px uw cannot
+    resolve and the wide can). The tele covers about 110x74 uw px, the wide 230x154."""
+    photo = scene("life")
+    big = torch_resize(photo, (3 * photo.shape[-2], 3 * photo.shape[-1]), "bicubic").clamp(0, 1)
+    return simulate_triple(
+        big,
+        density=4.0,
+        wide_density=2.0,
+        offset=(5.0, -3.0),
+        rotation_deg=0.5,
+        wide_offset=(-4.0, 2.0),
+        wide_rotation_deg=-0.3,
+        seed=1,
+    )
+
+
 def write_triple(folder: Path, name: str, sim: SimulatedTriple, *, when: datetime) -> dict[str, Path]:
     """Write a simulated triple as ``name_uw`` / ``name_wide`` / ``name_tele`` JPEGs with phone-like EXIF
-    (:data:`FOCALS_35MM`)."""
+    (the uw at 13 mm, the others at its focal length times their zoom ratio)."""
+    ratios = {"uw": 1.0, "wide": sim.wide_zoom_ratio, "tele": sim.pair.zoom_ratio}
     images = {"uw": sim.pair.uw, "wide": sim.wide, "tele": sim.pair.tele}
     paths = {}
     for i, (role, image) in enumerate(images.items()):
         info = CaptureInfo(
             make="dzsr",
             model="TestPhone",
-            focal_mm=FOCALS_35MM[role] / 6.0,
-            focal_35mm=FOCALS_35MM[role],
+            focal_mm=FOCALS_35MM["uw"] * ratios[role] / 6.0,
+            focal_35mm=round(FOCALS_35MM["uw"] * ratios[role]),
             time=when + timedelta(seconds=0.1 * i),
         )
         paths[role] = folder / f"{name}_{role}.jpg"

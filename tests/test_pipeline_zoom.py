@@ -378,41 +378,56 @@ def test_folder_mode(tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: 
 
 
 def test_the_far_tele_of_a_triple_capture_is_found_through_its_wide(
-    tmp_path: Path, far_triple: SimulatedTriple, tiny_ckpt: Path
+    tmp_path: Path, far_triple: SimulatedTriple, tiny_ckpt: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """The wide helps find the tele where the direct match is too weak, and is the reference around it."""
+    """The wide helps find the tele where the direct match is too weak; it is not a reference here, as
+    under the tele its texture (periods of 2 to 3 of its pixels) is no closer to the tele than the
+    bicubic uw."""
     src = tmp_path / "captures"
     src.mkdir()
     files = write_triple(src, "far", far_triple, when=WHEN)
-    (triple,) = zoom(ZoomConfig(inputs=(src,), out=tmp_path / "out", model=str(tiny_ckpt), device="cpu"))
+    with caplog.at_level(logging.INFO, logger="dzcli.pipeline.zoom"):
+        (triple,) = zoom(ZoomConfig(inputs=(src,), out=tmp_path / "out", model=str(tiny_ckpt), device="cpu"))
     w = triple.written
     assert triple.ok and w is not None and w.no_ref is None and w.reference is not None
     assert w.zoom_ratio == pytest.approx(far_triple.pair.zoom_ratio, rel=0.002)  # registered: 5.928 for 5.923
-    # the reference spans the wide's footprint (the central half of the uw, 169x127 px), the tele inside it
-    x0, y0, bw, bh = w.reference.box
-    cx, cy = far_triple.wide_center
-    assert w.reference.wide
-    assert abs(x0 + bw / 2 - cx) < 3 and abs(y0 + bh / 2 - cy) < 3 and 160 <= bw <= 175 and 118 <= bh <= 132
-    (tele_only,) = zoom(
-        ZoomConfig(inputs=(src,), out=tmp_path / "tele_only", model=str(tiny_ckpt), device="cpu", wide=False)
-    )
-    t = tele_only.written
-    assert t is not None and t.reference is not None and not t.reference.wide
-    assert t.reference.box[2] < 70 and t.zoom_ratio == pytest.approx(w.zoom_ratio)
+    assert not w.reference.wide and w.reference.box[2] < 70
+    assert "far_wide.jpg not used: under the tele it is no closer to it than the bicubic uw" in caplog.text
     (pair,) = zoom(_cfg((files["uw"], files["tele"]), tiny_ckpt, out=tmp_path / "pair.png"))  # no wide
     assert pair.written is not None and pair.written.reference is None
     assert (pair.written.no_ref or "").startswith("no overlap found between far_uw.jpg and far_tele.jpg")
 
 
+def test_a_triple_captures_wide_is_the_reference_around_the_tele(
+    tmp_path: Path, photo_triple: SimulatedTriple, tiny_ckpt: Path
+) -> None:
+    src = tmp_path / "captures"
+    src.mkdir()
+    write_triple(src, "life", photo_triple, when=WHEN)
+    (res,) = zoom(ZoomConfig(inputs=(src,), out=tmp_path / "out", model=str(tiny_ckpt), device="cpu"))
+    w = res.written
+    assert w is not None and w.no_ref is None and w.reference is not None and w.reference.wide
+    # the reference spans the wide's footprint (the central half of the uw, 240x160 px), the tele inside it
+    x0, y0, bw, bh = w.reference.box
+    cx, cy = photo_triple.wide_center
+    assert abs(x0 + bw / 2 - cx) < 3 and abs(y0 + bh / 2 - cy) < 3 and 225 <= bw <= 245 and 150 <= bh <= 165
+    (tele_only,) = zoom(
+        ZoomConfig(inputs=(src,), out=tmp_path / "tele_only", model=str(tiny_ckpt), device="cpu", wide=False)
+    )
+    t = tele_only.written
+    assert t is not None and t.reference is not None and not t.reference.wide
+    assert t.reference.box[2] < 125 and t.zoom_ratio == pytest.approx(w.zoom_ratio)
+
+
 def test_a_triple_camera_model_gets_the_wide_as_its_second_reference(
-    tmp_path: Path, far_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, photo_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     torch.manual_seed(0)
     model = create_model("tzsr-tiny", scale=2, ref2_scale=2, matcher_weights="random")
     ckpt = save_checkpoint(model, tmp_path / "tzsr.safetensors", metadata={})
     src = tmp_path / "captures"
     src.mkdir()
-    write_triple(src, "far", far_triple, when=WHEN)
+    write_triple(src, "life", photo_triple, when=WHEN)
     seen: list[tuple[object, object, object]] = []
     run = engine.super_resolve
 

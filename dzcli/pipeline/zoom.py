@@ -62,6 +62,7 @@ from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif, update_xmp
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, holds_alpha, save_image
+from dzcli.metrics.image import psnr
 from dzcli.resize import resample, torch_resize
 from dzsr_models.bundled import ModelInfo, choose_bundled, load_model
 
@@ -305,17 +306,25 @@ def _soft_mask(mask: Tensor, scale: int) -> Tensor:
     return soft * mask
 
 
-def merge_references(uw: Tensor, wide: AlignedCapture, tele: AlignedCapture | None) -> AlignedCapture:
+def merge_references(
+    uw: Tensor,
+    wide: AlignedCapture,
+    tele: AlignedCapture | None,
+    *,
+    background: Callable[[tuple[int, int, int, int]], Tensor] | None = None,
+) -> AlignedCapture:
     """The wide and the tele of a triple capture as one reference over both their footprints.
 
-    Both at the network's scale ``s``: the upsampled uw (bicubic) where neither is valid, the wide where it
-    is, and the tele over it where the tele is (each blended in with the soft edge of :func:`fill_invalid`):
-    the tele's detail inside its footprint, the wide's around it.
+    Both at the network's scale ``s``: the ``background`` where neither is valid, the wide where it is, and
+    the tele over it where the tele is (each blended in with the soft edge of :func:`fill_invalid`): the
+    tele's detail inside its footprint, the wide's around it.
 
     Args:
         uw: ``(3, H, W)`` the whole uw photo in [0, 1].
         wide: the middle camera aligned on ``uw`` (:func:`dzcli.align.capture.align_capture`).
         tele: the tele aligned on ``uw`` at the same scale, or None.
+        background: ``background(box)`` gives ``(3, s·h, s·w)`` over uw pixels ``box = (x0, y0, w, h)``
+            (zoom: the network's own reference-free output); None: the bicubic uw.
 
     Returns:
         An aligned capture over the bounding box of both footprints (the tele's registration, valid fraction,
@@ -333,7 +342,12 @@ def merge_references(uw: Tensor, wide: AlignedCapture, tele: AlignedCapture | No
     x1 = max(p.box[0] + p.box[2] for p in parts)
     y1 = max(p.box[1] + p.box[3] for p in parts)
     lr = uw[:, y0:y1, x0:x1]
-    ref = torch_resize(lr, (s * (y1 - y0), s * (x1 - x0)), "bicubic")
+    box = (x0, y0, x1 - x0, y1 - y0)
+    ref = (
+        torch_resize(lr, (s * (y1 - y0), s * (x1 - x0)), "bicubic")
+        if background is None
+        else background(box).clone()
+    )
     mask = ref.new_zeros(1, *ref.shape[-2:])
     for p in parts:
         bx, by, bw, bh = p.box
@@ -342,8 +356,30 @@ def merge_references(uw: Tensor, wide: AlignedCapture, tele: AlignedCapture | No
         m = _soft_mask(p.mask, s)
         ref[:, rows, cols] = ref[:, rows, cols] * (1 - m) + p.ref * m
         mask[:, rows, cols] = torch.maximum(mask[:, rows, cols], p.mask.float())
-    main = parts[-1]
-    return replace(main, lr=lr, ref=ref, mask=mask, box=(x0, y0, x1 - x0, y1 - y0))
+    return replace(parts[-1], lr=lr, ref=ref, mask=mask, box=box)
+
+
+def wide_fidelity(uw: Tensor, wide: AlignedCapture, tele: AlignedCapture) -> tuple[float, float] | None:
+    """How faithful the wide of a triple capture is, judged by the tele where both are valid: the PSNR (dB)
+    of the wide and of the bicubic uw against the tele, both at the network's scale over the part of the
+    tele's footprint inside the wide's; None when they share fewer than 256 valid pixels."""
+    s = tele.scale
+    x0, y0 = max(wide.box[0], tele.box[0]), max(wide.box[1], tele.box[1])
+    x1 = min(wide.box[0] + wide.box[2], tele.box[0] + tele.box[2])
+    y1 = min(wide.box[1] + wide.box[3], tele.box[1] + tele.box[3])
+    if x1 <= x0 or y1 <= y0:
+        return None
+
+    def crop(t: Tensor, a: AlignedCapture) -> Tensor:
+        bx, by = a.box[:2]
+        return t[:, s * (y0 - by) : s * (y1 - by), s * (x0 - bx) : s * (x1 - bx)]
+
+    both = crop(wide.mask, wide) * crop(tele.mask, tele)
+    if float(both.sum()) < 256:
+        return None
+    target = crop(tele.ref, tele)
+    up = torch_resize(uw[:, y0:y1, x0:x1], (s * (y1 - y0), s * (x1 - x0)), "bicubic").clamp(0, 1)
+    return psnr(crop(wide.ref, wide), target, mask=both), psnr(up, target, mask=both)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -719,6 +755,7 @@ def _super_resolve(
     timings: dict[str, float],
     dense: AlignedCapture | None = None,
     middle: AlignedCapture | None = None,
+    filled: bool = False,
 ) -> tuple[Tensor, int, float | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), its reference-free
@@ -740,7 +777,9 @@ def _super_resolve(
             progress("tiles", done, total, uw_name)
 
     t = time.perf_counter()
-    ref = None if aligned is None else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
+    ref = None
+    if aligned is not None:
+        ref = aligned.ref if filled else fill_invalid(aligned.ref, aligned.lr, aligned.mask, s)
     ref2 = None if middle is None else fill_invalid(middle.ref, middle.lr, middle.mask, middle.scale)
     sr = super_resolve(
         model,
@@ -776,6 +815,27 @@ def _super_resolve(
     return out, tiles[0], gain
 
 
+def _network_background(
+    model: nn.Module,
+    uw: Tensor,
+    box: tuple[int, int, int, int],
+    *,
+    tile: int,
+    overlap: int,
+    device: torch.device,
+    half: bool,
+) -> Tensor:
+    """``(3, s·h, s·w)``: the network's reference-free output over uw pixels ``box`` (run on the box and
+    ``overlap`` pixels of context around it)."""
+    s = describe(model).scale
+    x0, y0, w, h = box
+    H, W = int(uw.shape[-2]), int(uw.shape[-1])
+    cx0, cy0 = max(0, x0 - overlap), max(0, y0 - overlap)
+    cx1, cy1 = min(W, x0 + w + overlap), min(H, y0 + h + overlap)
+    sr = super_resolve(model, uw[:, cy0:cy1, cx0:cx1], tile=tile, overlap=overlap, device=device, half=half)
+    return sr[:, s * (y0 - cy0) : s * (y0 - cy0 + h), s * (x0 - cx0) : s * (x0 - cx0 + w)]
+
+
 @dataclass(frozen=True, eq=False)
 class _References:
     """What the network and the paste are given for one capture.
@@ -787,6 +847,8 @@ class _References:
         dense: the tele at the output's density for :func:`dzcli.infer.paste.paste_reference`, or None.
         middle: the wide at a triple-camera network's ``ref2_scale``, its second reference, or None.
         wide: the wide is a reference (in ``aligned`` or as ``middle``).
+        filled: ``aligned.ref`` is whole already (merged over the network's own output where neither
+            camera is valid), not to be filled again.
     """
 
     aligned: AlignedCapture | None
@@ -794,6 +856,7 @@ class _References:
     dense: AlignedCapture | None
     middle: AlignedCapture | None
     wide: bool
+    filled: bool = False
 
 
 def _references(
@@ -813,11 +876,13 @@ def _references(
     paste: bool,
     names: tuple[str, str, str],
     timings: dict[str, float],
+    background: Callable[[tuple[int, int, int, int]], Tensor] | None = None,
 ) -> _References:
     """The references of a capture once its tele has been looked for (``found``, or None and why in
     ``no_ref``): the tele at the network's scale, at the output's density (``paste``), and the wide when one is
     given (``names``: the uw's, the tele's and the wide's): at ``ref2_scale`` for a triple-camera network,
-    else merged with the tele (:func:`merge_references`)."""
+    else merged with the tele over the ``background`` (:func:`merge_references`). With a tele, the wide is
+    used only if it is closer to the tele than the bicubic uw where both are valid (:func:`wide_fidelity`)."""
     uw_name, tele_name, wide_name = names
     aligned, no_ref = _reference(
         uw,
@@ -856,10 +921,21 @@ def _references(
             wide_name=wide_name,
             timings=timings,
         )
+    if middle is not None and aligned is not None:
+        fidelity = wide_fidelity(uw, middle, aligned)
+        if fidelity is not None and fidelity[0] <= fidelity[1]:
+            log.info(
+                "%s: %s not used: under the tele it is no closer to it than the bicubic uw (%.2f dB, %.2f dB)",
+                uw_name,
+                wide_name,
+                *fidelity,
+            )
+            middle = None
     if middle is not None and ref2_scale is None:
         log.info("%s: %s is the reference around the tele's footprint", uw_name, wide_name)
+        merged = merge_references(uw, middle, aligned, background=background)
         return _References(
-            aligned=merge_references(uw, middle, aligned), no_ref=no_ref, dense=dense, middle=None, wide=True
+            aligned=merged, no_ref=no_ref, dense=dense, middle=None, wide=True, filled=background is not None
         )
     if middle is not None:
         log.info("%s: %s is the network's second reference", uw_name, wide_name)
@@ -969,6 +1045,9 @@ def zoom_photo(
         paste=paste,
         names=(uw_name, tele_name, wide_name),
         timings=timings,
+        background=partial(
+            _network_background, model, uw_t, tile=tile, overlap=overlap, device=dev, half=half
+        ),
     )
     del tele_t, wide_t
     image, tiles, gain = _super_resolve(
@@ -987,6 +1066,7 @@ def zoom_photo(
         timings=timings,
         dense=refs.dense,
         middle=refs.middle,
+        filled=refs.filled,
     )
     return ZoomedPhoto(
         image=image,
@@ -1057,6 +1137,15 @@ def zoom_capture(
         paste=cfg.paste,
         names=(cap.uw.name, cap.tele.name, "wide" if cap.wide is None else cap.wide.name),
         timings=timings,
+        background=partial(
+            _network_background,
+            model,
+            uw.pixels,
+            tile=cfg.tile,
+            overlap=cfg.tile_overlap,
+            device=device,
+            half=not cfg.fp32,
+        ),
     )
     del photos  # the tele and the wide are not needed any more
     aligned = refs.aligned
@@ -1076,6 +1165,7 @@ def zoom_capture(
         timings=timings,
         dense=refs.dense,
         middle=refs.middle,
+        filled=refs.filled,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     notes = []
