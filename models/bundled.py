@@ -111,6 +111,14 @@ BUNDLED: tuple[BundledModel, ...] = (
         card="dzsr-small-x2.md",
         licence="MIT",
     ),
+    BundledModel(
+        name="dzsr-small-x2-sharp",
+        file="dzsr-small-x2-sharp.safetensors",
+        sha256="b9dd178205a58f633ce3f043177bcb83543f426a30c76eb15e596fea8755bebb",
+        scale=2,
+        card="dzsr-small-x2-sharp.md",
+        licence="MIT",
+    ),
 )
 """The shipped models, by name."""
 

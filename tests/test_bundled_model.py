@@ -21,15 +21,14 @@ from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, BundledModel, ModelInfo,
 from tests.conftest import write_capture
 
 
-def test_bundled_default_model_is_shipped_with_its_card() -> None:
-    by_name = {m.name: m for m in BUNDLED}
-    model = by_name[DEFAULT_MODEL]
-    assert model.scale == 2 and model.licence
+@pytest.mark.parametrize("model", BUNDLED, ids=lambda m: m.name)
+def test_every_bundled_model_is_shipped_with_its_card(model: BundledModel) -> None:
+    assert model.licence and DEFAULT_MODEL in {m.name for m in BUNDLED}
     path = model.verified_path()  # present, with the table's SHA-256
     assert path.stat().st_size < 8 * 2**20 and "held out" in model.summary
-    net, meta = load_model(DEFAULT_MODEL)
+    net, meta = load_model(model.name)
     assert sum(p.numel() for p in net.parameters()) > 100_000  # the small preset, not a test-sized net
-    assert meta.scale == 2 and meta.metadata["arch"] == "dzsr"
+    assert meta.scale == model.scale and meta.metadata["arch"] == "dzsr"
     assert ModelInfo.from_json(json.loads(json.dumps(meta.to_json()))) == meta  # a report can carry it
 
 
