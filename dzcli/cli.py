@@ -363,10 +363,18 @@ def zoom(
         bool,
         typer.Option(
             "--wide/--no-wide",
-            help="For a triple capture (folder mode), the middle camera is also a reference, around "
-            "the tele's footprint.",
+            help="For a triple capture, the middle camera is also a reference, around the tele's footprint.",
         ),
     ] = True,
+    wide_photo: Annotated[
+        Path | None,
+        typer.Option(
+            "--wide-photo",
+            help="With UW TELE: the middle camera's photo of the same triple capture (a 26 mm wide "
+            "between a 13 mm UW and a tele).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Super-resolve the whole wide photo to the tele's pixel density, with the tele as reference.
 
@@ -430,6 +438,7 @@ def zoom(
             self_check=self_check,
             paste=paste,
             wide=wide,
+            wide_photo=wide_photo,
         )
         with _progress() as bar:
             tasks: dict[str, TaskID] = {}

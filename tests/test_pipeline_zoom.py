@@ -419,6 +419,21 @@ def test_a_triple_captures_wide_is_the_reference_around_the_tele(
     assert t.reference.box[2] < 125 and t.zoom_ratio == pytest.approx(w.zoom_ratio)
 
 
+def test_wide_photo_makes_two_files_a_triple_capture(
+    tmp_path: Path, photo_triple: SimulatedTriple, tiny_ckpt: Path
+) -> None:
+    files = write_triple(tmp_path, "life", photo_triple, when=WHEN)
+    args = ["zoom", str(files["uw"]), str(files["tele"]), "--wide-photo", str(files["wide"])]
+    args += ["-o", str(tmp_path / "out.png"), "-m", str(tiny_ckpt), "--device", "cpu"]
+    res = runner.invoke(app, args, terminal_width=300)
+    assert res.exit_code == 0, res.output
+    assert "the wide around the tele" in " ".join(res.output.split())
+    with pytest.raises(ConfigError, match="--wide-photo goes with UW TELE"):
+        ZoomConfig(inputs=(tmp_path,), wide_photo=files["wide"])
+    with pytest.raises(InputError, match=r"missing\.jpg: no such file"):
+        zoom(_cfg((files["uw"], files["tele"]), tiny_ckpt, wide_photo=tmp_path / "missing.jpg"))
+
+
 def test_a_triple_camera_model_gets_the_wide_as_its_second_reference(
     tmp_path: Path, photo_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
 ) -> None:

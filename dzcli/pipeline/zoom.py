@@ -135,6 +135,7 @@ class ZoomConfig:
             inside its footprint (:mod:`dzcli.infer.paste`).
         wide: for a triple capture, the middle camera is also a reference, where the tele does not reach
             (:func:`merge_references`).
+        wide_photo: with ``(UW, TELE)``, the middle camera's photo of the same triple capture.
     """
 
     inputs: tuple[Path, ...]
@@ -159,6 +160,7 @@ class ZoomConfig:
     self_check: bool = True
     paste: bool = True
     wide: bool = True
+    wide_photo: Path | None = None
 
     def __post_init__(self) -> None:
         if len(self.inputs) not in (1, 2):
@@ -186,6 +188,8 @@ class ZoomConfig:
             )
         if self.max_megapixels <= 0:
             raise ConfigError(f"--max-megapixels must be positive, not {self.max_megapixels}")
+        if self.wide_photo is not None and len(self.inputs) != 2:
+            raise ConfigError("--wide-photo goes with UW TELE photos (a folder's triples are found in it)")
 
 
 @dataclass(frozen=True)
@@ -411,12 +415,13 @@ def _plan(cfg: ZoomConfig) -> tuple[list[tuple[Capture, Path]], set[Path]]:
     """The captures to zoom with their output files, and every input file (resolved)."""
     if len(cfg.inputs) == 2:
         uw, tele = cfg.inputs
-        for p in (uw, tele):
+        wide = cfg.wide_photo
+        for p in (uw, tele) if wide is None else (uw, tele, wide):
             if not p.exists():
                 raise InputError(f"{p}: no such file")
             if not p.is_file():
                 raise InputError(f"{p}: not a file (give UW TELE photos, or one folder)")
-        cap = Capture(id=uw.stem, uw=uw, tele=tele, method="files")
+        cap = Capture(id=uw.stem, uw=uw, tele=tele, wide=wide, method="files")
         target = cfg.out
         if target is None:
             out = uw.parent / _output_name(uw, cfg)
@@ -433,7 +438,7 @@ def _plan(cfg: ZoomConfig) -> tuple[list[tuple[Capture, Path]], set[Path]]:
             ):
                 raise ConfigError(f"-o {target} and --ext {ext} disagree: give one of them")
             out = target
-        return [(cap, out)], {uw.resolve(), tele.resolve()}
+        return [(cap, out)], {p.resolve() for p in cap.sources.values()}
     (src,) = cfg.inputs
     if src.is_file() and src.suffix.lower() in IMAGE_SUFFIXES:
         raise ConfigError(f"{src}: give the tele photo too (dzsr zoom UW TELE), or a folder of captures")
