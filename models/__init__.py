@@ -169,9 +169,9 @@ def with_middle_camera(model: nn.Module, ref2_scale: int | None = None) -> tuple
     from a dual-camera ``model``'s weights.
 
     Every weight the two share is copied; the middle camera's reference branch starts as a copy of the
-    tele's when their densities match (it reads the wide as the tele is read), and its fusion starts as the
-    identity on the LR features (the middle camera's features enter with zero weight), so training starts
-    from the dual model's use of the LR and learns how much the wide adds.
+    tele's when their densities match (it reads the wide as the tele is read), and its residual fusion
+    starts at zero: the new model computes exactly what ``model`` does, and training learns what the wide
+    adds.
 
     Args:
         model: a dual-camera DZSR.
@@ -200,10 +200,8 @@ def with_middle_camera(model: nn.Module, ref2_scale: int | None = None) -> tuple
         if src is not None and src.shape == value.shape:
             state[name] = src.clone()
             carried += value.numel()
-    channels = int(model.hparams["channels"])
-    eye = torch.zeros_like(state["fuse2.weight"])
-    eye[torch.arange(channels), torch.arange(channels), 1, 1] = 1.0
-    state["fuse2.weight"], state["fuse2.bias"] = eye, torch.zeros_like(state["fuse2.bias"])
+    state["fuse2.weight"] = torch.zeros_like(state["fuse2.weight"])
+    state["fuse2.bias"] = torch.zeros_like(state["fuse2.bias"])
     new_model.load_state_dict(state)
     return new_model.train(), carried
 

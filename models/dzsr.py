@@ -659,8 +659,8 @@ class DZSR(nn.Module):
     conv on space-to-depth Ref features; the Ref's own pixels are pasted at ``box`` (probability
     ``paste_p`` per sample in training, always in ``eval()``). Fusion: concat → conv → ``blocks``
     residual blocks modulated by a global vector → conv → ``+ h`` → PixelShuffle ×s → conv to RGB.
-    Triple (TZSR): the middle camera's Ref (``ref2``, density ``ref2_scale``) is fused before the first
-    half of the blocks, the tele before the second half.
+    Triple (TZSR): the middle camera's Ref (``ref2``, density ``ref2_scale``) is fused into the LR features
+    before the tele, as a residual (``h + fuse2([h, middle])``), so that a zero ``fuse2`` is the dual network.
 
     All hyper-parameters are keyword-only and recorded in ``self.hparams``.
 
@@ -712,7 +712,7 @@ class DZSR(nn.Module):
         super().__init__()
         if scale not in SCALES:
             raise ConfigError(f"DZSR scale must be one of {SCALES}, got {scale}")
-        if channels < 1 or blocks < (2 if triple else 1) or adastn < 0 or ref_layers < 0:
+        if channels < 1 or blocks < 1 or adastn < 0 or ref_layers < 0:
             raise ConfigError(
                 f"invalid DZSR size: channels={channels}, blocks={blocks}, adastn={adastn}, ref_layers={ref_layers}"
             )
@@ -945,21 +945,16 @@ class DZSR(nn.Module):
             )
         gvec = gvec.expand(B, -1)
 
+        lr_features = h
         if self.ref2 is None or self.fuse2 is None or self.ref2_scale is None:
             if ref2 is not None:
                 raise InputError("ref2 given to a dual-camera model (build it with triple=True)")
-            y = F.leaky_relu(self.fuse(torch.cat((h, tele), dim=1)), 0.1)
-            for block in self.blocks:
-                y = block(y, gvec)
         else:
             middle = self._reference(self.ref2, self.ref2_scale, probe, ref2, box2, keep, "ref2")
-            half = len(self.blocks) // 2
-            y = F.leaky_relu(self.fuse2(torch.cat((h, middle), dim=1)), 0.1)
-            for block in self.blocks[:half]:
-                y = block(y, gvec)
-            y = F.leaky_relu(self.fuse(torch.cat((y, tele), dim=1)), 0.1)
-            for block in self.blocks[half:]:
-                y = block(y, gvec)
+            lr_features = h + self.fuse2(torch.cat((h, middle), dim=1))
+        y = F.leaky_relu(self.fuse(torch.cat((lr_features, tele), dim=1)), 0.1)
+        for block in self.blocks:
+            y = block(y, gvec)
         y = self.body_tail(y) + h
         base = (
             F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False)

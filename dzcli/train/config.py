@@ -59,7 +59,7 @@ class TrainConfig:
         val_tile: Tile side for validation inference in LR pixels (0: automatic, as ``dzsr zoom``).
         trunk_weights: ``imagenet`` VGG16 for matching and the SW loss, or ``random`` (tests, no weights).
         triple: train a triple-camera model (``tzsr-<preset>``, TZSR) on triple captures: the middle camera
-            (``mid.png`` of each pair) is a second reference, fused before the tele.
+            (``mid.png`` of each pair) is a second reference, fused into the LR features before the tele.
     """
 
     data: Path
