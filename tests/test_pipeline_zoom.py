@@ -434,6 +434,20 @@ def test_wide_photo_makes_two_files_a_triple_capture(
         zoom(_cfg((files["uw"], files["tele"]), tiny_ckpt, wide_photo=tmp_path / "missing.jpg"))
 
 
+def test_a_triple_capture_whose_tele_is_not_found_is_zoomed_with_its_wide(
+    tmp_path: Path, photo_triple: SimulatedTriple, tiny_ckpt: Path
+) -> None:
+    files = write_triple(tmp_path, "life", photo_triple, when=WHEN)
+    save_image(files["tele"], scene("picos")[:, :200, :300])  # another scene: the tele is not found
+    args = ["zoom", str(files["uw"]), str(files["tele"]), "--wide-photo", str(files["wide"])]
+    args += ["-o", str(tmp_path / "out.png"), "-m", str(tiny_ckpt), "--device", "cpu", "--outscale", "2"]
+    res = runner.invoke(app, args, terminal_width=300)
+    assert res.exit_code == 0, res.output
+    assert "zoomed with the wide as the reference" in " ".join(res.output.split())
+    (alone,) = zoom(_cfg((files["uw"], files["tele"]), tiny_ckpt, out=tmp_path / "alone.png", outscale=2.0))
+    assert alone.written is not None and alone.written.reference is None  # without the wide: no reference
+
+
 def test_a_triple_camera_model_gets_the_wide_as_its_second_reference(
     tmp_path: Path, photo_triple: SimulatedTriple, monkeypatch: pytest.MonkeyPatch
 ) -> None:
