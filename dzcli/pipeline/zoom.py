@@ -366,8 +366,11 @@ def merge_references(
 def wide_fidelity(uw: Tensor, wide: AlignedCapture, tele: AlignedCapture) -> tuple[float, float] | None:
     """How faithful the wide of a triple capture is, judged by the tele where both are valid: the PSNR (dB)
     of the wide and of the bicubic uw against the tele, both at the network's scale over the part of the
-    tele's footprint inside the wide's; None when they share fewer than 256 valid pixels."""
+    tele's footprint inside the wide's; None when they share fewer than 256 valid pixels, or were aligned at
+    different scales (a triple-camera network's ``ref2_scale`` other than its scale)."""
     s = tele.scale
+    if wide.scale != s:
+        return None
     x0, y0 = max(wide.box[0], tele.box[0]), max(wide.box[1], tele.box[1])
     x1 = min(wide.box[0] + wide.box[2], tele.box[0] + tele.box[2])
     y1 = min(wide.box[1] + wide.box[3], tele.box[1] + tele.box[3])
@@ -621,6 +624,30 @@ def _output_scale(requested: float | None, density: float | None, s: int) -> flo
     return density
 
 
+def _usable_alignment(
+    uw: Tensor,
+    photo: Tensor,
+    reg: Registration,
+    *,
+    scale: int,
+    zoom_ratio: float | None,
+    names: tuple[str, str],
+) -> AlignedCapture:
+    """``photo`` (the tele, or a triple capture's wide) aligned on the uw at ``scale``
+    (:func:`dzcli.align.capture.align_capture`; ``names``: the uw's and the photo's).
+
+    Raises:
+        TeleNotFoundError: less than :data:`MIN_REF_VALID` of it is consistent with the uw.
+    """
+    uw_name, name = names
+    aligned = align_capture(
+        uw, photo, scale=scale, zoom_ratio=zoom_ratio, registration=reg, uw_name=uw_name, tele_name=name
+    )
+    if aligned.valid_fraction < MIN_REF_VALID:
+        raise TeleNotFoundError(f"only {aligned.valid_fraction:.0%} of {name} is consistent with {uw_name}")
+    return aligned
+
+
 def _reference(
     uw: Tensor,
     tele: Tensor,
@@ -640,19 +667,9 @@ def _reference(
         return None, no_ref
     t = time.perf_counter()
     try:
-        aligned = align_capture(
-            uw,
-            tele,
-            scale=scale,
-            zoom_ratio=zoom_ratio,
-            registration=reg,
-            uw_name=uw_name,
-            tele_name=tele_name,
+        aligned = _usable_alignment(
+            uw, tele, reg, scale=scale, zoom_ratio=zoom_ratio, names=(uw_name, tele_name)
         )
-        if aligned.valid_fraction < MIN_REF_VALID:
-            raise TeleNotFoundError(
-                f"only {aligned.valid_fraction:.0%} of {tele_name} is consistent with {uw_name}"
-            )
     except TeleNotFoundError as exc:
         if require_ref:
             raise
@@ -730,11 +747,7 @@ def _wide_reference(
                 scale,
             )
             return None
-        aligned = align_capture(uw, wide, scale=scale, registration=reg, uw_name=uw_name, tele_name=wide_name)
-        if aligned.valid_fraction < MIN_REF_VALID:
-            raise TeleNotFoundError(
-                f"only {aligned.valid_fraction:.0%} of {wide_name} is consistent with {uw_name}"
-            )
+        aligned = _usable_alignment(uw, wide, reg, scale=scale, zoom_ratio=None, names=(uw_name, wide_name))
     except AlignmentError as exc:
         log.warning("%s: %s not used as a reference: %s", uw_name, wide_name, exc)
         return None
@@ -852,8 +865,6 @@ class _References:
         dense: the tele at the output's density for :func:`dzcli.infer.paste.paste_reference`, or None.
         middle: the wide at a triple-camera network's ``ref2_scale``, its second reference, or None.
         wide: the wide is a reference (in ``aligned`` or as ``middle``).
-        filled: ``aligned.ref`` is whole already (merged over the network's own output where neither
-            camera is valid), not to be filled again.
     """
 
     aligned: AlignedCapture | None
@@ -861,18 +872,22 @@ class _References:
     dense: AlignedCapture | None
     middle: AlignedCapture | None
     wide: bool
-    filled: bool = False
+
+    @property
+    def filled(self) -> bool:
+        """``aligned.ref`` is whole already, not to be filled again: merged with the wide over the network's
+        own output where neither camera is valid."""
+        return self.wide and self.middle is None
 
 
 def _references(
+    model: nn.Module,
     uw: Tensor,
     tele: Tensor,
     wide: Tensor | None,
     found: CaptureRegistration | None,
     no_ref: str | None,
     *,
-    scale: int,
-    ref2_scale: int | None,
     outscale: float,
     density: float | None,
     zoom_ratio: float | None,
@@ -880,14 +895,17 @@ def _references(
     require_ref: bool,
     paste: bool,
     names: tuple[str, str, str],
+    run: tuple[int, int, torch.device, bool],
     timings: dict[str, float],
-    background: Callable[[tuple[int, int, int, int]], Tensor] | None = None,
 ) -> _References:
-    """The references of a capture once its tele has been looked for (``found``, or None and why in
-    ``no_ref``): the tele at the network's scale, at the output's density (``paste``), and the wide when one is
-    given (``names``: the uw's, the tele's and the wide's): at ``ref2_scale`` for a triple-camera network,
-    else merged with the tele over the ``background`` (:func:`merge_references`). With a tele, the wide is
-    used only if it is closer to the tele than the bicubic uw where both are valid (:func:`wide_fidelity`)."""
+    """The references of a capture for ``model`` once its tele has been looked for (``found``, or None and
+    why in ``no_ref``): the tele at the network's scale, at the output's density (``paste``), and the wide when
+    one is given (``names``: the uw's, the tele's and the wide's): at ``ref2_scale`` for a triple-camera
+    network, else merged with the tele over the network's own reference-free output (:func:`merge_references`,
+    run as ``run = (tile, overlap, device, half)``). With a tele, the wide is used only if it is closer to the
+    tele than the bicubic uw where both are valid (:func:`wide_fidelity`)."""
+    desc = describe(model)
+    scale, ref2_scale = desc.scale, desc.ref2_scale
     uw_name, tele_name, wide_name = names
     aligned, no_ref = _reference(
         uw,
@@ -938,10 +956,12 @@ def _references(
             middle = None
     if middle is not None and ref2_scale is None:
         log.info("%s: %s is the reference around the tele's footprint", uw_name, wide_name)
-        merged = merge_references(uw, middle, aligned, background=background)
-        return _References(
-            aligned=merged, no_ref=no_ref, dense=dense, middle=None, wide=True, filled=background is not None
+        tile, overlap, device, half = run
+        background = partial(
+            _network_background, model, uw, tile=tile, overlap=overlap, device=device, half=half
         )
+        merged = merge_references(uw, middle, aligned, background=background)
+        return _References(aligned=merged, no_ref=no_ref, dense=dense, middle=None, wide=True)
     if middle is not None:
         log.info("%s: %s is the network's second reference", uw_name, wide_name)
     return _References(aligned=aligned, no_ref=no_ref, dense=dense, middle=middle, wide=middle is not None)
@@ -1035,13 +1055,12 @@ def zoom_photo(
     )
     final = _output_scale(outscale, density, s)
     refs = _references(
+        model,
         uw_t,
         tele_t,
         wide_t,
         found,
         no_ref,
-        scale=s,
-        ref2_scale=describe(model).ref2_scale,
         outscale=final,
         density=density,
         zoom_ratio=zoom_ratio,
@@ -1049,10 +1068,8 @@ def zoom_photo(
         require_ref=require_ref,
         paste=paste,
         names=(uw_name, tele_name, wide_name),
+        run=(tile, overlap, dev, half),
         timings=timings,
-        background=partial(
-            _network_background, model, uw_t, tile=tile, overlap=overlap, device=dev, half=half
-        ),
     )
     del tele_t, wide_t
     image, tiles, gain = _super_resolve(
@@ -1127,13 +1144,12 @@ def zoom_capture(
     channels = 3 if alpha is None else 4
     check_output(output, output_bytes(out_size, output.suffix, depth, channels))  # before minutes of work
     refs = _references(
+        model,
         uw.pixels,
         photos.tele.pixels,
         photos.wide.pixels if photos.wide is not None and cfg.wide else None,
         found,
         no_ref,
-        scale=s,
-        ref2_scale=describe(model).ref2_scale,
         outscale=outscale,
         density=density,
         zoom_ratio=est.value,
@@ -1141,16 +1157,8 @@ def zoom_capture(
         require_ref=cfg.require_ref,
         paste=cfg.paste,
         names=(cap.uw.name, cap.tele.name, "wide" if cap.wide is None else cap.wide.name),
+        run=(cfg.tile, cfg.tile_overlap, device, not cfg.fp32),
         timings=timings,
-        background=partial(
-            _network_background,
-            model,
-            uw.pixels,
-            tile=cfg.tile,
-            overlap=cfg.tile_overlap,
-            device=device,
-            half=not cfg.fp32,
-        ),
     )
     del photos  # the tele and the wide are not needed any more
     aligned = refs.aligned
