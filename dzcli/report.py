@@ -220,9 +220,10 @@ def to_csv(report: EvalReport) -> str:
     means, secs = report.means(), report.mean_seconds()
     rows: list[tuple[str, Scores, dict[str, float]]] = [(i.id, i.scores, i.seconds) for i in report.images]
     rows.append(("mean", means, secs))
+    regions = report.regions
     for image, scores, seconds in rows:
         for method in report.methods:
-            for region in report.regions:
+            for region in regions:
                 vals = scores.get(method, {}).get(region)
                 if vals is None:
                     continue
@@ -361,15 +362,16 @@ figcaption { font-size: 0.85em; text-align: center; }
 
 def _means_table(report: EvalReport, metrics: tuple[str, ...]) -> str:
     means, secs = report.means(), report.mean_seconds()
+    regions = report.regions
     head = "".join(
         f"<th>{html.escape(region_label(report, r))} {m.replace('_', ' ')}</th>"
-        for r in report.regions
+        for r in regions
         for m in metrics
     )
     rows = []
     for method in report.methods:
         cells = []
-        for region in report.regions:
+        for region in regions:
             for metric in metrics:
                 v = means[method].get(region, {}).get(metric)
                 best = v is not None and v == best_value(report, means, region, metric)
@@ -395,6 +397,7 @@ def to_html(report: EvalReport) -> str:
         "<p class=note>PSNR (dB) and SSIM: higher is better; LPIPS: lower is better. Best in bold.</p>",
         _means_table(report, plain),
     ]
+    regions = report.regions
     if masked:
         out += ["<h3>Valid pixels only (registration mask)</h3>", _means_table(report, masked)]
     for im in report.images:
@@ -416,9 +419,9 @@ def to_html(report: EvalReport) -> str:
             s = im.scores.get(method)
             if s is None:
                 continue
-            cells = "".join(f"<td>{_fmt(s.get(r, {}).get(m), m)}</td>" for r in report.regions for m in plain)
+            cells = "".join(f"<td>{_fmt(s.get(r, {}).get(m), m)}</td>" for r in regions for m in plain)
             rows.append(f"<tr><td>{esc(method)}</td>{cells}</tr>")
-        head = "".join(f"<th>{esc(region_label(report, r))} {m}</th>" for r in report.regions for m in plain)
+        head = "".join(f"<th>{esc(region_label(report, r))} {m}</th>" for r in regions for m in plain)
         out.append(f"<table><tr><th>method</th>{head}</tr>{''.join(rows)}</table>")
         for region, files in im.crops.items():
             x0, y0, w, h = im.crop_boxes[region]

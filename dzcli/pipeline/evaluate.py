@@ -465,12 +465,9 @@ def _eval_simulated(
         scorer.add(f"{m.name} (no ref)", out, secs + time.perf_counter() - t)
         del sr, out
         runs = [(m.name, photos.wide)]
-        if tele_only:
+        if tele_only and photos.wide is not None:
             runs.append((f"{m.name} (tele only)", None))
         for name, wide in runs:
-            if name != m.name and photos.wide is None:  # a pair: the tele alone is what it was zoomed with
-                scorer.same_as(name, m.name)
-                continue
             t = time.perf_counter()
             try:
                 zoomed = zoom_photo(
@@ -511,6 +508,8 @@ def _eval_simulated(
             if zoomed.no_ref is not None:
                 result.no_ref[name] = zoomed.no_ref
             scorer.add(name, zoomed.image, secs)
+        if tele_only and photos.wide is None:  # a pair: the tele alone is what it was zoomed with
+            scorer.same_as(f"{m.name} (tele only)", m.name)
     return scorer.finish()
 
 
