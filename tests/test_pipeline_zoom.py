@@ -128,6 +128,31 @@ def test_fill_invalid_replaces_only_invalid_pixels() -> None:
     assert torch.allclose(out[:, mask[0] == 0], up[:, mask[0] == 0])  # invalid -> upsampled uw
     assert torch.allclose(out[:, 15:25, 20:40], ref[:, 15:25, 20:40])  # deep inside -> the tele
     assert torch.equal(fill_invalid(ref, lr, torch.ones(1, 40, 60), s), ref)
+    background = torch.rand(3, 40, 60)
+    out = fill_invalid(ref, lr, mask, s, background=background)
+    assert torch.equal(out[:, mask[0] == 0], background[:, mask[0] == 0])  # invalid -> the background given
+    assert torch.allclose(out[:, 15:25, 20:40], ref[:, 15:25, 20:40])
+
+
+def test_where_the_tele_is_not_valid_the_network_is_given_its_own_reference_free_output(
+    sims: dict[str, SimulatedPair],
+) -> None:
+    sim = sims["picos"]
+    tele = sim.tele.clone()
+    h, w = tele.shape[-2:]
+    torch.manual_seed(1)
+    tele[:, : h // 2, : w // 2] = torch.rand(3, h // 2, w // 2)  # a quarter of the tele shows something else
+    torch.manual_seed(0)
+    model = create_model("dzsr-tiny", scale=2, matcher_weights="random").eval()
+    z = zoom_module.zoom_photo(model, sim.uw, tele, outscale=2, zoom_ratio=2.0, device="cpu", half=False)
+    assert z.aligned is not None and 0.05 < z.aligned.valid_fraction < 0.9
+    x0, y0, bw, bh = z.aligned.box
+    own = engine.super_resolve(model, sim.uw)[:, 2 * y0 : 2 * (y0 + bh), 2 * x0 : 2 * (x0 + bw)]
+    bicubic = torch_resize(z.aligned.lr, tuple(own.shape[-2:]), "bicubic")
+    far = F.max_pool2d(z.aligned.mask[None], 9, stride=1, padding=4)[0, 0] == 0  # 4 px from any valid one
+    assert int(far.sum()) > 1000
+    ref = z.aligned.ref[:, far]
+    assert (ref - own[:, far]).abs().mean() < 0.1 * (ref - bicubic[:, far]).abs().mean()
 
 
 # ------------------------------------------------------------------------------------------------ one pair
