@@ -359,6 +359,14 @@ def zoom(
             "tele at the output's density inside its footprint.",
         ),
     ] = True,
+    ref_blend: Annotated[
+        float,
+        typer.Option(
+            "--ref-blend",
+            help="Pull the output this share of the way towards the registered tele where it is valid "
+            "(0: the network's output alone).",
+        ),
+    ] = 0.25,
     wide: Annotated[
         bool,
         typer.Option(
@@ -437,6 +445,7 @@ def zoom(
             require_ref=require_ref,
             self_check=self_check,
             paste=paste,
+            ref_blend=ref_blend,
             wide=wide,
             wide_photo=wide_photo,
         )

@@ -134,6 +134,20 @@ def test_fill_invalid_replaces_only_invalid_pixels() -> None:
     assert torch.allclose(out[:, 15:25, 20:40], ref[:, 15:25, 20:40])
 
 
+def test_pull_towards_reference_moves_the_output_only_where_the_reference_is_valid() -> None:
+    ref = _aligned((10, 6, 20, 12), 0.8)
+    ref.mask[:, :, :20] = 0  # its left half is not valid
+    sr = torch.full((3, 60, 80), 0.4)
+    out = zoom_module.pull_towards_reference(sr.clone(), ref, 0.25)
+    inside = out[:, 2 * 6 + 6 : 2 * 18 - 6, 2 * 20 + 6 : 2 * 30 - 6]  # valid, away from the soft edge
+    assert torch.allclose(inside, torch.tensor(0.4 + 0.25 * (0.8 - 0.4)))
+    assert torch.equal(out[:, :, : 2 * 20], sr[:, :, : 2 * 20])  # the invalid half and the left of it
+    assert torch.equal(out[:, : 2 * 6], sr[:, : 2 * 6]) and torch.equal(out[:, 2 * 18 :], sr[:, 2 * 18 :])
+    pasted = zoom_module.pull_towards_reference(sr.clone(), ref, 1.0)
+    assert torch.allclose(pasted[:, 2 * 6 + 6 : 2 * 18 - 6, 2 * 20 + 6 : 2 * 30 - 6], torch.tensor(0.8))
+    assert torch.equal(zoom_module.pull_towards_reference(sr.clone(), ref, 0.0), sr)
+
+
 def test_where_the_tele_is_not_valid_the_network_is_given_its_own_reference_free_output(
     sims: dict[str, SimulatedPair],
 ) -> None:
@@ -335,6 +349,10 @@ def test_bad_options() -> None:
         ZoomConfig(inputs=(Path("a"), Path("b")), tile=8)
     with pytest.raises(ConfigError):
         ZoomConfig(inputs=(Path("a"), Path("b")), outscale=0)
+    with pytest.raises(ConfigError, match="--ref-blend must be in"):
+        ZoomConfig(inputs=(Path("a"), Path("b")), ref_blend=1.5)
+    result = runner.invoke(app, ["zoom", "a.jpg", "b.jpg", "--ref-blend", "-0.1"])
+    assert result.exit_code == 2 and "--ref-blend must be in [0, 1]" in result.output
 
 
 def test_adapt_fine_tunes_a_copy_on_the_capture(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
