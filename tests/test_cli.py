@@ -61,3 +61,13 @@ def test_unwritable_output_is_a_one_line_error(captures_dir: Path, tmp_path: Pat
     assert res.exit_code == 8, res.output  # an output that cannot be written (README: exit codes)
     errors = [line for line in res.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "file/data" in errors[0] and "Traceback" not in res.output
+
+
+def test_zoom_ref_blend_default_is_the_pipelines() -> None:
+    import inspect
+
+    from dzcli.cli import zoom as zoom_command
+    from dzcli.pipeline.zoom import REF_BLEND, ZoomConfig
+
+    default = inspect.signature(zoom_command).parameters["ref_blend"].default
+    assert default == REF_BLEND == ZoomConfig(inputs=(Path("a"), Path("b"))).ref_blend
