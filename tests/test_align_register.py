@@ -195,6 +195,20 @@ def test_swapped_roles_are_reported(hint: float | None) -> None:
         register(p.tele, p.uw, zoom_ratio_hint=hint, uw_name="tele.jpg", tele_name="wide.jpg")
 
 
+def test_swapped_only_when_the_uw_fits_inside_the_tele_better_than_anything_tried_the_right_way() -> None:
+    p = simulate_pair(_photo("life"), density=2.0, offset=(23.0, -17.0), seed=1)
+    uw, tele = (
+        register_module._Luma(register_module._gray(p.tele)),
+        register_module._Luma(register_module._gray(p.uw)),
+    )
+    with pytest.raises(AlignmentError, match="not narrower"):  # photos swapped, nothing better found
+        register_module._refuse_swapped(uw, tele, None, "tele.jpg", "wide.jpg", [])
+    # a pair in the right order whose tele was just not found can match the other way round at some wrong
+    # geometry; a candidate of the right direction that correlates better means "not found", not "swapped"
+    better = register_module._Candidate(np.eye(3), register_module._Evidence(0.99, 0.5, 0.1), "direct")
+    register_module._refuse_swapped(uw, tele, None, "tele.jpg", "wide.jpg", [better])
+
+
 def test_tele_mostly_outside_the_uw_is_reported() -> None:
     p = simulate_pair(_photo("picos"), density=2.0, seed=1)  # footprint spans uw x in [80, 240]
     with pytest.raises(AlignmentError, match=r"^t\.jpg does not lie inside u\.jpg$"):

@@ -877,7 +877,7 @@ def register(
                     f"implausible geometry between {uw_name} and {tele_name} (mirrored or strongly "
                     "distorted footprint); check that both photos show the same scene"
                 )
-            _refuse_swapped(uw_luma, tele_luma, hint_density, uw_name, tele_name)
+            _refuse_swapped(uw_luma, tele_luma, hint_density, uw_name, tele_name, tried)
             closest = max(tried, key=lambda c: c.evidence.correlation - c.evidence.required, default=None)
             n = max((a.inliers for a in attempts), default=0)
             detail = (
@@ -1033,11 +1033,20 @@ def _check_geometry(
         raise TeleNotFoundError(f"{tele_name} does not lie inside {uw_name}")
 
 
-def _refuse_swapped(uw: _Luma, tele: _Luma, hint_density: float | None, uw_name: str, tele_name: str) -> None:
+def _refuse_swapped(
+    uw: _Luma, tele: _Luma, hint_density: float | None, uw_name: str, tele_name: str, tried: list[_Candidate]
+) -> None:
     """When the tele was not found in the uw, look for the uw inside the tele: swapped photos get their own
-    message."""
+    message, if the uw matches inside the tele better than any candidate ``tried`` for the tele inside the uw
+    (two photos of one scene in the right order, the tele just not found, also correlate at some wrong
+    geometry the other way round)."""
     found = _direct(tele, uw, 1.0 / hint_density if hint_density else None, [])
-    if found is not None and (density := _density_of(found.homography, uw.wh)) >= MIN_DENSITY:
+    best_tried = max((c.evidence.correlation for c in tried), default=-1.0)
+    if (
+        found is not None
+        and found.evidence.correlation > best_tried
+        and (density := _density_of(found.homography, uw.wh)) >= MIN_DENSITY
+    ):
         zoom_ratio = uw.wh[0] / (density * tele.wh[0])
         raise AlignmentError(
             f"{tele_name} is not narrower than {uw_name} (zoom ratio {zoom_ratio:.2f}); pass the wide photo first"
