@@ -397,8 +397,7 @@ def merge_references(
         bx, by, bw, bh = p.box
         rows = slice(s * (by - y0), s * (by - y0 + bh))
         cols = slice(s * (bx - x0), s * (bx - x0 + bw))
-        m = _soft_mask(p.mask, s)
-        ref[:, rows, cols] = ref[:, rows, cols] * (1 - m) + p.ref * m
+        ref[:, rows, cols] = fill_invalid(p.ref, p.lr, p.mask, s, background=ref[:, rows, cols])
         mask[:, rows, cols] = torch.maximum(mask[:, rows, cols], p.mask.float())
     return replace(parts[-1], lr=lr, ref=ref, mask=mask, box=box)
 
@@ -835,12 +834,11 @@ def _super_resolve(
             progress("tiles", done, total, uw_name)
 
     t = time.perf_counter()
-    ref = None if aligned is None else aligned.ref
     ref2 = None if middle is None else fill_invalid(middle.ref, middle.lr, middle.mask, middle.scale)
     sr = super_resolve(
         model,
         uw,
-        ref=ref,
+        ref=None if aligned is None else aligned.ref,
         box=None if aligned is None else aligned.box,
         ref2=ref2,
         box2=None if middle is None else middle.box,
@@ -854,12 +852,13 @@ def _super_resolve(
     if aligned is not None and ref_blend > 0:
         sr = pull_towards_reference(sr, aligned, ref_blend)
     gain = None
-    if self_check and aligned is not None and ref is not None:
+    if self_check and aligned is not None:
         t = time.perf_counter()
-        sr, gain = apply_self_check(model, sr, uw, ref, aligned.box, aligned.mask, device=device, half=half)
+        sr, gain = apply_self_check(
+            model, sr, uw, aligned.ref, aligned.box, aligned.mask, device=device, half=half
+        )
         timings["self_check"] = time.perf_counter() - t
         log.info("%s: self-check: the network's detail outside the tele's view kept at x%.2f", uw_name, gain)
-    del ref
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
