@@ -367,6 +367,14 @@ def zoom(
             "(0: the network's output alone).",
         ),
     ] = 0.25,
+    tta: Annotated[
+        int,
+        typer.Option(
+            "--tta",
+            help="Test-time augmentation: run the network in 1, 2, 4 or 8 mirrored / transposed views and "
+            "average them (a little more detail and less noise, for about that many times the network's time).",
+        ),
+    ] = 1,
     wide: Annotated[
         bool,
         typer.Option(
@@ -446,6 +454,7 @@ def zoom(
             self_check=self_check,
             paste=paste,
             ref_blend=ref_blend,
+            tta=tta,
             wide=wide,
             wide_photo=wide_photo,
         )
@@ -554,6 +563,10 @@ def eval_cmd(
             "or bottom), give the model the other half and score both halves apart."
         ),
     ] = None,
+    tta: Annotated[
+        int,
+        typer.Option("--tta", help="As dzsr zoom --tta: the networks run in 1, 2, 4 or 8 views, averaged."),
+    ] = 1,
 ) -> None:
     """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
 
@@ -582,6 +595,7 @@ def eval_cmd(
             self_check=self_check,
             paste=paste,
             holdout=holdout,
+            tta=tta,
         )
         with _progress() as bar:
             task = bar.add_task("eval", total=None, item="", visible=False)

@@ -397,3 +397,46 @@ def test_tiles_near_the_ref_but_beyond_the_matchers_reach() -> None:
     whole = super_resolve(model, lr, ref=ref, box=box, tile=1000)
     tiled = super_resolve(model, lr, ref=ref, box=box, tile=32, overlap=16)
     assert (whole - tiled).abs().max() < 1 / 255  # the stated tolerance
+
+
+@pytest.mark.parametrize("view", engine.tta_views(8))
+def test_a_view_and_its_box_map_back(view: engine.View) -> None:
+    """A box drawn in a photo lands, in the viewed photo, exactly where ``view_box`` says; unview undoes."""
+    x = torch.zeros(1, 30, 50)
+    x0, y0, w, h = 7, 4, 12, 9
+    x[:, y0 : y0 + h, x0 : x0 + w] = 1.0
+    seen = engine.view_image(x, view)
+    bx, by, bw, bh = engine.view_box((x0, y0, w, h), 50, 30, view)
+    expected = torch.zeros_like(seen)
+    expected[:, by : by + bh, bx : bx + bw] = 1.0
+    assert torch.equal(seen, expected)
+    assert torch.equal(engine.unview_image(seen, view), x)
+
+
+def test_tta_with_a_reference_keeps_it_where_it_lies() -> None:
+    """PasteNet pastes the Ref at its box in every view: the averaged output still holds the Ref exactly there,
+    tiled or not, and outside it averages the views of the toy's asymmetric convolution."""
+    model = PasteNet()
+    lr, ref, box = _inputs()
+    x0, y0, w, h = box
+    single = super_resolve(model, lr, ref=ref, box=box, tile=0)
+    for n in (2, 4, 8):
+        model.calls.clear()
+        out = super_resolve(model, lr, ref=ref, box=box, tile=0, tta=n)
+        assert len(model.calls) == n
+        assert torch.allclose(out[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)], ref, atol=1e-6)
+        assert (out - single).abs().max() > 1e-3  # the other views do change the rest
+        tiled = super_resolve(model, lr, ref=ref, box=box, tile=48, overlap=16, tta=n)
+        assert torch.allclose(tiled[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)], ref, atol=1e-6)
+
+
+def test_tta_averages_the_views() -> None:
+    """With tta 2 the output is the mean of the model's output and its mirror's output, mirrored back."""
+    model = _tiny()
+    lr, _, _ = _inputs(40, 56)
+    plain = super_resolve(model, lr, tile=0)
+    mirrored = super_resolve(model, lr.flip(-1), tile=0).flip(-1)
+    assert (super_resolve(model, lr, tile=0, tta=2) - (plain + mirrored) / 2).abs().max() < 1e-5
+    assert torch.equal(super_resolve(model, lr, tile=0, tta=1), plain)
+    with pytest.raises(ConfigError, match="tta must be one of 1, 2, 4, 8"):
+        super_resolve(model, lr, tile=0, tta=3)

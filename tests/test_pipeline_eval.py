@@ -164,6 +164,28 @@ def test_eval_prepared_dataset(
     assert all(ref is None and box is None for _, ref, box in calls[0::2])
 
 
+def test_eval_tta_runs_every_network_pass_in_its_views(
+    tmp_path: Path, prepared: Path, ckpts: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+    real = evaluate_module.super_resolve
+
+    def spy(model: torch.nn.Module, lr: torch.Tensor, **kw: object) -> torch.Tensor:
+        seen.append(kw.get("tta"))
+        return real(model, lr, **kw)
+
+    monkeypatch.setattr(evaluate_module, "super_resolve", spy)
+    out = tmp_path / "report"
+    args = ["eval", str(prepared), "-m", str(ckpts["a"]), "-o", str(out), "--split", "all", "--limit", "1"]
+    result = runner.invoke(app, [*args, "--device", "cpu", "--crop", "48", "--no-lpips", "--tta", "2"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert {"tiny+tta2 (no ref)", "tiny+tta2"} <= set(report["mean"])
+    assert seen == [2, 2]  # without and with the reference
+    bad = runner.invoke(app, [*args, "--tta", "3"])
+    assert bad.exit_code == 2 and "--tta must be one of 1, 2, 4, 8" in bad.output
+
+
 def test_eval_simulated_set_runs_the_zoom_pipeline(tmp_path: Path, ckpts: dict[str, Path]) -> None:
     sim = tmp_path / "sim"
     simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, zoom_ratio=2.0, seed=1))

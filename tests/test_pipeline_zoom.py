@@ -353,6 +353,8 @@ def test_bad_options() -> None:
         ZoomConfig(inputs=(Path("a"), Path("b")), ref_blend=1.5)
     result = runner.invoke(app, ["zoom", "a.jpg", "b.jpg", "--ref-blend", "-0.1"])
     assert result.exit_code == 2 and "--ref-blend must be in [0, 1]" in result.output
+    with pytest.raises(ConfigError, match="--tta must be one of 1, 2, 4, 8"):
+        ZoomConfig(inputs=(Path("a"), Path("b")), tta=3)
 
 
 def test_adapt_fine_tunes_a_copy_on_the_capture(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
@@ -366,6 +368,16 @@ def test_adapt_fine_tunes_a_copy_on_the_capture(pair: tuple[Path, Path], tiny_ck
     assert [x for x in seen if x[0] == "adapt"] == [("adapt", 1, 2), ("adapt", 2, 2)]
     adapted, untouched = load_photo(res.output).pixels, load_photo(ref.output).pixels
     assert adapted.shape == untouched.shape and not torch.equal(adapted, untouched)
+
+
+def test_tta_runs_every_pass_in_its_views(pair: tuple[Path, Path], tiny_ckpt: Path) -> None:
+    """``--tta 2``: the summary names it, and the output is not the single view's (the network's passes — the
+    main one, the reference fill and the self-check — run mirrored too)."""
+    (res,) = zoom(_cfg(pair, tiny_ckpt, tta=2, out=pair[0].parent / "t.png"))
+    (one,) = zoom(_cfg(pair, tiny_ckpt, out=pair[0].parent / "o.png"))
+    assert res.ok and res.written is not None and res.written.model == "tiny+tta2"
+    two, single = load_photo(res.output).pixels, load_photo(one.output).pixels
+    assert two.shape == single.shape and 0 < (two - single).abs().mean() < 0.05
 
 
 # ------------------------------------------------------------------------------------------------ folders

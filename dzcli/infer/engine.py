@@ -12,6 +12,8 @@ what it needs from the model's :class:`~dzsr_models.descriptor.ModelDescriptor` 
   footprint widened by ``ref_context``, starting on the model's ``ref_grid``) with its box in tile
   coordinates, so the Ref is pasted exactly where it lies and every tile sees it on the same grid. A
   tile farther away runs with ``ref=None``: by the descriptor's contract its output is the same.
+- ``tta > 1`` (test-time augmentation, a self-ensemble): each tile also runs mirrored and transposed (its
+  Ref window and boxes mirrored with it), and the outputs, mapped back, are averaged.
 - ``tile=0`` picks the tile from free memory (CPU: available RAM; CUDA: free VRAM) and the descriptor's
   memory per pixel. On out-of-memory the tile side halves (logged) and the run restarts from the tile
   that failed; earlier tiles are kept.
@@ -42,6 +44,7 @@ from dzsr_models.descriptor import ModelDescriptor
 
 __all__ = [
     "MIN_TILE",
+    "TTA_CHOICES",
     "RefWindows",
     "auto_tile",
     "clip_reference",
@@ -66,6 +69,9 @@ matching is local), so a larger tile saves only the overlap's recomputation (wit
 extra work at 256 px, 6 % at 512 px) while holding more memory; GPUs amortise more per-tile overhead."""
 AUTO_MEMORY_FRACTION = 0.5
 """Share of the free memory an automatic tile may use."""
+TTA_CHOICES = (1, 2, 4, 8)
+"""Numbers of views a tile may be run in: itself, + mirrored left-right, + upside down and both, + the four
+transposed ones (the square's symmetries)."""
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -285,6 +291,55 @@ class RefWindows:
 
 
 # --------------------------------------------------------------------------------------------------------
+# Test-time augmentation
+# --------------------------------------------------------------------------------------------------------
+
+View = tuple[bool, bool, bool]
+"""``(transpose, mirror_x, mirror_y)``: transpose first, then mirror the result."""
+
+
+def tta_views(n: int) -> list[View]:
+    """The first ``n`` of the square's 8 symmetries (``n`` in :data:`TTA_CHOICES`), the identity first:
+    2 adds the left-right mirror, 4 the upside-down ones, 8 the transposed ones."""
+    if n not in TTA_CHOICES:
+        raise ConfigError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {n}")
+    return [(t, mx, my) for t in (False, True) for my in (False, True) for mx in (False, True)][:n]
+
+
+def view_image(x: Tensor, view: View) -> Tensor:
+    """``x`` ``(..., H, W)`` seen in ``view`` (a copy when mirrored; a view when only transposed)."""
+    t, mx, my = view
+    if t:
+        x = x.transpose(-1, -2)
+    dims = [d for d, m in ((-1, mx), (-2, my)) if m]
+    return x.flip(dims) if dims else x
+
+
+def unview_image(y: Tensor, view: View) -> Tensor:
+    """The inverse of :func:`view_image`."""
+    t, mx, my = view
+    dims = [d for d, m in ((-1, mx), (-2, my)) if m]
+    if dims:
+        y = y.flip(dims)
+    return y.transpose(-1, -2) if t else y
+
+
+def view_box(box: Box | None, width: int, height: int, view: View) -> Box | None:
+    """Where ``box`` ``(x0, y0, w, h)`` of a ``width × height`` image lies once the image is seen in
+    ``view`` (:func:`view_image`); the box may stick out of the image."""
+    if box is None:
+        return None
+    x0, y0, w, h = box
+    if view[0]:
+        x0, y0, w, h, width, height = y0, x0, h, w, height, width
+    if view[1]:
+        x0 = width - (x0 + w)
+    if view[2]:
+        y0 = height - (y0 + h)
+    return (x0, y0, w, h)
+
+
+# --------------------------------------------------------------------------------------------------------
 # The engine
 # --------------------------------------------------------------------------------------------------------
 
@@ -318,6 +373,7 @@ def super_resolve(
     overlap: int = 16,
     device: str | torch.device = "cpu",
     half: bool = False,
+    tta: int = 1,
     progress: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Super-resolve a whole LR image by the model's scale ``s`` with the tele Ref, tile by tile.
@@ -341,6 +397,7 @@ def super_resolve(
         overlap: least overlap of neighbouring tiles in LR pixels (feathered over its middle half).
         device: ``auto``, ``cpu``, ``cuda[:N]``, ``mps`` or a ``torch.device``.
         half: float16 autocast on CUDA when the model supports it (ignored elsewhere).
+        tta: views each tile is run in and averaged over (:func:`tta_views`; 1: the tile alone).
         progress: called as ``progress(done, total)`` after each tile of the plan.
 
     Returns:
@@ -349,7 +406,8 @@ def super_resolve(
     Raises:
         InputError: shapes that do not fit together, a Ref without its box, a ``ref2`` for a model that
             takes none.
-        ConfigError: unknown or unavailable device, negative tile or overlap, a model without a descriptor.
+        ConfigError: unknown or unavailable device, negative tile or overlap, a model without a descriptor,
+            ``tta`` not in :data:`TTA_CHOICES`.
         ResourceError: out of memory even with :data:`MIN_TILE`-pixel tiles.
     """
     dev = resolve_device(device)
@@ -362,6 +420,7 @@ def super_resolve(
     _check_inputs(lr, ref2, box2, r2)
     if tile < 0 or overlap < 0:
         raise ConfigError(f"tile and overlap must be >= 0, got tile={tile}, overlap={overlap}")
+    views = tta_views(tta)
     H, W = int(lr.shape[1]), int(lr.shape[2])
     lr = lr.detach().to("cpu", torch.float32)
     if ref is not None:
@@ -394,15 +453,24 @@ def super_resolve(
 
         def forward(t: Tile) -> Tensor:
             r, b = windows.window(t)
-            kw: dict[str, object] = {} if gvec is None else {"gvec": gvec}
-            if desc.ref2_scale is not None:
-                r2w, b2 = windows2.window(t)
-                kw |= {"ref2": on_device(r2w), "box2": b2}
+            r2w, b2 = windows2.window(t) if desc.ref2_scale is not None else (None, None)
+            out = None
             with torch.inference_mode():
                 x = lr[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w][None].to(dev)
-                x = x.contiguous(memory_format=torch.channels_last)
-                y = model(x, on_device(r), b, **kw)
-                return y[0].float().clamp_(0.0, 1.0).cpu().contiguous()
+                for v in views:
+
+                    def seen(a: Tensor | None, v: View = v) -> Tensor | None:
+                        return None if a is None else on_device(view_image(a, v))
+
+                    kw: dict[str, object] = {} if gvec is None else {"gvec": gvec}
+                    if desc.ref2_scale is not None:
+                        kw |= {"ref2": seen(r2w), "box2": view_box(b2, t.w, t.h, v)}
+                    xv = view_image(x, v).contiguous(memory_format=torch.channels_last)
+                    y = unview_image(model(xv, seen(r), view_box(b, t.w, t.h, v), **kw)[0], v)
+                    y = y.float().clamp_(0.0, 1.0)
+                    out = y if out is None else out.add_(y)
+                assert out is not None
+                return out.div_(len(views)).cpu().contiguous()
 
         def solve(t: Tile) -> Tensor:
             if max(t.w, t.h) <= state["tile"]:
@@ -437,7 +505,7 @@ def super_resolve(
 
         ov = min(overlap, side // 2)
         log.info(
-            "super-resolving %dx%d at x%d on %s: %d-px tiles, overlap %d%s",
+            "super-resolving %dx%d at x%d on %s: %d-px tiles, overlap %d%s%s",
             W,
             H,
             s,
@@ -445,6 +513,7 @@ def super_resolve(
             side,
             ov,
             ", float16" if use_half else "",
+            f", {len(views)} views each" if len(views) > 1 else "",
         )
         out = run_tiled(solve, H, W, tile=side, overlap=ov, scale=s, progress=progress)
     if state["tile"] < side:

@@ -35,6 +35,7 @@ def residual_gain(
     margin: int = 8,
     device: str | torch.device = "cpu",
     half: bool = False,
+    tta: int = 1,
 ) -> float:
     """The gain ``α`` of the network's reference-free residual over bicubic that the tele supports.
 
@@ -49,6 +50,7 @@ def residual_gain(
         ref: ``(3, s·bh, s·bw)`` the tele over ``box``, in the wide's colours.
         box: ``(x0, y0, bw, bh)`` of ``ref`` inside ``lr``.
         mask: ``(1, s·bh, s·bw)`` validity of ``ref`` (None: all valid).
+        tta: views the network runs in (as :func:`super_resolve`'s).
 
     Returns:
         ``α`` in ``[0, 1]``; 1 when the footprint is too small to measure.
@@ -63,7 +65,7 @@ def residual_gain(
     for yy in sorted({int(v) for v in np.linspace(0, bh - ph, per_axis).round()}):
         for xx in sorted({int(v) for v in np.linspace(0, bw - pw, per_axis).round()}):
             part = lr[:, y0 + yy : y0 + yy + ph, x0 + xx : x0 + xx + pw]
-            net = super_resolve(model, part, tile=0, device=device, half=half)
+            net = super_resolve(model, part, tile=0, device=device, half=half, tta=tta)
             bic = upscale_bicubic(part, s)
             inner = (slice(None), slice(s * margin, s * (ph - margin)), slice(s * margin, s * (pw - margin)))
             t = ref[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
@@ -123,15 +125,16 @@ def apply_self_check(
     *,
     device: str | torch.device = "cpu",
     half: bool = False,
+    tta: int = 1,
 ) -> tuple[Tensor, float]:
     """The self-check of one capture: :func:`residual_gain` under the tele, then :func:`blend_outside`.
 
     Args:
         sr: ``(3, s·H, s·W)`` the network's output for ``lr`` with the reference (changed in place).
-        lr, ref, box, mask: as :func:`residual_gain`.
+        lr, ref, box, mask, tta: as :func:`residual_gain`.
 
     Returns:
         ``(sr, gain)``.
     """
-    gain = residual_gain(model, lr, ref, box, mask, device=device, half=half)
+    gain = residual_gain(model, lr, ref, box, mask, device=device, half=half, tta=tta)
     return blend_outside(sr, lr, box, gain), gain

@@ -38,7 +38,7 @@ from dzcli.data.manifest import MANIFEST_NAME
 from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
-from dzcli.infer.engine import describe, super_resolve
+from dzcli.infer.engine import TTA_CHOICES, describe, super_resolve
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
@@ -110,6 +110,8 @@ class EvalConfig:
         holdout: prepared datasets: hold out this half of each pair's tele (``left``, ``right``, ``top`` or
             ``bottom``): the network gets the other half as its reference, and the held-out half (real
             tele pixels it never received) is scored as the corner, the given half as the centre.
+        tta: as ``dzsr zoom --tta``: every pass of the networks in this many mirrored / transposed views,
+            averaged; their rows are named ``MODEL+ttaN``.
     """
 
     data: Path
@@ -126,6 +128,7 @@ class EvalConfig:
     self_check: bool = True
     paste: bool = True
     holdout: str | None = None
+    tta: int = 1
 
     def __post_init__(self) -> None:
         if self.holdout is not None and self.holdout not in HOLDOUT_SIDES:
@@ -138,6 +141,8 @@ class EvalConfig:
             raise ConfigError(f"--crop must be at least 16 pixels, not {self.crop}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, not {self.limit}")
+        if self.tta not in TTA_CHOICES:
+            raise ConfigError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {self.tta}")
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -251,12 +256,14 @@ class _Model:
     scale: int
 
 
-def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float) -> list[_Model]:
-    """Load every ``--model`` (the bundled default for none), with unique display names."""
+def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float, tta: int = 1) -> list[_Model]:
+    """Load every ``--model`` (the bundled default for none), with unique display names (``+ttaN`` with
+    ``tta`` views)."""
     loaded = []
     for spec in specs or (None,):
         model, info = load_model(spec, device=device, outscale=outscale)
-        loaded.append(_Model(info.name, str(info.path), model, info.scale))
+        name = info.name + (f"+tta{tta}" if tta > 1 else "")
+        loaded.append(_Model(name, str(info.path), model, info.scale))
     names = [m.name for m in loaded]
     for m in loaded:
         if names.count(m.name) > 1:
@@ -361,7 +368,14 @@ def _run_model(
 ) -> tuple[Tensor, float]:
     t = time.perf_counter()
     sr = super_resolve(
-        model, lr, tile=cfg.tile, overlap=cfg.tile_overlap, device=device, half=not cfg.fp32, **kw
+        model,
+        lr,
+        tile=cfg.tile,
+        overlap=cfg.tile_overlap,
+        device=device,
+        half=not cfg.fp32,
+        tta=cfg.tta,
+        **kw,
     )
     return sr, time.perf_counter() - t
 
@@ -412,7 +426,7 @@ def _eval_prepared(
         if cfg.self_check:
             mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
             out, gain = apply_self_check(
-                m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32
+                m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32, tta=cfg.tta
             )
             result.info[m.name] = {"residual_gain": gain}
         scorer.add(m.name, out, time.perf_counter() - t)
@@ -484,6 +498,7 @@ def _eval_simulated(
                     half=not cfg.fp32,
                     self_check=cfg.self_check,
                     paste=cfg.paste,
+                    tta=cfg.tta,
                     uw_name=cap.uw.name,
                     tele_name=cap.tele.name,
                     wide_name="wide" if wide_file is None else wide_file.name,
@@ -609,7 +624,7 @@ def evaluate(
     if kind == "prepared":
         scale = dataset_scale(root)
         items = list(load_pairs(root, None if cfg.split == "all" else cfg.split))
-        models = _load_models(cfg.models, device, float(scale))
+        models = _load_models(cfg.models, device, float(scale), cfg.tta)
         wrong = [f"{m.name} (x{m.scale})" for m in models if m.scale != scale]
         if wrong:
             raise ConfigError(f"{root} is a x{scale} dataset; these models are not: {', '.join(wrong)}")
@@ -617,7 +632,7 @@ def evaluate(
         scale = None
         records = read_simulation(root)
         items = list(records)
-        models = _load_models(cfg.models, device, records[0].density)
+        models = _load_models(cfg.models, device, records[0].density, cfg.tta)
     items = items[: cfg.limit] if cfg.limit else items
     peers = peers or {}
     triples = any(isinstance(item, SimulationRecord) and item.wide is not None for item in items)

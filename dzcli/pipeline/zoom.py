@@ -58,7 +58,7 @@ from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
-from dzcli.infer.engine import describe, super_resolve
+from dzcli.infer.engine import TTA_CHOICES, describe, super_resolve
 from dzcli.infer.paste import paste_reference
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output
@@ -142,6 +142,8 @@ class ZoomConfig:
             inside its footprint (:mod:`dzcli.infer.paste`).
         ref_blend: pull the network's output this share of the way towards the tele where the tele is valid
             (:data:`REF_BLEND`; 0: the network's output alone).
+        tta: run the network on each tile in this many mirrored / transposed views and average them
+            (1, 2, 4 or 8; about that many times the network's time).
         wide: for a triple capture, the middle camera is also a reference, where the tele does not reach
             (:func:`merge_references`).
         wide_photo: with ``(UW, TELE)``, the middle camera's photo of the same triple capture.
@@ -169,6 +171,7 @@ class ZoomConfig:
     self_check: bool = True
     paste: bool = True
     ref_blend: float = REF_BLEND
+    tta: int = 1
     wide: bool = True
     wide_photo: Path | None = None
 
@@ -200,6 +203,8 @@ class ZoomConfig:
             raise ConfigError(f"--max-megapixels must be positive, not {self.max_megapixels}")
         if not 0 <= self.ref_blend <= 1:
             raise ConfigError(f"--ref-blend must be in [0, 1], not {self.ref_blend}")
+        if self.tta not in TTA_CHOICES:
+            raise ConfigError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {self.tta}")
         if self.wide_photo is not None and len(self.inputs) != 2:
             raise ConfigError("--wide-photo goes with UW TELE photos (a folder's triples are found in it)")
 
@@ -237,7 +242,7 @@ class ZoomOutput:
         out_size: the output's ``(width, height)``.
         outscale: output pixels per uw pixel.
         scale: the network's scale ``s`` (its ``s×`` output was resampled by :attr:`resample`).
-        model: the network's name (``+adaptN`` when fine-tuned on the capture).
+        model: the network's name (``+adaptN`` when fine-tuned on the capture, ``+ttaN`` with ``--tta N``).
         device: where it ran.
         tiles: tiles the network ran on.
         seconds: wall time of the capture, reading to writing.
@@ -813,12 +818,14 @@ def _super_resolve(
     dense: AlignedCapture | None = None,
     middle: AlignedCapture | None = None,
     ref_blend: float = REF_BLEND,
+    tta: int = 1,
 ) -> tuple[Tensor, int, float | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), pulled ``ref_blend``
     of the way towards it where it is valid (:func:`pull_towards_reference`), its reference-free detail
     outside the tele's view scaled by the self-check's gain, resampled to ``outscale``, and the ``dense``
-    tele pasted inside its footprint (see :func:`_dense_reference`): ``(image, tiles, gain)``."""
+    tele pasted inside its footprint (see :func:`_dense_reference`); each pass of the network in ``tta``
+    views (:func:`~dzcli.infer.engine.tta_views`): ``(image, tiles, gain)``."""
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
         t = time.perf_counter()
@@ -846,6 +853,7 @@ def _super_resolve(
         overlap=overlap,
         device=device,
         half=half,
+        tta=tta,
         progress=on_tile,
     )
     timings["sr"] = time.perf_counter() - t
@@ -855,7 +863,7 @@ def _super_resolve(
     if self_check and aligned is not None:
         t = time.perf_counter()
         sr, gain = apply_self_check(
-            model, sr, uw, aligned.ref, aligned.box, aligned.mask, device=device, half=half
+            model, sr, uw, aligned.ref, aligned.box, aligned.mask, device=device, half=half, tta=tta
         )
         timings["self_check"] = time.perf_counter() - t
         log.info("%s: self-check: the network's detail outside the tele's view kept at x%.2f", uw_name, gain)
@@ -881,15 +889,18 @@ def _network_background(
     overlap: int,
     device: torch.device,
     half: bool,
+    tta: int = 1,
 ) -> Tensor:
     """``(3, s·h, s·w)``: the network's reference-free output over uw pixels ``box`` (run on the box and
-    ``overlap`` pixels of context around it)."""
+    ``overlap`` pixels of context around it, in ``tta`` views)."""
     s = describe(model).scale
     x0, y0, w, h = box
     H, W = int(uw.shape[-2]), int(uw.shape[-1])
     cx0, cy0 = max(0, x0 - overlap), max(0, y0 - overlap)
     cx1, cy1 = min(W, x0 + w + overlap), min(H, y0 + h + overlap)
-    sr = super_resolve(model, uw[:, cy0:cy1, cx0:cx1], tile=tile, overlap=overlap, device=device, half=half)
+    sr = super_resolve(
+        model, uw[:, cy0:cy1, cx0:cx1], tile=tile, overlap=overlap, device=device, half=half, tta=tta
+    )
     return sr[:, s * (y0 - cy0) : s * (y0 - cy0 + h), s * (x0 - cx0) : s * (x0 - cx0 + w)]
 
 
@@ -929,12 +940,12 @@ def _references(
     require_ref: bool,
     paste: bool,
     names: tuple[str, str, str],
-    run: tuple[int, int, torch.device, bool],
+    run: tuple[int, int, torch.device, bool, int],
     timings: dict[str, float],
 ) -> _References:
     """The references of a capture for ``model`` once its tele has been looked for (``found``, or None and
     why in ``no_ref``): the tele at the network's scale, filled where it is not valid with the network's own
-    reference-free output (run as ``run = (tile, overlap, device, half)``), at the output's density
+    reference-free output (run as ``run = (tile, overlap, device, half, tta)``), at the output's density
     (``paste``), and the wide when one is given (``names``: the uw's, the tele's and the wide's): at
     ``ref2_scale`` for a triple-camera network, else merged with the tele over that same output
     (:func:`merge_references`). With a tele, the wide is used only if it is closer to the tele than the
@@ -989,8 +1000,10 @@ def _references(
                 *fidelity,
             )
             middle = None
-    tile, overlap, device, half = run
-    background = partial(_network_background, model, uw, tile=tile, overlap=overlap, device=device, half=half)
+    tile, overlap, device, half, tta = run
+    background = partial(
+        _network_background, model, uw, tile=tile, overlap=overlap, device=device, half=half, tta=tta
+    )
     if middle is not None and ref2_scale is None:
         log.info("%s: %s is the reference around the tele's footprint", uw_name, wide_name)
         merged = merge_references(uw, middle, aligned, background=background)
@@ -1023,6 +1036,7 @@ def zoom_photo(
     self_check: bool = True,
     paste: bool = True,
     ref_blend: float = REF_BLEND,
+    tta: int = 1,
     uw_name: str = "uw",
     tele_name: str = "tele",
     wide_name: str = "wide",
@@ -1057,6 +1071,7 @@ def zoom_photo(
             output's density inside its footprint (:mod:`dzcli.infer.paste`).
         ref_blend: pull the network's output this share of the way towards the tele where the tele is valid
             (:data:`REF_BLEND`; 0: the network's output alone).
+        tta: run the network in this many mirrored / transposed views and average them (1, 2, 4 or 8).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         wide_name: how to call the middle camera's photo in messages.
@@ -1069,6 +1084,8 @@ def zoom_photo(
         TeleNotFoundError: (``require_ref``) the tele is not found, or too little of it is usable.
         AlignmentError: the photos are given in the wrong order (the tele is the wider one).
     """
+    if tta not in TTA_CHOICES:
+        raise ConfigError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {tta}")
     uw_t, tele_t = as_image(uw), as_image(tele)
     wide_t = None if wide is None else as_image(wide)
     dev = resolve_device(device)
@@ -1109,7 +1126,7 @@ def zoom_photo(
         require_ref=require_ref,
         paste=paste,
         names=(uw_name, tele_name, wide_name),
-        run=(tile, overlap, dev, half),
+        run=(tile, overlap, dev, half, tta),
         timings=timings,
     )
     del tele_t, wide_t
@@ -1130,6 +1147,7 @@ def zoom_photo(
         dense=refs.dense,
         middle=refs.middle,
         ref_blend=ref_blend,
+        tta=tta,
     )
     return ZoomedPhoto(
         image=image,
@@ -1198,7 +1216,7 @@ def zoom_capture(
         require_ref=cfg.require_ref,
         paste=cfg.paste,
         names=(cap.uw.name, cap.tele.name, "wide" if cap.wide is None else cap.wide.name),
-        run=(cfg.tile, cfg.tile_overlap, device, not cfg.fp32),
+        run=(cfg.tile, cfg.tile_overlap, device, not cfg.fp32, cfg.tta),
         timings=timings,
     )
     del photos  # the tele and the wide are not needed any more
@@ -1220,8 +1238,10 @@ def zoom_capture(
         dense=refs.dense,
         middle=refs.middle,
         ref_blend=cfg.ref_blend,
+        tta=cfg.tta,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
+    name += f"+tta{cfg.tta}" if cfg.tta > 1 else ""
     notes = []
     if depth < uw.bit_depth:
         notes.append(f"16-bit input written as 8-bit ({output.suffix} holds 8 bits; use --ext png or tif)")
