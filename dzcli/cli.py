@@ -421,8 +421,10 @@ def zoom(
             how = f"[yellow]tele not found ({escape(w.no_ref)}): zoomed without the reference[/]"
         if w.no_ref is None and w.reference is not None and w.reference.wide:
             how += ", the wide around the tele"
-        if w.reference is not None and w.reference.residual_gain is not None:
-            how += f", self-check: network detail outside the tele x{w.reference.residual_gain:.2f}"
+        check = None if w.reference is None else w.reference.self_check
+        if check is not None:
+            how += f", self-check: network detail outside the tele x{check.gain:.2f}"
+            how += f", the wide's sharpening taken out x{-check.base:.2f}" if check.base < 0 else ""
         if w.reference is not None and w.reference.pasted:
             how += f", the tele pasted at x{w.outscale:.2f} in its footprint"
         notes = "".join(f"; [yellow]{escape(n)}[/]" for n in w.notes)

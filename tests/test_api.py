@@ -72,11 +72,10 @@ def test_zoom_photo_takes_numpy_or_tensors_alike() -> None:
     assert as_tensor.image.shape == as_numpy.image.shape == (3, 2 * sim.uw.shape[1], 2 * sim.uw.shape[2])
     assert float((as_tensor.image - as_numpy.image).abs().mean()) < 2 / 255  # 8-bit quantisation apart
     assert as_tensor.aligned is not None and as_tensor.aligned.box == as_numpy.aligned.box  # type: ignore[union-attr]
-    assert as_tensor.residual_gain is not None and 0.0 <= as_tensor.residual_gain <= 1.0  # the self-check ran
+    check = as_tensor.self_check  # the self-check ran
+    assert check is not None and 0.0 <= check.gain <= 1.0 and check.base <= 0.0
     assert (
-        dzcli.zoom_photo(
-            model, sim.uw, sim.tele, zoom_ratio=2.0, device="cpu", self_check=False
-        ).residual_gain
+        dzcli.zoom_photo(model, sim.uw, sim.tele, zoom_ratio=2.0, device="cpu", self_check=False).self_check
         is None
     )
     with pytest.raises(ValueError, match="expected an RGB image"):

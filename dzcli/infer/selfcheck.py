@@ -3,27 +3,78 @@
 Inside the tele's footprint the tele is the ground truth of the wide photo, so the capture itself can tell
 whether the network's reference-free path (what runs where the tele does not reach) improves on bicubic
 upsampling *for this camera*: on a phone JPEG that the phone already sharpened and denoised it may add
-crunchy texture instead of detail. :func:`residual_gain` measures, on a few patches under the tele, the
-least-squares gain ``α ∈ [0, 1]`` of the network's residual over bicubic towards the tele;
-:func:`blend_outside` then keeps ``bicubic + α·(network − bicubic)`` outside the footprint (ramping to the
-full network at its edge). ``α = 1`` leaves the output as it is.
+crunchy texture instead of detail. :func:`fit_self_check` measures, on a few patches under the tele, the
+least-squares fit ``t − b ≈ α·r + β·h`` of the tele ``t`` over the bicubic upsampling ``b``, with ``r`` the
+network's residual over ``b`` and ``h = b − G(b)`` the bicubic's own band-pass (``G``: a Gaussian of one
+wide-photo pixel): ``α ∈ [0, 1]`` is how much of the network's detail to keep, ``β ≤ 0`` how much of the
+wide camera's own sharpening (its halos, its amplified noise) to take back out of the base.
+:func:`blend_outside` then writes ``b + β·h + α·r`` outside the footprint (ramping to the network's
+output at its edge). ``β`` is never positive: a tele sharper than the wide photo may be the tele camera's
+own sharpening, not the scene's, while the wide camera's sharpening cannot be in the tele.
+``(α, β) = (1, 0)`` leaves the output as it is.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from dzcli.camera import blur, blur_kernel
 from dzcli.infer.engine import Box, describe, super_resolve
 from dzcli.resize import upscale_bicubic
 
-__all__ = ["apply_self_check", "blend_outside", "residual_gain"]
+__all__ = ["SelfCheck", "apply_self_check", "base_band", "blend_outside", "fit_self_check"]
+
+BAND_SIGMA = 1.0
+"""``G``'s Gaussian sigma in wide-photo pixels (the scale of a phone's unsharp mask, 0.7–2 px)."""
 
 
-def residual_gain(
+@dataclass(frozen=True)
+class SelfCheck:
+    """What the tele shows about one capture (see the module docstring).
+
+    Attributes:
+        gain: ``α`` in ``[0, 1]``, the share of the network's reference-free detail kept.
+        base: ``β <= 0``, the weight of the bicubic base's band-pass added back (negative: the wide camera's
+            sharpening taken out).
+    """
+
+    gain: float = 1.0
+    base: float = 0.0
+
+    @property
+    def neutral(self) -> bool:
+        """The output is left as it is."""
+        return self.gain >= 1.0 and self.base == 0.0
+
+
+def base_band(bic: Tensor, scale: int) -> Tensor:
+    """``h = b − G(b)``: ``(3, h, w)`` the band of the bicubic upsampling ``bic`` (at ``scale``× the wide
+    photo) finer than :data:`BAND_SIGMA` wide-photo pixels (edges reflected)."""
+    return bic - blur(bic, blur_kernel("isotropic", BAND_SIGMA * scale))
+
+
+def _solve(aa: float, ab: float, bb: float, at: float, bt: float) -> SelfCheck:
+    """The least-squares ``(α, β)`` of ``t ≈ α·r + β·h`` from its normal equations (``aa = Σr²``,
+    ``ab = Σrh``, ``bb = Σh²``, ``at = Σrt``, ``bt = Σht``), with ``α ∈ [0, 1]`` and ``β ≤ 0``."""
+    alone = SelfCheck(gain=min(1.0, max(0.0, at / aa))) if aa > 0 else SelfCheck()
+    det = aa * bb - ab * ab
+    if bb <= 0 or det <= 1e-12 * aa * bb:
+        return alone
+    alpha, beta = (at * bb - bt * ab) / det, (bt * aa - at * ab) / det
+    if beta > 0:
+        return alone
+    if not 0.0 <= alpha <= 1.0:  # on the edge α = 0 or 1: β refitted given α
+        alpha = min(1.0, max(0.0, alpha))
+        beta = min(0.0, (bt - alpha * ab) / bb)
+    return SelfCheck(gain=alpha, base=beta)
+
+
+def fit_self_check(
     model: nn.Module,
     lr: Tensor,
     ref: Tensor,
@@ -36,13 +87,12 @@ def residual_gain(
     device: str | torch.device = "cpu",
     half: bool = False,
     tta: int = 1,
-) -> float:
-    """The gain ``α`` of the network's reference-free residual over bicubic that the tele supports.
+) -> SelfCheck:
+    """The ``(α, β)`` the tele supports (see the module docstring).
 
-    ``α = Σ m·r·(t − b) / Σ m·r²`` clipped to ``[0, 1]``, with ``b`` the bicubic upsampling of a wide patch
-    under the tele, ``r`` the network's reference-free output minus ``b``, ``t`` the tele there and ``m``
-    its validity; over up to ``patches`` patches of ``patch`` LR pixels spread evenly over the footprint,
-    leaving out ``margin`` pixels at each patch's border (the network saw padding there).
+    Fitted over up to ``patches`` patches of ``patch`` LR pixels spread evenly over the footprint, weighted
+    by the tele's validity ``m``, leaving out ``margin`` pixels at each patch's border (the network saw
+    padding there).
 
     Args:
         model: the SR network (any model :func:`super_resolve` runs), scale ``s``.
@@ -53,15 +103,15 @@ def residual_gain(
         tta: views the network runs in (as :func:`super_resolve`'s).
 
     Returns:
-        ``α`` in ``[0, 1]``; 1 when the footprint is too small to measure.
+        The fit; neutral when the footprint is too small to measure.
     """
     s = describe(model).scale
     x0, y0, bw, bh = box
     ph, pw = min(patch, bh), min(patch, bw)
     if min(ph, pw) <= 2 * margin + 8:
-        return 1.0
+        return SelfCheck()
     per_axis = max(1, math.isqrt(patches))
-    num = den = 0.0
+    sums = np.zeros(5)  # Σr², Σrh, Σh², Σrt, Σht (t: the tele over bicubic)
     for yy in sorted({int(v) for v in np.linspace(0, bh - ph, per_axis).round()}):
         for xx in sorted({int(v) for v in np.linspace(0, bw - pw, per_axis).round()}):
             part = lr[:, y0 + yy : y0 + yy + ph, x0 + xx : x0 + xx + pw]
@@ -74,44 +124,48 @@ def residual_gain(
                 if mask is None
                 else mask[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
             )
-            r, d = (net - bic)[inner], t - bic[inner]
-            num += float((w * r * d).sum())
-            den += float((w * r * r).sum())
-    return 1.0 if den <= 0 else min(1.0, max(0.0, num / den))
+            r, h, d = (net - bic)[inner], base_band(bic, s)[inner], t - bic[inner]
+            sums += [float((w * a * b).sum()) for a, b in ((r, r), (r, h), (h, h), (r, d), (h, d))]
+    return _solve(*(float(v) for v in sums))
 
 
 def blend_outside(
-    sr: Tensor, lr: Tensor, box: Box, gain: float, *, feather: int = 16, band: int = 256
+    sr: Tensor, lr: Tensor, box: Box, check: SelfCheck, *, feather: int = 16, band: int = 256
 ) -> Tensor:
-    """``bicubic + g·(sr − bicubic)`` with ``g = gain`` outside the box, 1 inside, ramping over ``feather``
-    LR pixels outside its edge; in bands of ``band`` LR rows (bounded memory). ``sr`` is changed in place.
+    """``b + β·h + α·(sr − b)`` outside the box (``b`` bicubic, ``h`` :func:`base_band`), ``sr`` inside,
+    ramping over ``feather`` LR pixels outside its edge; in bands of ``band`` LR rows (bounded memory).
+    ``sr`` is changed in place.
 
     Args:
         sr: ``(3, s·H, s·W)`` the network's output for ``lr``.
         lr: ``(3, H, W)``.
         box: ``(x0, y0, bw, bh)`` the tele's footprint in ``lr`` pixels.
-        gain: from :func:`residual_gain`.
+        check: from :func:`fit_self_check`.
 
     Returns:
         ``sr``.
     """
-    if gain >= 1.0:
+    if check.neutral:
         return sr
     H, W = lr.shape[-2:]
     s = sr.shape[-1] // W
     x0, y0, bw, bh = box
     xs = (torch.arange(s * W, dtype=torch.float32) + 0.5) / s
     dx = torch.clamp(torch.maximum(x0 - xs, xs - (x0 + bw)), min=0.0)
+    reach = 3 + math.ceil(3 * BAND_SIGMA)  # LR rows bicubic (2) and G (3 sigma) read around a band
     for a in range(0, H, band):
         b = min(H, a + band)
-        lo, hi = max(0, a - 4), min(H, b + 4)  # bicubic reads 2 px around: the band equals the whole image's
-        bic = upscale_bicubic(lr[:, lo:hi], s)[:, s * (a - lo) : s * (b - lo)]
+        lo, hi = max(0, a - reach), min(H, b + reach)  # so that the band equals the whole image's
+        bic = upscale_bicubic(lr[:, lo:hi], s)
+        base = bic if check.base == 0.0 else bic + check.base * base_band(bic, s)
+        bic, base = bic[:, s * (a - lo) : s * (b - lo)], base[:, s * (a - lo) : s * (b - lo)]
         ys = (torch.arange(s * a, s * b, dtype=torch.float32) + 0.5) / s
         dy = torch.clamp(torch.maximum(y0 - ys, ys - (y0 + bh)), min=0.0)
         dist = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
-        g = gain + (1.0 - gain) * torch.clamp(1.0 - dist / feather, 0.0, 1.0)
+        ramp = torch.clamp(1.0 - dist / feather, 0.0, 1.0)  # 1 at the box, 0 beyond the feather
+        g = check.gain + (1.0 - check.gain) * ramp
         rows = sr[:, s * a : s * b]
-        rows.sub_(bic).mul_(g).add_(bic)
+        rows.sub_(bic).mul_(g).add_(bic + (1.0 - ramp) * (base - bic))
     return sr
 
 
@@ -126,15 +180,15 @@ def apply_self_check(
     device: str | torch.device = "cpu",
     half: bool = False,
     tta: int = 1,
-) -> tuple[Tensor, float]:
-    """The self-check of one capture: :func:`residual_gain` under the tele, then :func:`blend_outside`.
+) -> tuple[Tensor, SelfCheck]:
+    """The self-check of one capture: :func:`fit_self_check` under the tele, then :func:`blend_outside`.
 
     Args:
         sr: ``(3, s·H, s·W)`` the network's output for ``lr`` with the reference (changed in place).
-        lr, ref, box, mask, tta: as :func:`residual_gain`.
+        lr, ref, box, mask, tta: as :func:`fit_self_check`.
 
     Returns:
-        ``(sr, gain)``.
+        ``(sr, check)``.
     """
-    gain = residual_gain(model, lr, ref, box, mask, device=device, half=half, tta=tta)
-    return blend_outside(sr, lr, box, gain), gain
+    check = fit_self_check(model, lr, ref, box, mask, device=device, half=half, tta=tta)
+    return blend_outside(sr, lr, box, check), check

@@ -425,10 +425,10 @@ def _eval_prepared(
         out, _ = _run_model(m.model, lr, cfg, device, ref=ref, box=(x0, y0, bw, bh), **middle)
         if cfg.self_check:
             mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
-            out, gain = apply_self_check(
+            out, check = apply_self_check(
                 m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32, tta=cfg.tta
             )
-            result.info[m.name] = {"residual_gain": gain}
+            result.info[m.name] = {"residual_gain": check.gain, "base_band": check.base}
         scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()
 
@@ -518,7 +518,8 @@ def _eval_simulated(
                 "model_scale": zoomed.scale,
                 "resample": zoomed.outscale / zoomed.scale,
                 "tiles": zoomed.tiles,
-                "residual_gain": zoomed.residual_gain,
+                "residual_gain": None if zoomed.self_check is None else zoomed.self_check.gain,
+                "base_band": None if zoomed.self_check is None else zoomed.self_check.base,
             }
             if zoomed.no_ref is not None:
                 result.no_ref[name] = zoomed.no_ref

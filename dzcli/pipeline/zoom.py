@@ -15,9 +15,10 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
    (:func:`merge_references`): the tele where it is valid, the wide around it (``wide``);
 3. optionally (``adapt``), a few self-supervised fine-tuning steps on this capture
    (:func:`dzcli.train.loop.adapt`); the self-check (``self_check``, :mod:`dzcli.infer.selfcheck`):
-   how much of the network's reference-free detail the tele supports on this capture; then tiled
-   reference-based SR of the whole uw (:func:`dzcli.infer.engine.super_resolve`), its detail outside
-   the tele's view scaled by the self-check's gain;
+   how much of the network's reference-free detail the tele supports on this capture, and how much of the
+   wide camera's own sharpening it shows; then tiled reference-based SR of the whole uw
+   (:func:`dzcli.infer.engine.super_resolve`), its detail outside the tele's view scaled and the wide's
+   sharpening taken out there as the self-check says;
 4. resampling from ``s×`` to the output scale (default: the tele's density ``r``, taken as ``s`` when
    within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
 5. an atomic write in the uw's format and bit depth, EXIF and XMP kept (Orientation 1, new size), ICC
@@ -60,7 +61,7 @@ from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError,
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import TTA_CHOICES, describe, super_resolve
 from dzcli.infer.paste import paste_reference
-from dzcli.infer.selfcheck import apply_self_check
+from dzcli.infer.selfcheck import SelfCheck, apply_self_check
 from dzcli.io.atomic import check_output
 from dzcli.io.exif import update_exif, update_xmp
 from dzcli.io.images import IMAGE_SUFFIXES, RAW_SUFFIXES, Photo, as_image, holds_alpha, save_image
@@ -218,8 +219,8 @@ class ReferenceUse:
             wide's when only the wide was used.
         box: ``(x0, y0, w, h)`` of the uw crop under the reference (the tele's and the wide's footprints
             together), in uw pixels.
-        residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
-            (None: no self-check).
+        self_check: what the self-check kept of the network's reference-free detail outside the tele's view
+            and took out of the wide camera's sharpening there (None: no self-check).
         pasted: the tele was pasted at the output's density inside its footprint (the output is denser than
             the network's scale; :mod:`dzcli.infer.paste`).
         wide: the middle camera of a triple capture was a reference in its footprint, around the tele's
@@ -228,7 +229,7 @@ class ReferenceUse:
 
     valid_fraction: float
     box: tuple[int, int, int, int]
-    residual_gain: float | None = None
+    self_check: SelfCheck | None = None
     pasted: bool = False
     wide: bool = False
 
@@ -610,8 +611,8 @@ class ZoomedPhoto:
         no_ref: why the reference was not used (None when it was).
         tiles: tiles the network ran on.
         timings: seconds per stage (``register``, ``align``, ``adapt``, ``self_check``, ``sr``, ``resample``).
-        residual_gain: the self-check's gain of the network's reference-free detail outside the tele's view
-            (1: all of it; None: not measured).
+        self_check: what the self-check kept of the network's reference-free detail outside the tele's view
+            and took out of the wide camera's sharpening there (None: not measured).
         pasted: the tele was pasted at ``outscale`` inside its footprint (:mod:`dzcli.infer.paste`).
         wide: the middle camera of a triple capture was part of the reference (:func:`merge_references`).
     """
@@ -624,7 +625,7 @@ class ZoomedPhoto:
     no_ref: str | None
     tiles: int
     timings: dict[str, float]
-    residual_gain: float | None = None
+    self_check: SelfCheck | None = None
     pasted: bool = False
     wide: bool = False
 
@@ -819,13 +820,13 @@ def _super_resolve(
     middle: AlignedCapture | None = None,
     ref_blend: float = REF_BLEND,
     tta: int = 1,
-) -> tuple[Tensor, int, float | None]:
+) -> tuple[Tensor, int, SelfCheck | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), pulled ``ref_blend``
     of the way towards it where it is valid (:func:`pull_towards_reference`), its reference-free detail
-    outside the tele's view scaled by the self-check's gain, resampled to ``outscale``, and the ``dense``
+    outside the tele's view as the self-check says (:mod:`dzcli.infer.selfcheck`), resampled to ``outscale``, and the ``dense``
     tele pasted inside its footprint (see :func:`_dense_reference`); each pass of the network in ``tta``
-    views (:func:`~dzcli.infer.engine.tta_views`): ``(image, tiles, gain)``."""
+    views (:func:`~dzcli.infer.engine.tta_views`): ``(image, tiles, self-check)``."""
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
         t = time.perf_counter()
@@ -859,14 +860,20 @@ def _super_resolve(
     timings["sr"] = time.perf_counter() - t
     if aligned is not None and ref_blend > 0:
         sr = pull_towards_reference(sr, aligned, ref_blend)
-    gain = None
+    check = None
     if self_check and aligned is not None:
         t = time.perf_counter()
-        sr, gain = apply_self_check(
+        sr, check = apply_self_check(
             model, sr, uw, aligned.ref, aligned.box, aligned.mask, device=device, half=half, tta=tta
         )
         timings["self_check"] = time.perf_counter() - t
-        log.info("%s: self-check: the network's detail outside the tele's view kept at x%.2f", uw_name, gain)
+        log.info(
+            "%s: self-check: outside the tele's view the network's detail kept at x%.2f, the wide's sharpening "
+            "taken out at x%.2f",
+            uw_name,
+            check.gain,
+            -check.base,
+        )
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
@@ -877,7 +884,7 @@ def _super_resolve(
         out = paste_reference(out, dense.ref, dense.mask, dense.box, dense.scale, outscale)
         timings["paste"] = time.perf_counter() - t
         log.info("%s: the tele pasted at x%.2f inside its footprint", uw_name, outscale)
-    return out, tiles[0], gain
+    return out, tiles[0], check
 
 
 def _network_background(
@@ -1130,7 +1137,7 @@ def zoom_photo(
         timings=timings,
     )
     del tele_t, wide_t
-    image, tiles, gain = _super_resolve(
+    image, tiles, check = _super_resolve(
         model,
         uw_t,
         refs.aligned,
@@ -1158,7 +1165,7 @@ def zoom_photo(
         no_ref=refs.no_ref,
         tiles=tiles,
         timings=timings,
-        residual_gain=gain,
+        self_check=check,
         pasted=refs.dense is not None,
         wide=refs.wide,
     )
@@ -1221,7 +1228,7 @@ def zoom_capture(
     )
     del photos  # the tele and the wide are not needed any more
     aligned = refs.aligned
-    image, tiles, gain = _super_resolve(
+    image, tiles, check = _super_resolve(
         model,
         uw.pixels,
         aligned,
@@ -1262,7 +1269,7 @@ def zoom_capture(
         reference = ReferenceUse(
             valid_fraction=used.valid_fraction,
             box=used.box,
-            residual_gain=gain,
+            self_check=check,
             pasted=refs.dense is not None,
             wide=refs.wide,
         )
