@@ -73,6 +73,28 @@ def test_blend_keeps_the_box_and_moves_the_rest_towards_bicubic() -> None:
     torch.testing.assert_close(softened[far], bic[far] - 0.4 * base_band(bic, 2)[far])
 
 
+def test_where_the_tele_is_not_valid_the_box_is_treated_as_outside() -> None:
+    lr, _, box, _ = _capture()
+    sr = Residual("noise")(lr[None])[0]
+    bic = F.interpolate(lr[None], scale_factor=2, mode="bicubic", align_corners=False)[0]
+    x0, y0, w, h = box
+    mask = torch.ones(1, 2 * h, 2 * w)
+    mask[:, :, w:] = 0.0  # the right half of the tele is not valid (a moving subject, parallax)
+    check = SelfCheck(gain=0.0, base=-0.4)
+    out = blend_outside(sr.clone(), lr, box, check, mask)
+    rows = slice(2 * y0, 2 * (y0 + h))
+    left = (slice(None), rows, slice(2 * x0, 2 * x0 + w - 8))  # clear of the softened seam (3 sigma)
+    right = (slice(None), rows, slice(2 * x0 + w + 8, 2 * (x0 + w)))
+    torch.testing.assert_close(out[left], sr[left])
+    softened = bic - 0.4 * base_band(bic, 2)
+    torch.testing.assert_close(out[right], softened[right])
+    torch.testing.assert_close(out, blend_outside(sr.clone(), lr, box, check, mask, band=16))
+    assert torch.equal(
+        blend_outside(sr.clone(), lr, box, check, torch.ones(1, 2 * h, 2 * w)),
+        blend_outside(sr.clone(), lr, box, check),
+    )
+
+
 def test_the_fit_recovers_known_coefficients_within_its_bounds() -> None:
     g = torch.Generator().manual_seed(0)
     r, h = (

@@ -9,7 +9,8 @@ network's residual over ``b`` and ``h = b − G(b)`` the bicubic's own band-pass
 wide-photo pixel): ``α ∈ [0, 1]`` is how much of the network's detail to keep, ``β ≤ 0`` how much of the
 wide camera's own sharpening (its halos, its amplified noise) to take back out of the base.
 :func:`blend_outside` then writes ``b + β·h + α·r`` outside the footprint (ramping to the network's
-output at its edge). ``β`` is never positive: a tele sharper than the wide photo may be the tele camera's
+output at its edge) and inside it where the tele is not valid (moving things, parallax, occlusions: the
+network had no reference there either; the validity softened over one wide-photo pixel). ``β`` is never positive: a tele sharper than the wide photo may be the tele camera's
 own sharpening, not the scene's, while the wide camera's sharpening cannot be in the tele.
 ``(α, β) = (1, 0)`` leaves the output as it is.
 """
@@ -130,17 +131,26 @@ def fit_self_check(
 
 
 def blend_outside(
-    sr: Tensor, lr: Tensor, box: Box, check: SelfCheck, *, feather: int = 16, band: int = 256
+    sr: Tensor,
+    lr: Tensor,
+    box: Box,
+    check: SelfCheck,
+    mask: Tensor | None = None,
+    *,
+    feather: int = 16,
+    band: int = 256,
 ) -> Tensor:
-    """``b + β·h + α·(sr − b)`` outside the box (``b`` bicubic, ``h`` :func:`base_band`), ``sr`` inside,
-    ramping over ``feather`` LR pixels outside its edge; in bands of ``band`` LR rows (bounded memory).
-    ``sr`` is changed in place.
+    """``b + β·h + α·(sr − b)`` outside the box (``b`` bicubic, ``h`` :func:`base_band`) and inside it where
+    the tele is not valid, ``sr`` where it is, ramping over ``feather`` LR pixels outside the box's edge; in
+    bands of ``band`` LR rows (bounded memory). ``sr`` is changed in place.
 
     Args:
         sr: ``(3, s·H, s·W)`` the network's output for ``lr``.
         lr: ``(3, H, W)``.
         box: ``(x0, y0, bw, bh)`` the tele's footprint in ``lr`` pixels.
         check: from :func:`fit_self_check`.
+        mask: ``(1, s·bh, s·bw)`` validity of the tele over the box (None: valid everywhere), softened by a
+            Gaussian of one LR pixel.
 
     Returns:
         ``sr``.
@@ -150,6 +160,9 @@ def blend_outside(
     H, W = lr.shape[-2:]
     s = sr.shape[-1] // W
     x0, y0, bw, bh = box
+    inside = None
+    if mask is not None and float(mask.min()) < 1.0:
+        inside = blur(mask.float(), blur_kernel("isotropic", float(s)))[:1]
     xs = (torch.arange(s * W, dtype=torch.float32) + 0.5) / s
     dx = torch.clamp(torch.maximum(x0 - xs, xs - (x0 + bw)), min=0.0)
     reach = 3 + math.ceil(3 * BAND_SIGMA)  # LR rows bicubic (2) and G (3 sigma) read around a band
@@ -163,6 +176,11 @@ def blend_outside(
         dy = torch.clamp(torch.maximum(y0 - ys, ys - (y0 + bh)), min=0.0)
         dist = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
         ramp = torch.clamp(1.0 - dist / feather, 0.0, 1.0)  # 1 at the box, 0 beyond the feather
+        if inside is not None and a < y0 + bh and b > y0:  # the tele's validity inside the box
+            r0, r1 = max(a, y0), min(b, y0 + bh)
+            ramp[s * (r0 - a) : s * (r1 - a), s * x0 : s * (x0 + bw)] = inside[
+                0, s * (r0 - y0) : s * (r1 - y0)
+            ]
         g = check.gain + (1.0 - check.gain) * ramp
         rows = sr[:, s * a : s * b]
         rows.sub_(bic).mul_(g).add_(bic + (1.0 - ramp) * (base - bic))
@@ -191,4 +209,4 @@ def apply_self_check(
         ``(sr, check)``.
     """
     check = fit_self_check(model, lr, ref, box, mask, device=device, half=half, tta=tta)
-    return blend_outside(sr, lr, box, check), check
+    return blend_outside(sr, lr, box, check, mask), check
