@@ -93,6 +93,17 @@ def blur(img: Tensor, kernel: np.ndarray) -> Tensor:
     return _image(cv2.filter2D(to_hwc(img), -1, kernel, borderType=cv2.BORDER_REFLECT))
 
 
+def gaussian_blur(img: Tensor, sigma: float) -> Tensor:
+    """``blur(img, blur_kernel("isotropic", sigma))`` as two 1-D passes (the same kernel, separated: several
+    times faster on large images)."""
+    if sigma <= 0:
+        raise ConfigError(f"blur sigma must be > 0, got {sigma}")
+    r = math.ceil(3 * sigma)
+    k = np.exp(-0.5 * (np.arange(-r, r + 1, dtype=np.float64) / sigma) ** 2)
+    k = (k / k.sum()).astype(np.float32)
+    return _image(cv2.sepFilter2D(to_hwc(img), -1, k, k, borderType=cv2.BORDER_REFLECT))
+
+
 def downscale(
     img: Tensor, density: float, method: Literal["area", "bicubic", "bilinear", "lanczos"] = "area"
 ) -> Tensor:

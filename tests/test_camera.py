@@ -51,6 +51,19 @@ def test_blur_kernels_are_normalised_and_shaped_as_named() -> None:
         camera.blur_kernel("isotropic", 0.0)
 
 
+@pytest.mark.parametrize("sigma", [0.6, 1.0, 2.0])
+def test_the_separable_gaussian_is_the_isotropic_kernel(sigma: float) -> None:
+    img = scene("life")[:, :61, :83]
+    torch.testing.assert_close(
+        camera.gaussian_blur(img, sigma),
+        camera.blur(img, camera.blur_kernel("isotropic", sigma)),
+        atol=1e-5,
+        rtol=0,
+    )
+    one = torch.ones(1, 20, 30)  # and a single channel keeps its shape
+    assert camera.gaussian_blur(one, sigma).shape == one.shape
+
+
 def test_blur_and_denoise_remove_high_frequencies_sharpening_adds_them_with_halos() -> None:
     img = _photo()
     base = _hf(img)

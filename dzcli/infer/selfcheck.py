@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from dzcli.camera import blur, blur_kernel
+from dzcli.camera import gaussian_blur
 from dzcli.infer.engine import Box, describe, super_resolve
 from dzcli.resize import upscale_bicubic
 
@@ -56,7 +56,7 @@ class SelfCheck:
 def base_band(bic: Tensor, scale: int) -> Tensor:
     """``h = b − G(b)``: ``(3, h, w)`` the band of the bicubic upsampling ``bic`` (at ``scale``× the wide
     photo) finer than :data:`BAND_SIGMA` wide-photo pixels (edges reflected)."""
-    return bic - blur(bic, blur_kernel("isotropic", BAND_SIGMA * scale))
+    return bic - gaussian_blur(bic, BAND_SIGMA * scale)
 
 
 def _solve(aa: float, ab: float, bb: float, at: float, bt: float) -> SelfCheck:
@@ -162,7 +162,7 @@ def blend_outside(
     x0, y0, bw, bh = box
     inside = None
     if mask is not None and float(mask.min()) < 1.0:
-        inside = blur(mask.float(), blur_kernel("isotropic", float(s)))[:1]
+        inside = gaussian_blur(mask.float(), float(s))[:1]
     xs = (torch.arange(s * W, dtype=torch.float32) + 0.5) / s
     dx = torch.clamp(torch.maximum(x0 - xs, xs - (x0 + bw)), min=0.0)
     reach = 3 + math.ceil(3 * BAND_SIGMA)  # LR rows bicubic (2) and G (3 sigma) read around a band
@@ -170,8 +170,9 @@ def blend_outside(
         b = min(H, a + band)
         lo, hi = max(0, a - reach), min(H, b + reach)  # so that the band equals the whole image's
         bic = upscale_bicubic(lr[:, lo:hi], s)
-        base = bic if check.base == 0.0 else bic + check.base * base_band(bic, s)
-        bic, base = bic[:, s * (a - lo) : s * (b - lo)], base[:, s * (a - lo) : s * (b - lo)]
+        rows_hr = slice(s * (a - lo), s * (b - lo))
+        h = None if check.base == 0.0 else base_band(bic, s)[:, rows_hr]
+        bic = bic[:, rows_hr]
         ys = (torch.arange(s * a, s * b, dtype=torch.float32) + 0.5) / s
         dy = torch.clamp(torch.maximum(y0 - ys, ys - (y0 + bh)), min=0.0)
         dist = torch.sqrt(dy[:, None] ** 2 + dx[None, :] ** 2)
@@ -183,7 +184,9 @@ def blend_outside(
             ]
         g = check.gain + (1.0 - check.gain) * ramp
         rows = sr[:, s * a : s * b]
-        rows.sub_(bic).mul_(g).add_(bic + (1.0 - ramp) * (base - bic))
+        rows.sub_(bic).mul_(g).add_(bic)
+        if h is not None:
+            rows.add_(h.mul_((1.0 - ramp) * check.base))
     return sr
 
 
