@@ -347,8 +347,9 @@ def zoom(
         bool,
         typer.Option(
             "--self-check/--no-self-check",
-            help="Keep as much of the network's detail outside "
-            "the tele's view as the tele shows it is worth on this capture.",
+            help="Outside the tele's view (and where it is not valid), keep as much of the network's detail "
+            "as the tele shows it is worth on this capture, and take out the wide camera's own sharpening "
+            "as far as the tele shows it.",
         ),
     ] = True,
     paste: Annotated[
@@ -546,8 +547,8 @@ def eval_cmd(
         bool,
         typer.Option(
             "--self-check/--no-self-check",
-            help="As dzsr zoom: the network's detail outside "
-            "the reference kept as far as the reference shows it is worth.",
+            help="As dzsr zoom: outside the reference, the network's detail kept and the wide camera's "
+            "sharpening taken out as far as the reference shows.",
         ),
     ] = True,
     paste: Annotated[
