@@ -47,6 +47,7 @@ __all__ = [
     "TTA_CHOICES",
     "RefWindows",
     "auto_tile",
+    "check_tta",
     "clip_reference",
     "describe",
     "global_vector",
@@ -298,11 +299,16 @@ View = tuple[bool, bool, bool]
 """``(transpose, mirror_x, mirror_y)``: transpose first, then mirror the result."""
 
 
+def check_tta(n: int, option: str = "tta") -> None:
+    """Raise :class:`ConfigError` (naming ``option``) unless ``n`` is in :data:`TTA_CHOICES`."""
+    if n not in TTA_CHOICES:
+        raise ConfigError(f"{option} must be one of {', '.join(map(str, TTA_CHOICES))}, not {n}")
+
+
 def tta_views(n: int) -> list[View]:
     """The first ``n`` of the square's 8 symmetries (``n`` in :data:`TTA_CHOICES`), the identity first:
     2 adds the left-right mirror, 4 the upside-down ones, 8 the transposed ones."""
-    if n not in TTA_CHOICES:
-        raise ConfigError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {n}")
+    check_tta(n)
     return [(t, mx, my) for t in (False, True) for my in (False, True) for mx in (False, True)][:n]
 
 
@@ -448,8 +454,11 @@ def super_resolve(
         windows2 = RefWindows(ref2, box2, r2, context=desc.ref_context, grid=desc.ref_grid)
         state = {"tile": side}
 
-        def on_device(r: Tensor | None) -> Tensor | None:
-            return None if r is None else r[None].to(dev).contiguous(memory_format=torch.channels_last)
+        def on_device(r: Tensor | None, v: View) -> Tensor | None:
+            """A Ref window seen in ``v``, batched on the device (None stays None)."""
+            if r is None:
+                return None
+            return view_image(r, v)[None].to(dev).contiguous(memory_format=torch.channels_last)
 
         def forward(t: Tile) -> Tensor:
             r, b = windows.window(t)
@@ -458,15 +467,11 @@ def super_resolve(
             with torch.inference_mode():
                 x = lr[:, t.y0 : t.y0 + t.h, t.x0 : t.x0 + t.w][None].to(dev)
                 for v in views:
-
-                    def seen(a: Tensor | None, v: View = v) -> Tensor | None:
-                        return None if a is None else on_device(view_image(a, v))
-
                     kw: dict[str, object] = {} if gvec is None else {"gvec": gvec}
                     if desc.ref2_scale is not None:
-                        kw |= {"ref2": seen(r2w), "box2": view_box(b2, t.w, t.h, v)}
+                        kw |= {"ref2": on_device(r2w, v), "box2": view_box(b2, t.w, t.h, v)}
                     xv = view_image(x, v).contiguous(memory_format=torch.channels_last)
-                    y = unview_image(model(xv, seen(r), view_box(b, t.w, t.h, v), **kw)[0], v)
+                    y = unview_image(model(xv, on_device(r, v), view_box(b, t.w, t.h, v), **kw)[0], v)
                     y = y.float().clamp_(0.0, 1.0)
                     out = y if out is None else out.add_(y)
                 assert out is not None

@@ -10,8 +10,9 @@ wide-photo pixel): ``α ∈ [0, 1]`` is how much of the network's detail to keep
 wide camera's own sharpening (its halos, its amplified noise) to take back out of the base.
 :func:`blend_outside` then writes ``b + β·h + α·r`` outside the footprint (ramping to the network's
 output at its edge) and inside it where the tele is not valid (moving things, parallax, occlusions: the
-network had no reference there either; the validity softened over one wide-photo pixel). ``β`` is never positive: a tele sharper than the wide photo may be the tele camera's
-own sharpening, not the scene's, while the wide camera's sharpening cannot be in the tele.
+network had no reference there either; the validity softened over one wide-photo pixel). ``β`` is never
+positive: a tele sharper than the wide photo may be the tele camera's own sharpening, not the scene's,
+while the wide camera's sharpening cannot be in the tele.
 ``(α, β) = (1, 0)`` leaves the output as it is.
 """
 

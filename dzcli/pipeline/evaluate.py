@@ -38,7 +38,7 @@ from dzcli.data.manifest import MANIFEST_NAME
 from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
-from dzcli.infer.engine import TTA_CHOICES, describe, super_resolve
+from dzcli.infer.engine import check_tta, describe, super_resolve
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
@@ -141,8 +141,7 @@ class EvalConfig:
             raise ConfigError(f"--crop must be at least 16 pixels, not {self.crop}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, not {self.limit}")
-        if self.tta not in TTA_CHOICES:
-            raise ConfigError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {self.tta}")
+        check_tta(self.tta, "--tta")
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from dzcli.align.register import Registration, register
 from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
-from dzcli.infer.engine import TTA_CHOICES, describe, super_resolve
+from dzcli.infer.engine import check_tta, describe, super_resolve
 from dzcli.infer.paste import paste_reference
 from dzcli.infer.selfcheck import SelfCheck, apply_self_check
 from dzcli.io.atomic import check_output
@@ -204,8 +204,7 @@ class ZoomConfig:
             raise ConfigError(f"--max-megapixels must be positive, not {self.max_megapixels}")
         if not 0 <= self.ref_blend <= 1:
             raise ConfigError(f"--ref-blend must be in [0, 1], not {self.ref_blend}")
-        if self.tta not in TTA_CHOICES:
-            raise ConfigError(f"--tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {self.tta}")
+        check_tta(self.tta, "--tta")
         if self.wide_photo is not None and len(self.inputs) != 2:
             raise ConfigError("--wide-photo goes with UW TELE photos (a folder's triples are found in it)")
 
@@ -823,10 +822,11 @@ def _super_resolve(
 ) -> tuple[Tensor, int, SelfCheck | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), pulled ``ref_blend``
-    of the way towards it where it is valid (:func:`pull_towards_reference`), its reference-free detail
-    outside the tele's view as the self-check says (:mod:`dzcli.infer.selfcheck`), resampled to ``outscale``, and the ``dense``
-    tele pasted inside its footprint (see :func:`_dense_reference`); each pass of the network in ``tta``
-    views (:func:`~dzcli.infer.engine.tta_views`): ``(image, tiles, self-check)``."""
+    of the way towards it where it is valid (:func:`pull_towards_reference`), outside the tele's view (and
+    where it is not valid) as the self-check says (:mod:`dzcli.infer.selfcheck`), resampled to
+    ``outscale``, and the ``dense`` tele pasted inside its footprint (see :func:`_dense_reference`); each
+    pass of the network in ``tta`` views (:func:`~dzcli.infer.engine.tta_views`):
+    ``(image, tiles, self-check)``."""
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
         t = time.perf_counter()
@@ -1091,8 +1091,7 @@ def zoom_photo(
         TeleNotFoundError: (``require_ref``) the tele is not found, or too little of it is usable.
         AlignmentError: the photos are given in the wrong order (the tele is the wider one).
     """
-    if tta not in TTA_CHOICES:
-        raise ConfigError(f"tta must be one of {', '.join(map(str, TTA_CHOICES))}, not {tta}")
+    check_tta(tta)
     uw_t, tele_t = as_image(uw), as_image(tele)
     wide_t = None if wide is None else as_image(wide)
     dev = resolve_device(device)
