@@ -386,6 +386,29 @@ def test_align_pair_follows_parallax_with_the_residual_flow() -> None:
     assert _psnr(pair.hr, truth, pair.mask) > 32  # ... which the composed remap removes
 
 
+def test_align_pair_at_a_tele_s_full_density_keeps_it_and_matches_the_truth() -> None:
+    # A ×6 tele aligned at 6× (the paste above the network's scale): the residual flow is computed at 2× and
+    # resampled, so as much of the tele stays valid as at 2×, and it lands on the truth's pixels.
+    p = simulate_pair(
+        _photo("picos")[:, :, :636],
+        density=6.0,
+        offset=(3.0, -2.0),
+        rotation_deg=1.0,
+        isp=False,
+        noise=0.0,
+        seed=2,
+        tele_size=(360, 270),
+    )
+    reg = register(p.uw, p.tele, zoom_ratio_hint=6.0)
+    at2 = align_pair(p.uw, p.tele, reg, scale=2)
+    pair = align_pair(p.uw, p.tele, reg, scale=6)
+    x0, y0, w, h = pair.box
+    assert pair.box == at2.box and pair.hr.shape == (3, 6 * h, 6 * w)
+    assert pair.valid_fraction > 0.95 and pair.valid_fraction >= at2.valid_fraction - 0.02
+    truth = p.truth[:, 6 * y0 : 6 * (y0 + h), 6 * x0 : 6 * (x0 + w)]  # scene pixels are tele pixels
+    assert _psnr(pair.hr, truth, pair.mask) > 31
+
+
 def test_align_pair_does_not_alias_a_denser_tele() -> None:
     p = simulate_pair(
         _photo("picos"), density=2.7, offset=(23.0, -17.0), rotation_deg=-1.0, isp=False, noise=0.0

@@ -764,8 +764,8 @@ def test_library_chatter_reaches_the_terminal_only_with_verbose(
 def test_beyond_the_networks_scale_the_tele_is_pasted_at_its_own_density(
     tmp_path: Path, tiny_ckpt: Path
 ) -> None:
-    """A x2 network on a x4 capture: inside the tele's footprint the output holds the tele's own detail
-    (closer to the truth than the network's x2 output resampled to x4), and the summary says so."""
+    """A x2 network on a x4 capture: inside the tele's footprint the output gets the tele's own detail above
+    x2 (closer to the truth than the network's x2 output resampled to x4), and the summary says so."""
     big = torch_resize(scene("picos"), (960, 1280), "bicubic").clamp(0, 1)  # a 320x240 wide photo at x4
     sim = simulate_pair(big, density=4.0, offset=(3.0, -2.0), rotation_deg=0.4, seed=3)
     uw, tele = write_capture(tmp_path, "x4", sim, ratio_exif=4.0, when=WHEN)
@@ -782,7 +782,7 @@ def test_beyond_the_networks_scale_the_tele_is_pasted_at_its_own_density(
         out = load_photo(path).pixels[:, : truth.shape[1], : truth.shape[2]]
         return float(-10 * torch.log10(((out - truth)[inner] ** 2).mean()))
 
-    assert psnr(tmp_path / "p.png") > psnr(tmp_path / "n.png") + 1.0
+    assert psnr(tmp_path / "p.png") > psnr(tmp_path / "n.png") + 0.3
     outside = (slice(None), slice(0, 4 * y0 - 4), slice(None))  # above the footprint: the network alone
     assert torch.equal(
         load_photo(tmp_path / "p.png").pixels[outside], load_photo(tmp_path / "n.png").pixels[outside]

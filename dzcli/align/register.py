@@ -55,6 +55,12 @@ MIN_INSIDE = 0.5
 """Smallest fraction of the tele's footprint that must lie inside the uw."""
 MIN_BOX = 32
 """Smallest side (uw px) of the ``lr`` box."""
+FLOW_SCALE = 2
+"""Most grid pixels per uw pixel the residual flow of :func:`align_pair` is computed at; denser references
+get it resampled. The bicubic uw holds no finer detail to align to, and at 6× DIS's patches see a sixth of
+the scene and the 1-px consistency test asks for 1/6 uw px: on the simulated ×5.9 captures of
+``benchmarks/quality.py`` it kept 4–34 % of the tele at 6× against 35–100 % at 2×, and the flow from 2× keeps
+the same share at 6× (``prepare --scale 4`` and the paste of :mod:`dzcli.infer.paste` align at 4× and 6×)."""
 REFINE_ROUNDS = 2
 """Dense refinement passes (the second one starts from an almost exact homography)."""
 WINDOW_PAD = 32
@@ -1124,6 +1130,44 @@ def footprint_box(
     return int(x0), int(y0), max(0, int(x1 - x0)), max(0, int(y1 - y0))
 
 
+def _grid_to_uw(s: int, x0: int, y0: int) -> np.ndarray:
+    """3×3 map from the pixels of an ``s``× grid over the uw box starting at ``(x0, y0)`` to uw pixels."""
+    return np.array([[1.0 / s, 0.0, x0 + 0.5 / s - 0.5], [0.0, 1.0 / s, y0 + 0.5 / s - 0.5], [0, 0, 1.0]])
+
+
+def _residual_flow(
+    lr: Tensor, tele: np.ndarray, uw_to_tele: np.ndarray, density: float, fs: int, origin: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The flow left after the homography, on an ``fs``× grid over the uw box ``lr``.
+
+    Args:
+        lr: ``(3, h, w)`` the uw box.
+        tele: ``(Ht, Wt, 3)`` float32 RGB, the tele.
+        uw_to_tele: 3×3 map from uw pixels to ``tele``'s pixels.
+        density: ``tele``'s pixels per uw pixel.
+        fs: grid pixels per uw pixel.
+        origin: ``(x0, y0)``, the box's top-left uw pixel.
+
+    Returns:
+        The forward flow ``(fs·h, fs·w, 2)`` in grid pixels (bicubic ``lr`` at ``x`` ≈ warped tele at
+        ``x + F(x)``) and where it agrees with the backward flow to 1 grid pixel, ``(fs·h, fs·w)`` bool.
+    """
+    h, w = int(lr.shape[1]), int(lr.shape[2])
+    grey = cv2.cvtColor(tele, cv2.COLOR_RGB2GRAY)
+    to_grey = np.eye(3)
+    if density / fs > 1.0 + 1e-3:
+        grey, to_grey = _resize(grey, fs / density)
+    grid_to_tele = to_grey @ uw_to_tele @ _grid_to_uw(fs, *origin)
+    gx, gy = np.meshgrid(np.arange(fs * w, dtype=np.float64), np.arange(fs * h, dtype=np.float64))
+    mx, my = _apply(grid_to_tele, gx, gy)
+    warped = cv2.remap(
+        grey, mx.astype(np.float32), my.astype(np.float32), cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
+    lr_up = cv2.resize(_gray(lr), (fs * w, fs * h), interpolation=cv2.INTER_CUBIC)
+    fwd, bwd = _flows(_u8(lr_up), _u8(_match_tones(warped, lr_up)))
+    return fwd, _fb_error(fwd, bwd) < 1.0
+
+
 def align_pair(
     uw: Tensor,
     tele: Tensor,
@@ -1137,8 +1181,9 @@ def align_pair(
     """Cut ``lr`` from the uw and resample the tele onto its grid at ``scale``× density.
 
     The tele is area-prefiltered when it is denser than ``scale``, warped by the homography, then DIS
-    (medium) flow is computed both ways between the bicubic-upscaled ``lr`` and the warped tele; the
-    homography and the forward flow are composed into one cubic remap of the tele.
+    (medium) flow is computed both ways between the bicubic-upscaled ``lr`` and the warped tele, at most at
+    :data:`FLOW_SCALE`× (then resampled to ``scale``×); the homography and the forward flow are composed into
+    one cubic remap of the tele.
 
     Args:
         uw: ``(3, Hu, Wu)`` float32 RGB in [0, 1].
@@ -1180,23 +1225,17 @@ def align_pair(
             tele_np, to_tele = _resize(tele_np, 1.0 / prefilter)
         else:
             to_tele = np.eye(3)
-        hr_to_uw = np.array(
-            [[1.0 / s, 0.0, x0 + 0.5 / s - 0.5], [0.0, 1.0 / s, y0 + 0.5 / s - 0.5], [0, 0, 1.0]]
-        )
-        hr_to_tele = to_tele @ np.linalg.inv(reg.homography) @ hr_to_uw
+        uw_to_tele = to_tele @ np.linalg.inv(reg.homography)
+        hr_to_tele = uw_to_tele @ _grid_to_uw(s, x0, y0)
+        fs = min(s, FLOW_SCALE)
+        fwd, consistent = _residual_flow(lr, tele_np, uw_to_tele, min(reg.density, s), fs, (x0, y0))
+        if fs < s:  # both grids span the box: resample, and flow vectors grow by s / fs
+            fwd = (s / fs) * cv2.resize(fwd, (s * w, s * h), interpolation=cv2.INTER_LINEAR)
+            consistent = cv2.resize(
+                consistent.astype(np.uint8), (s * w, s * h), interpolation=cv2.INTER_NEAREST
+            )
+            consistent = consistent.astype(bool)
         gx, gy = np.meshgrid(np.arange(s * w, dtype=np.float64), np.arange(s * h, dtype=np.float64))
-        mx, my = _apply(hr_to_tele, gx, gy)
-        tele_gray = cv2.cvtColor(tele_np, cv2.COLOR_RGB2GRAY)
-        warped = cv2.remap(
-            tele_gray,
-            mx.astype(np.float32),
-            my.astype(np.float32),
-            cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_REPLICATE,
-        )
-        lr_up = cv2.resize(_gray(lr), (s * w, s * h), interpolation=cv2.INTER_CUBIC)
-        fwd, bwd = _flows(_u8(lr_up), _u8(_match_tones(warped, lr_up)))
-        consistent = _fb_error(fwd, bwd) < 1.0
         mx, my = _apply(hr_to_tele, gx + fwd[..., 0], gy + fwd[..., 1])
         mx, my = mx.astype(np.float32), my.astype(np.float32)
         hr_np = cv2.remap(tele_np, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)

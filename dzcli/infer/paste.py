@@ -1,11 +1,13 @@
-"""The tele at its own density, pasted into an output denser than the network's scale.
+"""The tele's detail at its own density, added to an output denser than the network's scale.
 
 A ×s network sees the tele at ``s``× the wide photo's density. When the output is denser (a ×2 network on a
 capture whose tele is 4× or 5.9× denser than the wide), the network's output is resampled to that density
-and holds none of the tele's detail beyond ``s``. Inside the tele's footprint the registered,
-colour-matched tele itself is then the better picture (measured on simulated ×4 phone captures: 1.2 dB
-over the network's ×2 output resampled to ×4 there), so it is pasted over it at the output's density, where
-the registration is valid, with feathered edges.
+and holds none of the tele's detail beyond ``s``. Inside the tele's footprint, where it is valid, the
+registered, colour-matched tele's band above ``s`` (the tele minus itself taken down to ``s``× and back up)
+is added to it, with feathered edges; below ``s`` the output stays the network's, which was measured closer
+to the scene there than the tele (see ``REF_BLEND`` in :mod:`dzcli.pipeline.zoom`). That band also holds the
+tele camera's noise, so it is shrunk where its local energy is not above the noise's (``1 − σ²/energy``,
+σ from its median absolute value): on a flat sky pasting the whole tele cost 4.7 dB at ×5.9.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from dzcli.camera import gaussian_blur
+from dzcli.resize import resample
 
 #: Width, in output pixels, of the ramp over which the pasted tele fades into the network's output.
 FEATHER = 32
@@ -36,39 +41,35 @@ def _ramp(n: int, width: int) -> Tensor:
     return (torch.minimum(i + 1, n - i) / max(width, 1)).clamp(max=1.0)
 
 
-def paste_reference(
-    image: Tensor,
+def sample_reference(
     ref: Tensor,
     mask: Tensor,
     box: tuple[int, int, int, int],
     ref_scale: int,
     density: float,
-    *,
-    feather: int = FEATHER,
-) -> Tensor:
-    """Paste ``ref`` into ``image`` where it covers it, resampled to ``image``'s density.
+    size: tuple[int, int],
+) -> tuple[Tensor, Tensor, tuple[int, int, int, int]]:
+    """``ref`` and ``mask`` resampled onto the output pixels of an image at ``density`` that they cover.
 
     Args:
-        image: ``(3, Ho, Wo)`` in [0, 1], the whole wide photo at ``density`` output pixels per uw pixel.
-        ref: ``(3, S·h, S·w)`` the registered tele over uw pixels ``box``, at ``ref_scale = S`` (≥ density
-            for a lossless paste) and in the wide photo's colours (:func:`dzcli.align.capture.align_capture`).
+        ref: ``(3, S·h, S·w)`` the registered tele over uw pixels ``box``, at ``ref_scale = S``.
         mask: ``(1, S·h, S·w)`` where ``ref`` is valid (1) or not (0).
         box: ``(x0, y0, w, h)`` in uw pixels.
         ref_scale: ``S``.
         density: output pixels per uw pixel.
-        feather: ramp width in output pixels at the footprint's edges.
+        size: the output's ``(H, W)``.
 
     Returns:
-        A new ``(3, Ho, Wo)`` image: ``image`` outside the footprint, the resampled ``ref`` inside it, blended
-        by the resampled ``mask`` times the edge ramp.
+        ``(3, yb − ya, xb − xa)`` reference, ``(1, …)`` validity in [0, 1], and the output span
+        ``(xa, xb, ya, yb)`` (empty when the footprint misses the image).
     """
     x0, y0, w, h = box
     xa, xb = footprint_span(x0, w, density)
     ya, yb = footprint_span(y0, h, density)
-    xa, xb = max(xa, 0), min(xb, image.shape[-1])
-    ya, yb = max(ya, 0), min(yb, image.shape[-2])
+    xa, xb = max(xa, 0), min(xb, size[1])
+    ya, yb = max(ya, 0), min(yb, size[0])
     if xb <= xa or yb <= ya:
-        return image.clone()
+        return ref.new_zeros(3, 0, 0), ref.new_zeros(1, 0, 0), (xa, xa, ya, ya)
     s = float(ref_scale)
     # ref pixel coordinate of output pixel i: S·((i + 0.5) / r − x0) − 0.5; normalised for grid_sample.
     xs = s * ((torch.arange(xa, xb, dtype=torch.float64) + 0.5) / density - x0) - 0.5
@@ -78,8 +79,72 @@ def paste_reference(
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij")[::-1], dim=-1).to(torch.float32)[None]
     both = torch.cat((ref.float(), mask.float()), dim=0)[None]
     sampled = F.grid_sample(both, grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
-    weight = sampled[3:4] * _ramp(yb - ya, feather)[:, None] * _ramp(xb - xa, feather)[None, :]
+    return sampled[:3], sampled[3:4], (xa, xb, ya, yb)
+
+
+def detail_band(ref: Tensor, valid: Tensor, base_scale: float, density: float) -> Tensor:
+    """The detail of ``ref`` (at ``density`` per uw pixel) finer than ``base_scale`` per uw pixel, shrunk
+    towards 0 where it is no stronger than its noise.
+
+    Args:
+        ref: ``(3, H, W)`` in [0, 1].
+        valid: ``(1, H, W)`` in [0, 1]; the noise is measured where it is above 0.5.
+        base_scale: density (per uw pixel) below which the detail is left out, ``< density``.
+        density: ``ref``'s pixels per uw pixel.
+
+    Returns:
+        ``(3, H, W)``: ``ref`` minus ``ref`` taken down to ``base_scale`` (area) and back (Lanczos, as the
+        network's output is resampled), times ``clamp(1 − σ² / e, 0, 1)``, ``e`` its energy averaged over a
+        uw pixel (Gaussian) and ``σ`` its noise level (median absolute value / 0.6745).
+    """
+    H, W = int(ref.shape[-2]), int(ref.shape[-1])
+    small = (max(1, round(H * base_scale / density)), max(1, round(W * base_scale / density)))
+    band = ref - resample(resample(ref, small), (H, W))
+    inside = valid[0] > 0.5
+    if not bool(inside.any()):
+        return torch.zeros_like(band)
+    noise = float((band[:, inside].abs().median() / 0.6745) ** 2)
+    energy = band.pow(2).mean(0, keepdim=True).expand(3, H, W).contiguous()
+    energy = gaussian_blur(energy, density)[:1]
+    return band * (1 - noise / energy.clamp_min(1e-12)).clamp(0, 1)
+
+
+def paste_reference(
+    image: Tensor,
+    ref: Tensor,
+    mask: Tensor,
+    box: tuple[int, int, int, int],
+    ref_scale: int,
+    density: float,
+    base_scale: float,
+    *,
+    feather: int = FEATHER,
+) -> Tensor:
+    """Add the detail of ``ref`` finer than ``base_scale`` to ``image`` where it covers it and is valid.
+
+    Args:
+        image: ``(3, Ho, Wo)`` in [0, 1], the whole wide photo at ``density`` output pixels per uw pixel,
+            holding detail up to ``base_scale`` (the network's output, resampled).
+        ref: ``(3, S·h, S·w)`` the registered tele over uw pixels ``box``, at ``ref_scale = S`` (≥ density
+            for a lossless paste) and in the wide photo's colours (:func:`dzcli.align.capture.align_capture`).
+        mask: ``(1, S·h, S·w)`` where ``ref`` is valid (1) or not (0).
+        box: ``(x0, y0, w, h)`` in uw pixels.
+        ref_scale: ``S``.
+        density: output pixels per uw pixel.
+        base_scale: the network's scale, ``< density``.
+        feather: ramp width in output pixels at the footprint's edges.
+
+    Returns:
+        A new ``(3, Ho, Wo)`` image in [0, 1]: ``image`` outside the footprint, plus
+        :func:`detail_band` inside it, weighted by the resampled ``mask`` times the edge ramp.
+    """
+    sampled, valid, (xa, xb, ya, yb) = sample_reference(
+        ref, mask, box, ref_scale, density, (int(image.shape[-2]), int(image.shape[-1]))
+    )
     out = image.clone()
-    region = out[:, ya:yb, xa:xb]
-    out[:, ya:yb, xa:xb] = region + weight.to(image.dtype) * (sampled[:3].to(image.dtype) - region)
+    if xb <= xa or yb <= ya:
+        return out
+    weight = valid * _ramp(yb - ya, feather)[:, None] * _ramp(xb - xa, feather)[None, :]
+    band = detail_band(sampled, valid, base_scale, density)
+    out[:, ya:yb, xa:xb] = (out[:, ya:yb, xa:xb] + (weight * band).to(image.dtype)).clamp(0, 1)
     return out

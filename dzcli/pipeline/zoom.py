@@ -20,7 +20,9 @@ Per capture (the same reading, registration, alignment and colour code as ``dzsr
    (:func:`dzcli.infer.engine.super_resolve`), its detail outside the tele's view scaled and the wide's
    sharpening taken out there as the self-check says;
 4. resampling from ``s×`` to the output scale (default: the tele's density ``r``, taken as ``s`` when
-   within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering;
+   within :data:`SNAP_TOLERANCE`) with Lanczos (up) or area (down) filtering; when the output and the tele
+   are both denser than ``s``, the tele's own detail above ``s`` added inside its footprint
+   (:mod:`dzcli.infer.paste`, the tele aligned again at that density);
 5. an atomic write in the uw's format and bit depth, EXIF and XMP kept (Orientation 1, new size), ICC
    kept, and the uw's alpha channel upscaled (bicubic) where the output format holds one; a conversion
    not asked for (16-bit to 8-bit, alpha dropped) is said in the result's ``notes``.
@@ -881,7 +883,8 @@ def _super_resolve(
     timings["resample"] = time.perf_counter() - t
     if dense is not None:
         t = time.perf_counter()
-        out = paste_reference(out, dense.ref, dense.mask, dense.box, dense.scale, outscale)
+        base = describe(model).scale
+        out = paste_reference(out, dense.ref, dense.mask, dense.box, dense.scale, outscale, base)
         timings["paste"] = time.perf_counter() - t
         log.info("%s: the tele pasted at x%.2f inside its footprint", uw_name, outscale)
     return out, tiles[0], check
