@@ -357,7 +357,7 @@ def zoom(
         typer.Option(
             "--paste/--no-paste",
             help="When the output is denser than the network's scale (a x2 network at x4), paste the "
-            "tele at the output's density inside its footprint.",
+            "tele's detail above that scale at the output's density inside its footprint.",
         ),
     ] = True,
     ref_blend: Annotated[
@@ -555,8 +555,8 @@ def eval_cmd(
         bool,
         typer.Option(
             "--paste/--no-paste",
-            help="As dzsr zoom: the tele pasted at the output's density when the output is denser "
-            "than the network's scale.",
+            help="As dzsr zoom: the tele's detail above the network's scale pasted at the output's "
+            "density when the output is denser than that scale.",
         ),
     ] = True,
     holdout: Annotated[
