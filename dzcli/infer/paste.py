@@ -104,8 +104,7 @@ def detail_band(ref: Tensor, valid: Tensor, base_scale: float, density: float) -
     if not bool(inside.any()):
         return torch.zeros_like(band)
     noise = float((band[:, inside].abs().median() / 0.6745) ** 2)
-    energy = band.pow(2).mean(0, keepdim=True).expand(3, H, W).contiguous()
-    energy = gaussian_blur(energy, density)[:1]
+    energy = gaussian_blur(band.pow(2).mean(0, keepdim=True), density)
     return band * (1 - noise / energy.clamp_min(1e-12)).clamp(0, 1)
 
 

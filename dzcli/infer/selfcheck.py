@@ -163,7 +163,7 @@ def blend_outside(
     x0, y0, bw, bh = box
     inside = None
     if mask is not None and float(mask.min()) < 1.0:
-        inside = gaussian_blur(mask.float(), float(s))[:1]
+        inside = gaussian_blur(mask.float(), float(s))
     xs = (torch.arange(s * W, dtype=torch.float32) + 0.5) / s
     dx = torch.clamp(torch.maximum(x0 - xs, xs - (x0 + bw)), min=0.0)
     reach = 3 + math.ceil(3 * BAND_SIGMA)  # LR rows bicubic (2) and G (3 sigma) read around a band
