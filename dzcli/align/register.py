@@ -1130,6 +1130,15 @@ def footprint_box(
     return int(x0), int(y0), max(0, int(x1 - x0)), max(0, int(y1 - y0))
 
 
+def _prefilter(a: np.ndarray, density: float, target: float) -> tuple[np.ndarray, np.ndarray]:
+    """``a``, holding ``density`` pixels per uw pixel, area-resized to ``target`` when it is denser (else as it
+    is); returns the image and its coordinate map (3×3)."""
+    prefilter = density / target
+    if prefilter > 1.0 + 1e-3:
+        return _resize(a, 1.0 / prefilter)
+    return a, np.eye(3)
+
+
 def _grid_to_uw(s: int, x0: int, y0: int) -> np.ndarray:
     """3×3 map from the pixels of an ``s``× grid over the uw box starting at ``(x0, y0)`` to uw pixels."""
     return np.array([[1.0 / s, 0.0, x0 + 0.5 / s - 0.5], [0.0, 1.0 / s, y0 + 0.5 / s - 0.5], [0, 0, 1.0]])
@@ -1153,10 +1162,7 @@ def _residual_flow(
         ``x + F(x)``) and where it agrees with the backward flow to 1 grid pixel, ``(fs·h, fs·w)`` bool.
     """
     h, w = int(lr.shape[1]), int(lr.shape[2])
-    grey = cv2.cvtColor(tele, cv2.COLOR_RGB2GRAY)
-    to_grey = np.eye(3)
-    if density / fs > 1.0 + 1e-3:
-        grey, to_grey = _resize(grey, fs / density)
+    grey, to_grey = _prefilter(cv2.cvtColor(tele, cv2.COLOR_RGB2GRAY), density, fs)
     grid_to_tele = to_grey @ uw_to_tele @ _grid_to_uw(fs, *origin)
     gx, gy = np.meshgrid(np.arange(fs * w, dtype=np.float64), np.arange(fs * h, dtype=np.float64))
     mx, my = _apply(grid_to_tele, gx, gy)
@@ -1220,11 +1226,7 @@ def align_pair(
 
     with _cv_threads():
         tele_np = to_hwc(tele)
-        prefilter = reg.density / s
-        if prefilter > 1.0 + 1e-3:
-            tele_np, to_tele = _resize(tele_np, 1.0 / prefilter)
-        else:
-            to_tele = np.eye(3)
+        tele_np, to_tele = _prefilter(tele_np, reg.density, s)
         uw_to_tele = to_tele @ np.linalg.inv(reg.homography)
         hr_to_tele = uw_to_tele @ _grid_to_uw(s, x0, y0)
         fs = min(s, FLOW_SCALE)
