@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -172,12 +173,26 @@ def test_rescaled_model_keeps_its_response_to_a_flat_reference(old: int, new: in
         assert torch.allclose(fa, fb, atol=1e-5), name
 
 
-def test_an_extra_upsampling_stage_starts_as_nearest_neighbour() -> None:
+def test_a_x4_model_from_a_x2_one_starts_as_its_detail_upsampled_bilinearly() -> None:
+    """The rescaled ×4 network outputs the ×2 one's detail (output minus bicubic), upsampled bilinearly, over
+    bicubic ×4 (inside a one-pixel border, where the new tail's blur meets zero padding)."""
     torch.manual_seed(0)
-    x4, _ = rescale_model(create_model("dzsr-tiny", scale=2, matcher_weights="random"), 4)
-    feats = torch.rand(1, x4.hparams["channels"], 5, 6)
-    stage = x4.upsampler[2:]
-    assert torch.allclose(stage(feats), torch.nn.functional.interpolate(feats, scale_factor=2), atol=1e-6)
+    x2 = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    for p in x2.parameters():  # a trained-looking tail and body, not the near-zero initial tail
+        p.data.add_(0.05 * torch.randn_like(p))
+    x4, _ = rescale_model(x2, 4)
+    x2.eval()
+    x4.eval()
+    lr = torch.rand(1, 3, 12, 14)
+    with torch.no_grad():
+        detail = x2(lr) - F.interpolate(lr, scale_factor=2, mode="bicubic", align_corners=False)
+        want = F.interpolate(detail, scale_factor=2, mode="bilinear", align_corners=False)
+        want = want + F.interpolate(lr, scale_factor=4, mode="bicubic", align_corners=False)
+        got = x4(lr)
+    assert detail[..., 1:-1, 1:-1].abs().mean() > 0.05  # the detail is not negligible
+    assert torch.allclose(got[..., 1:-1, 1:-1], want[..., 1:-1, 1:-1], atol=1e-5)
+    # every new weight can learn: the feature channels' tail weights are zero but their inputs are not
+    assert x4.upsampler[2].weight[3 * 4 :].abs().sum() > 0
 
 
 def test_with_middle_camera_starts_a_triple_model_from_a_dual_one() -> None:
