@@ -491,13 +491,14 @@ def zoom(
 @app.command("models")
 def models_cmd() -> None:
     """List the models bundled with dzsr (used by dzsr zoom when --model is not given)."""
-    from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, WEIGHTS_DIR, weight_count
+    from dzsr_models.bundled import BUNDLED, DEFAULT_MODEL, WEIGHTS_DIR, choose_bundled, weight_count
 
     with _boundary():
         table = Table(title=f"bundled models ({WEIGHTS_DIR})", title_justify="left")
         table.add_column("name", no_wrap=True)
         for col in ("scale", "params", "size"):
             table.add_column(col, justify="right", no_wrap=True)
+        table.add_column("used", no_wrap=True)
         table.add_column("sha256", no_wrap=True)
         table.add_column("licence", overflow="fold")
         table.add_column("card", overflow="fold")
@@ -508,6 +509,7 @@ def models_cmd() -> None:
                 f"x{m.scale}",
                 f"{weight_count(path):,}",
                 f"{path.stat().st_size / 2**20:.1f} MiB",
+                "by output scale" if m.automatic and choose_bundled(m.scale) == m else "with -m only",
                 m.sha256,
                 m.licence,
                 m.summary,

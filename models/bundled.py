@@ -54,6 +54,9 @@ class BundledModel:
         card: the model card's file name in ``folder``.
         licence: the weights' licence.
         folder: where the files are (:data:`WEIGHTS_DIR`).
+        automatic: whether :func:`choose_bundled` may pick it for an output scale (``--model`` not given);
+            False for a model that measured below another path at the scales it would be picked for, which
+            ``--model NAME`` still selects.
     """
 
     name: str
@@ -63,6 +66,7 @@ class BundledModel:
     card: str
     licence: str
     folder: Path = WEIGHTS_DIR
+    automatic: bool = True
 
     @property
     def path(self) -> Path:
@@ -119,6 +123,15 @@ BUNDLED: tuple[BundledModel, ...] = (
         card="dzsr-small-x2-sharp.md",
         licence="MIT",
     ),
+    BundledModel(
+        name="dzsr-small-x4",
+        file="dzsr-small-x4.safetensors",
+        sha256="77a30464466ee60aa346bf7700ce0a80caafa5866631c078892d2ebf40982f41",
+        scale=4,
+        card="dzsr-small-x4.md",
+        licence="MIT",
+        automatic=False,  # at x4 and x5.9 the x2 network and the banded paste scored higher (its card)
+    ),
 )
 """The shipped models, by name."""
 
@@ -159,8 +172,9 @@ def weight_count(path: Path) -> int:
 
 
 def choose_bundled(outscale: float | None, models: tuple[BundledModel, ...] | None = None) -> BundledModel:
-    """The bundled model for an output scale: the scale ``s`` closest to it (log ratio, the larger ``s`` on
-    ties), :data:`DEFAULT_MODEL` among models of that scale if present.
+    """The bundled model for an output scale: among the :attr:`~BundledModel.automatic` ones, the scale ``s``
+    closest to it (log ratio, the larger ``s`` on ties), :data:`DEFAULT_MODEL` among models of that scale if
+    present.
 
     Args:
         outscale: the intended output scale (None: 2).
@@ -169,7 +183,7 @@ def choose_bundled(outscale: float | None, models: tuple[BundledModel, ...] | No
     Raises:
         WeightsError: no bundled model.
     """
-    models = BUNDLED if models is None else models
+    models = tuple(m for m in (BUNDLED if models is None else models) if m.automatic)
     if not models:
         raise WeightsError("no bundled model; pass --model PATH to a checkpoint from `dzsr train`")
     target = outscale if outscale and outscale > 0 else 2.0

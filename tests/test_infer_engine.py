@@ -279,14 +279,21 @@ def test_choose_bundled_prefers_the_closest_scale_then_the_default(tmp_path) -> 
     from dzcli.errors import WeightsError
     from dzsr_models.bundled import DEFAULT_MODEL, BundledModel, choose_bundled
 
-    def m(name: str, scale: int) -> BundledModel:
-        return BundledModel(name, f"{name}.safetensors", "0" * 64, scale, f"{name}.md", "MIT", tmp_path)
+    def m(name: str, scale: int, automatic: bool = True) -> BundledModel:
+        return BundledModel(
+            name, f"{name}.safetensors", "0" * 64, scale, f"{name}.md", "MIT", tmp_path, automatic
+        )
 
     models = (m("a-x2", 2), m(DEFAULT_MODEL, 2), m("b-x4", 4))
     assert choose_bundled(2.1, models).name == DEFAULT_MODEL
     assert choose_bundled(3.5, models).name == "b-x4"
     assert choose_bundled(8**0.5, models).name == "b-x4"  # equally far in log scale: the larger s
     assert choose_bundled(None, models).scale == 2
+    # a model kept out of the automatic choice is never picked, whatever the scale
+    manual = (m(DEFAULT_MODEL, 2), m("c-x4", 4, automatic=False))
+    assert choose_bundled(4.0, manual).name == DEFAULT_MODEL
+    with pytest.raises(WeightsError, match="no bundled model"):
+        choose_bundled(4.0, manual[1:])
     with pytest.raises(WeightsError, match="no bundled model"):
         choose_bundled(2.0, ())
 

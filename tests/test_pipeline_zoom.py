@@ -543,12 +543,14 @@ def test_bundled_default_model_and_models_command(
     digest = hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
     table = (
         BundledModel("dzsr-small-x2", "tiny-x2.safetensors", digest, 2, "tiny-x2.md", "MIT", weights),
-        BundledModel("other-x4", "other-x4.safetensors", digest, 4, "none.md", "MIT", weights),
+        BundledModel("other-x4", "other-x4.safetensors", digest, 4, "none.md", "MIT", weights, automatic=False),
     )
     monkeypatch.setattr(bundled, "BUNDLED", table)
     assert table[0].summary == "A test card, first paragraph." and table[1].summary == ""
     res = runner.invoke(app, ["models"], terminal_width=300)
     assert res.exit_code == 0 and "dzsr-small-x2 (default)" in res.output and digest in res.output
+    rows = {line.split()[1]: line for line in res.output.splitlines() if "MIT" in line}
+    assert "by output scale" in rows["dzsr-small-x2"] and "with -m only" in rows["other-x4"]
     params = sum(p.numel() for p in create_model("dzsr-tiny", scale=2).state_dict().values())
     assert f"{params:,}" in res.output
     (r,) = zoom(ZoomConfig(inputs=pair, device="cpu"))  # no --model: the bundled default
