@@ -543,7 +543,9 @@ def test_bundled_default_model_and_models_command(
     digest = hashlib.sha256(tiny_ckpt.read_bytes()).hexdigest()
     table = (
         BundledModel("dzsr-small-x2", "tiny-x2.safetensors", digest, 2, "tiny-x2.md", "MIT", weights),
-        BundledModel("other-x4", "other-x4.safetensors", digest, 4, "none.md", "MIT", weights, automatic=False),
+        BundledModel(
+            "other-x4", "other-x4.safetensors", digest, 4, "none.md", "MIT", weights, automatic=False
+        ),
     )
     monkeypatch.setattr(bundled, "BUNDLED", table)
     assert table[0].summary == "A test card, first paragraph." and table[1].summary == ""
