@@ -509,7 +509,7 @@ def models_cmd() -> None:
                 f"x{m.scale}",
                 f"{weight_count(path):,}",
                 f"{path.stat().st_size / 2**20:.1f} MiB",
-                "by output scale" if m.automatic and choose_bundled(m.scale) == m else "with -m only",
+                "by output scale" if choose_bundled(m.scale) == m else "with -m only",
                 m.sha256,
                 m.licence,
                 m.summary,

@@ -154,17 +154,17 @@ def rescale_model(model: nn.Module, scale: int) -> tuple[nn.Module, int]:
         carried += value.numel()
     if scale == 2 * old:
         stage = f"upsampler.{2 * int(math.log2(old))}"
-        state[f"{stage}.weight"], state[f"{stage}.bias"], state["tail.weight"] = _detail_stage(
-            source["tail.weight"], state[f"{stage}.bias"]
-        )
+        state[f"{stage}.weight"], state["tail.weight"] = _detail_stage(source["tail.weight"])
+        state[f"{stage}.bias"] = torch.zeros_like(state[f"{stage}.bias"])
         carried -= state["tail.weight"].numel()  # the tail is no longer the old one's
     new_model.load_state_dict(state)
     return new_model.train(), carried
 
 
-def _detail_stage(tail: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _detail_stage(tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The weights of an extra ×2 stage (a 3×3 conv ``C → 4C`` before PixelShuffle) and of the tail after it
-    (``C → 3``) that make the deeper network output the old tail's RGB, upsampled bilinearly.
+    (``C → 3``) that make the deeper network output the old tail's RGB, upsampled bilinearly (with a zero
+    stage bias).
 
     The stage writes the old tail's response into channels 0–2 of every sub-pixel (nearest-neighbour
     upsampling of the old detail); the new tail blurs them by ``[1, 2, 1]ᵀ[1, 2, 1] / 16``, which turns a
@@ -175,10 +175,9 @@ def _detail_stage(tail: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
 
     Args:
         tail: ``(3, C, 3, 3)`` the old tail's weight (its bias is kept as is).
-        bias: ``(4C,)`` the new stage's bias, for its shape and dtype.
 
     Returns:
-        ``(stage_weight (4C, C, 3, 3), stage_bias (4C,), tail_weight (3, C, 3, 3))``.
+        ``(stage_weight (4C, C, 3, 3), tail_weight (3, C, 3, 3))``.
     """
     channels = tail.shape[1]
     weight = torch.zeros(4 * channels, channels, 3, 3, dtype=tail.dtype)
@@ -193,7 +192,7 @@ def _detail_stage(tail: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor,
     ramp = torch.tensor([1.0, 2.0, 1.0], dtype=tail.dtype)
     new_tail = torch.zeros_like(tail)
     new_tail[torch.arange(3), torch.arange(3)] = torch.outer(ramp, ramp) / 16
-    return weight, torch.zeros_like(bias), new_tail
+    return weight, new_tail
 
 
 def with_middle_camera(model: nn.Module, ref2_scale: int | None = None) -> tuple[nn.Module, int]:
