@@ -58,6 +58,30 @@ def test_the_output_gets_the_tele_s_detail_above_its_own_scale() -> None:
     assert after < 0.1 * before
 
 
+def test_the_band_between_the_uw_and_the_network_is_pulled_part_way_and_the_uw_s_band_kept() -> None:
+    # The output holds the scene only up to the uw's density, with a colour offset (the tele's colour match
+    # and the uw disagree): its band between 1 and 2 per uw px moves band_pull of the way to the tele's, its
+    # tones below 1 stay its own.
+    density, base, box = 6.0, 2.0, (0, 0, 40, 30)
+    tele = _photo(180, 240)
+
+    def low(x: torch.Tensor, s: float) -> torch.Tensor:
+        return resample(resample(x, (round(180 * s / density), round(240 * s / density))), (180, 240))
+
+    image = (low(tele, 1.0) + 0.03).clamp(0, 1)
+    inner = (slice(None), slice(24, -24), slice(24, -24))
+    want = (low(tele, 2.0) - low(tele, 1.0))[inner]
+    left = []
+    for pull in (0.0, 0.5, 1.0):
+        out = paste_reference(
+            image, tele, torch.ones(1, 180, 240), box, 6, density, base, feather=1, band_pull=pull
+        )
+        middle = (low(out, 2.0) - low(out, 1.0))[inner]
+        left.append(float((middle - want).pow(2).mean() / want.pow(2).mean()))
+        assert abs(float((low(out, 1.0) - low(tele, 1.0))[inner].mean()) - 0.03) < 0.003
+    assert left[2] < 0.02 < left[1] < 0.5 * left[0]  # without the pull, only what the band above 2 leaks
+
+
 def test_only_valid_pixels_are_pasted_and_edges_fade() -> None:
     box, s = (4, 4, 16, 16), 4
     image = torch.full((3, 96, 96), 0.5)
