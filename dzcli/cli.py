@@ -376,6 +376,14 @@ def zoom(
             "average them (a little more detail and less noise, for about that many times the network's time).",
         ),
     ] = 1,
+    guard: Annotated[
+        bool,
+        typer.Option(
+            "--guard/--no-guard",
+            help="Where no reference is valid, keep the network's finest detail only where the wide photo "
+            "shows structure above its own noise (flat skies, defocused backgrounds, night shadows).",
+        ),
+    ] = False,
     wide: Annotated[
         bool,
         typer.Option(
@@ -458,6 +466,7 @@ def zoom(
             paste=paste,
             ref_blend=ref_blend,
             tta=tta,
+            guard=guard,
             wide=wide,
             wide_photo=wide_photo,
         )
@@ -572,6 +581,14 @@ def eval_cmd(
         int,
         typer.Option("--tta", help="As dzsr zoom --tta: the networks run in 1, 2, 4 or 8 views, averaged."),
     ] = 1,
+    guard: Annotated[
+        bool,
+        typer.Option(
+            "--guard/--no-guard",
+            help="As dzsr zoom --guard: where no reference is valid, the network's finest detail kept only "
+            "where the wide photo shows structure above its noise.",
+        ),
+    ] = False,
 ) -> None:
     """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
 
@@ -601,6 +618,7 @@ def eval_cmd(
             paste=paste,
             holdout=holdout,
             tta=tta,
+            guard=guard,
         )
         with _progress() as bar:
             task = bar.add_task("eval", total=None, item="", visible=False)

@@ -20,6 +20,7 @@ from dzcli.align.capture import AlignedCapture
 from dzcli.cli import app
 from dzcli.errors import AlignmentError, ConfigError, InputError, OutputError, ResourceError, WeightsError
 from dzcli.infer import engine
+from dzcli.infer.guard import guard_flat
 from dzcli.io.exif import CaptureInfo, make_exif, read_xmp
 from dzcli.io.images import load_photo, save_image
 from dzcli.metrics.image import psnr
@@ -308,6 +309,21 @@ def test_a_tele_not_found_is_zoomed_without_the_reference(
     model, _ = bundled.load_model(str(tiny_ckpt))
     expected = engine.super_resolve(model, load_photo(uw).pixels, tile=0)
     assert psnr(load_photo(res.output).pixels, expected) > 45
+
+
+def test_the_guard_on_a_capture_without_the_reference_is_the_network_guarded_everywhere(
+    tmp_path: Path, sims: dict[str, SimulatedPair], tiny_ckpt: Path
+) -> None:
+    uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
+    _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png", guard=True))
+    assert res.ok and res.written is not None and res.written.no_ref is not None
+    model, _ = bundled.load_model(str(tiny_ckpt))
+    lr = load_photo(uw).pixels
+    plain = engine.super_resolve(model, lr, tile=0)
+    expected = guard_flat(plain.clone(), lr)
+    got = load_photo(res.output).pixels
+    assert psnr(got, expected) > 45 and psnr(got, expected) > psnr(got, plain) + 3
 
 
 def test_require_ref_makes_a_missing_tele_an_error(

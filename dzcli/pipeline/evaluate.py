@@ -39,6 +39,7 @@ from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import check_tta, describe, super_resolve
+from dzcli.infer.guard import guard_flat
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
@@ -112,6 +113,8 @@ class EvalConfig:
             tele pixels it never received) is scored as the corner, the given half as the centre.
         tta: as ``dzsr zoom --tta``: every pass of the networks in this many mirrored / transposed views,
             averaged; their rows are named ``MODEL+ttaN``.
+        guard: as ``dzsr zoom --guard``: where no reference is valid, the network's finest detail kept only
+            where the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
     """
 
     data: Path
@@ -129,6 +132,7 @@ class EvalConfig:
     paste: bool = True
     holdout: str | None = None
     tta: int = 1
+    guard: bool = False
 
     def __post_init__(self) -> None:
         if self.holdout is not None and self.holdout not in HOLDOUT_SIDES:
@@ -428,6 +432,9 @@ def _eval_prepared(
                 m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32, tta=cfg.tta
             )
             result.info[m.name] = {"residual_gain": check.gain, "base_band": check.base}
+        if cfg.guard:
+            valid = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
+            out = guard_flat(out, lr, valid, (x0, y0, bw, bh))
         scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()
 
@@ -498,6 +505,7 @@ def _eval_simulated(
                     self_check=cfg.self_check,
                     paste=cfg.paste,
                     tta=cfg.tta,
+                    guard=cfg.guard,
                     uw_name=cap.uw.name,
                     tele_name=cap.tele.name,
                     wide_name="wide" if wide_file is None else wide_file.name,

@@ -62,6 +62,7 @@ from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import check_tta, describe, super_resolve
+from dzcli.infer.guard import guard_flat
 from dzcli.infer.paste import paste_reference
 from dzcli.infer.selfcheck import SelfCheck, apply_self_check
 from dzcli.io.atomic import check_output
@@ -147,6 +148,8 @@ class ZoomConfig:
             (:data:`REF_BLEND`; 0: the network's output alone).
         tta: run the network on each tile in this many mirrored / transposed views and average them
             (1, 2, 4 or 8; about that many times the network's time).
+        guard: where no reference is valid, keep the network's finest detail only where the wide photo
+            shows structure above its noise (:mod:`dzcli.infer.guard`).
         wide: for a triple capture, the middle camera is also a reference, where the tele does not reach
             (:func:`merge_references`).
         wide_photo: with ``(UW, TELE)``, the middle camera's photo of the same triple capture.
@@ -175,6 +178,7 @@ class ZoomConfig:
     paste: bool = True
     ref_blend: float = REF_BLEND
     tta: int = 1
+    guard: bool = False
     wide: bool = True
     wide_photo: Path | None = None
 
@@ -821,13 +825,15 @@ def _super_resolve(
     middle: AlignedCapture | None = None,
     ref_blend: float = REF_BLEND,
     tta: int = 1,
+    guard: bool = False,
 ) -> tuple[Tensor, int, SelfCheck | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), pulled ``ref_blend``
     of the way towards it where it is valid (:func:`pull_towards_reference`), outside the tele's view (and
     where it is not valid) as the self-check says (:mod:`dzcli.infer.selfcheck`), resampled to
-    ``outscale``, and the ``dense`` tele pasted inside its footprint (see :func:`_dense_reference`); each
-    pass of the network in ``tta`` views (:func:`~dzcli.infer.engine.tta_views`):
+    ``outscale``, and the ``dense`` tele pasted inside its footprint (see :func:`_dense_reference`); with
+    ``guard``, its finest detail outside the valid reference kept where the uw shows structure
+    (:mod:`dzcli.infer.guard`); each pass of the network in ``tta`` views (:func:`~dzcli.infer.engine.tta_views`):
     ``(image, tiles, self-check)``."""
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
@@ -876,6 +882,11 @@ def _super_resolve(
             check.gain,
             -check.base,
         )
+    if guard:
+        t = time.perf_counter()
+        valid = None if aligned is None else aligned.mask
+        sr = guard_flat(sr, uw, valid, None if aligned is None else aligned.box)
+        timings["guard"] = time.perf_counter() - t
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
     out = resample(sr, (max(1, round(outscale * H)), max(1, round(outscale * W))))
@@ -1047,6 +1058,7 @@ def zoom_photo(
     paste: bool = True,
     ref_blend: float = REF_BLEND,
     tta: int = 1,
+    guard: bool = False,
     uw_name: str = "uw",
     tele_name: str = "tele",
     wide_name: str = "wide",
@@ -1082,6 +1094,8 @@ def zoom_photo(
         ref_blend: pull the network's output this share of the way towards the tele where the tele is valid
             (:data:`REF_BLEND`; 0: the network's output alone).
         tta: run the network in this many mirrored / transposed views and average them (1, 2, 4 or 8).
+        guard: where no reference is valid, keep the network's finest detail only where the wide photo shows
+            structure above its noise (:mod:`dzcli.infer.guard`).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         wide_name: how to call the middle camera's photo in messages.
@@ -1157,6 +1171,7 @@ def zoom_photo(
         middle=refs.middle,
         ref_blend=ref_blend,
         tta=tta,
+        guard=guard,
     )
     return ZoomedPhoto(
         image=image,
@@ -1248,6 +1263,7 @@ def zoom_capture(
         middle=refs.middle,
         ref_blend=cfg.ref_blend,
         tta=cfg.tta,
+        guard=cfg.guard,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     name += f"+tta{cfg.tta}" if cfg.tta > 1 else ""

@@ -1,0 +1,61 @@
+"""The flat-area guard: texture invented on a flat, noisy photo is taken out, a photo's detail is kept, a
+valid reference's detail is never touched, and banded processing equals the whole image's."""
+
+from __future__ import annotations
+
+import torch
+
+from dzcli.camera import gaussian_blur
+from dzcli.infer.guard import guard_flat, structure_weight
+from dzcli.resize import resample, upscale_bicubic
+
+from .conftest import scene
+
+
+def _fine(x: torch.Tensor, s: int) -> float:
+    """Energy of ``x``'s band finer than one LR pixel (``x`` at ``s``× the LR)."""
+    return float((x - gaussian_blur(x, float(s))).pow(2).mean())
+
+
+def test_texture_invented_on_a_flat_noisy_photo_is_taken_out() -> None:
+    g = torch.Generator().manual_seed(0)
+    lr = (0.5 + 0.02 * torch.randn(3, 60, 80, generator=g)).clamp(0, 1)
+    sr = upscale_bicubic(lr, 2) + 0.05 * torch.randn(3, 120, 160, generator=g)  # the noise enlarged
+    out = guard_flat(sr.clone(), lr)
+    assert _fine(out, 2) < 0.1 * _fine(sr, 2)
+    assert abs(float((out - sr).mean())) < 1e-3  # tones kept: only the finest band goes
+
+
+def test_a_photo_s_detail_is_kept_where_it_shows_structure() -> None:
+    # the network's output is the scene itself; the wide photo is it taken down to half, lightly noisy
+    g = torch.Generator().manual_seed(1)
+    hr = scene("picos")[:, 100:340, 100:420].contiguous()
+    lr = (resample(hr, (120, 160)) + 0.005 * torch.randn(3, 120, 160, generator=g)).clamp(0, 1)
+    out = guard_flat(hr.clone(), lr)
+    lost = float((out - hr).pow(2).mean())
+    assert lost < 0.25 * _fine(hr, 2)
+    w = structure_weight(lr)
+    assert w.shape == (1, 120, 160) and float(w.min()) >= 0 and float(w.max()) <= 1
+    assert float((w > 0.5).float().mean()) > 0.5
+
+
+def test_where_the_reference_is_valid_nothing_changes() -> None:
+    g = torch.Generator().manual_seed(2)
+    lr = (0.5 + 0.02 * torch.randn(3, 60, 80, generator=g)).clamp(0, 1)
+    sr = upscale_bicubic(lr, 2) + 0.05 * torch.randn(3, 120, 160, generator=g)
+    box = (20, 10, 40, 30)
+    out = guard_flat(sr.clone(), lr, torch.ones(1, 60, 80), box)
+    x0, y0, bw, bh = box
+    inside = (slice(None), slice(2 * y0, 2 * (y0 + bh)), slice(2 * x0, 2 * (x0 + bw)))
+    torch.testing.assert_close(out[inside], sr[inside], atol=1e-6, rtol=0)
+    assert _fine(out[:, :, :30], 2) < 0.1 * _fine(sr[:, :, :30], 2)  # outside it, guarded as before
+
+
+def test_in_bands_equals_the_whole_image() -> None:
+    g = torch.Generator().manual_seed(3)
+    lr = scene("picos")[:, :50, :70].contiguous()
+    sr = upscale_bicubic(lr, 2) + 0.03 * torch.randn(3, 100, 140, generator=g)
+    valid = (torch.rand(1, 40, 60, generator=g) > 0.3).float()
+    whole = guard_flat(sr.clone(), lr, valid, (5, 3, 30, 20), band=1000)
+    banded = guard_flat(sr.clone(), lr, valid, (5, 3, 30, 20), band=7)
+    torch.testing.assert_close(banded, whole, atol=1e-5, rtol=0)
