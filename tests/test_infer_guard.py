@@ -44,11 +44,14 @@ def test_where_the_reference_is_valid_nothing_changes() -> None:
     lr = (0.5 + 0.02 * torch.randn(3, 60, 80, generator=g)).clamp(0, 1)
     sr = upscale_bicubic(lr, 2) + 0.05 * torch.randn(3, 120, 160, generator=g)
     box = (20, 10, 40, 30)
-    out = guard_flat(sr.clone(), lr, torch.ones(1, 60, 80), box)
+    out = guard_flat(sr.clone(), lr, [(torch.ones(1, 60, 80), box)])
     x0, y0, bw, bh = box
     inside = (slice(None), slice(2 * y0, 2 * (y0 + bh)), slice(2 * x0, 2 * (x0 + bw)))
     torch.testing.assert_close(out[inside], sr[inside], atol=1e-6, rtol=0)
     assert _fine(out[:, :, :30], 2) < 0.1 * _fine(sr[:, :, :30], 2)  # outside it, guarded as before
+    # a reference at another density (a triple-camera network's wide) is resampled onto the output's
+    denser = guard_flat(sr.clone(), lr, [(torch.ones(1, 120, 160), box)])
+    torch.testing.assert_close(denser, out, atol=1e-6, rtol=0)
 
 
 def test_in_bands_equals_the_whole_image() -> None:
@@ -56,6 +59,7 @@ def test_in_bands_equals_the_whole_image() -> None:
     lr = scene("picos")[:, :50, :70].contiguous()
     sr = upscale_bicubic(lr, 2) + 0.03 * torch.randn(3, 100, 140, generator=g)
     valid = (torch.rand(1, 40, 60, generator=g) > 0.3).float()
-    whole = guard_flat(sr.clone(), lr, valid, (5, 3, 30, 20), band=1000)
-    banded = guard_flat(sr.clone(), lr, valid, (5, 3, 30, 20), band=7)
+    refs = [(valid, (5, 3, 30, 20)), (torch.ones(1, 20, 20), (40, 20, 10, 10))]
+    whole = guard_flat(sr.clone(), lr, refs, band=1000)
+    banded = guard_flat(sr.clone(), lr, refs, band=7)
     torch.testing.assert_close(banded, whole, atol=1e-5, rtol=0)

@@ -17,6 +17,8 @@ photo: phone 34.33 → 34.95 dB, LPIPS 0.3110 → 0.2795; night 29.37 → 30.22 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -56,11 +58,19 @@ def structure_weight(lr: Tensor, k: float = GUARD_K) -> Tensor:
     return (1.0 - k * noise / energy.clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
+def _validity(valid: Tensor, box: tuple[int, int, int, int], s: int) -> Tensor:
+    """``valid`` over ``box`` at ``s`` pixels per LR pixel, softened by a Gaussian of one LR pixel."""
+    size = (s * box[3], s * box[2])
+    v = valid.float()
+    if tuple(v.shape[-2:]) != size:
+        v = F.interpolate(v[None], size=size, mode="bilinear", align_corners=False)[0]
+    return gaussian_blur(v, float(s))
+
+
 def guard_flat(
     sr: Tensor,
     lr: Tensor,
-    valid: Tensor | None = None,
-    box: tuple[int, int, int, int] | None = None,
+    references: Sequence[tuple[Tensor, tuple[int, int, int, int]]] = (),
     *,
     k: float = GUARD_K,
     band: int = 256,
@@ -70,9 +80,9 @@ def guard_flat(
     Args:
         sr: ``(3, s·H, s·W)`` the network's output for ``lr``.
         lr: ``(3, H, W)`` the wide photo.
-        valid: ``(1, s·bh, s·bw)`` over ``box``: where the reference is valid (its detail is the scene's:
-            ``w`` raised to this validity, softened by a Gaussian of one LR pixel), or None.
-        box: ``(x0, y0, bw, bh)`` of ``valid`` in ``lr`` pixels.
+        references: ``(valid, box)`` of each reference the network had: ``valid`` ``(1, h, w)`` where it is
+            valid over ``box = (x0, y0, bw, bh)`` (LR pixels; at any density, resampled to ``s``); there its
+            detail is the scene's and ``w`` is raised to that validity, softened by a Gaussian of one LR pixel.
         k: :data:`GUARD_K`.
 
     Returns:
@@ -81,7 +91,7 @@ def guard_flat(
     H, W = int(lr.shape[-2]), int(lr.shape[-1])
     s = int(sr.shape[-1]) // W
     weight = structure_weight(lr, k)
-    keep = None if valid is None else gaussian_blur(valid.float(), float(s))
+    keeps = [(_validity(valid, box, s), box) for valid, box in references]
     reach = 3 * s + 1  # rows of G (3 σ, σ = s output rows) read around a band
     above = sr.new_zeros(3, 0, int(sr.shape[-1])).float()  # the original rows just above the band
     for a in range(0, H, band):
@@ -98,8 +108,7 @@ def guard_flat(
             align_corners=False,
         )[0]
         w = w[:, s * (a - max(0, a - 1)) : s * (a - max(0, a - 1)) + s * (b - a)]
-        if keep is not None and box is not None:
-            x0, y0, bw, bh = box
+        for keep, (x0, y0, bw, bh) in keeps:
             r0, r1 = max(a, y0), min(b, y0 + bh)
             if r0 < r1:
                 inside = w[:, s * (r0 - a) : s * (r1 - a), s * x0 : s * (x0 + bw)]

@@ -434,7 +434,7 @@ def _eval_prepared(
             result.info[m.name] = {"residual_gain": check.gain, "base_band": check.base}
         if cfg.guard:
             valid = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
-            out = guard_flat(out, lr, valid, (x0, y0, bw, bh))
+            out = guard_flat(out, lr, [(valid, (x0, y0, bw, bh))])
         scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()
 

@@ -884,8 +884,8 @@ def _super_resolve(
         )
     if guard:
         t = time.perf_counter()
-        valid = None if aligned is None else aligned.mask
-        sr = guard_flat(sr, uw, valid, None if aligned is None else aligned.box)
+        used = [r for r in (aligned, middle) if r is not None]
+        sr = guard_flat(sr, uw, [(r.mask, r.box) for r in used])
         timings["guard"] = time.perf_counter() - t
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
