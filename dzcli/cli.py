@@ -436,6 +436,7 @@ def zoom(
             how += f", the wide's sharpening taken out x{-check.base:.2f}" if check.base < 0 else ""
         if w.reference is not None and w.reference.pasted:
             how += f", the tele pasted at x{w.outscale:.2f} in its footprint"
+        how += ", flat areas guarded" if guard else ""
         notes = "".join(f"; [yellow]{escape(n)}[/]" for n in w.notes)
 
         return (

@@ -609,6 +609,12 @@ def test_cli_zoom_without_the_tele(tmp_path: Path, sims: dict[str, SimulatedPair
         2 * sims["life"].uw.shape[2],
         2 * sims["life"].uw.shape[1],
     )
+    assert "flat areas guarded" not in text
+    plain = load_photo(out).pixels
+    out.unlink()
+    res = runner.invoke(app, [*args, "--guard"], terminal_width=400)
+    assert res.exit_code == 0 and "flat areas guarded" in " ".join(res.output.split())
+    assert psnr(load_photo(out).pixels, plain) < 60  # the guard changed the output
     out.unlink()
     res = runner.invoke(app, [*args, "--require-ref"], terminal_width=400)
     assert res.exit_code == 4 and "error: no overlap found between a_uw.jpg and b_tele.jpg" in res.output
