@@ -466,6 +466,24 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
         assert toy["corner"]["psnr"] == pytest.approx(bicubic["corner"]["psnr"], abs=1e-9)
     assert report.protocol["holdout"] == "right"
     assert "held-out right half" in to_markdown(report)
+    # --guard: the held-out half (no reference) is guarded, the given half's valid reference is kept
+    guarded, _ = evaluate(
+        EvalConfig(
+            data=prepared,
+            out=tmp_path / "g",
+            models=(str(ckpts["a"]),),
+            split="all",
+            device="cpu",
+            lpips=False,
+            self_check=False,
+            holdout="right",
+            guard=True,
+        )
+    )
+    for im, before in zip(guarded.images, report.images, strict=True):
+        toy, plain = im.scores["tiny"], before.scores["tiny"]
+        assert toy["centre"]["psnr"] > 40
+        assert toy["corner"]["psnr"] != pytest.approx(plain["corner"]["psnr"], abs=1e-3)
     sim = tmp_path / "sim"
     simulate_folder(SimulateConfig(photos=DATA / "picos.jpg", out=sim, zoom_ratio=2.0))
     with pytest.raises(ConfigError, match="needs a prepared dataset"):

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dzcli.camera import gaussian_blur
+from dzcli.infer.selfcheck import base_band
 
 __all__ = ["GUARD_K", "NOISE_QUANTILE", "guard_flat", "structure_weight"]
 
@@ -50,7 +51,7 @@ def structure_weight(lr: Tensor, k: float = GUARD_K) -> Tensor:
         ``(1, H, W)`` in ``[0, 1]``: 0 where the photo's finest band is no stronger than ``k`` times its
         noise floor, 1 where it is far stronger.
     """
-    band = lr.float() - gaussian_blur(lr.float(), 1.0)
+    band = base_band(lr.float(), 1)
     energy = gaussian_blur(band.pow(2).mean(0, keepdim=True), ENERGY_SIGMA)
     flat = energy.flatten()
     sample = flat[:: max(1, flat.numel() // _SAMPLES)]
@@ -101,13 +102,11 @@ def guard_flat(
         top = int(above.shape[1])
         smooth = gaussian_blur(window, float(s))[:, top : top + s * (b - a)]
         above = window[:, : top + s * (b - a)][:, -reach:].clone()  # before ``rows`` change
+        first = max(0, a - 1)  # one LR row of context on each side for the bilinear upsampling
         w = F.interpolate(
-            weight[None, :, max(0, a - 1) : min(H, b + 1)],
-            scale_factor=s,
-            mode="bilinear",
-            align_corners=False,
+            weight[None, :, first : b + 1], scale_factor=s, mode="bilinear", align_corners=False
         )[0]
-        w = w[:, s * (a - max(0, a - 1)) : s * (a - max(0, a - 1)) + s * (b - a)]
+        w = w[:, s * (a - first) : s * (b - first)]
         for keep, (x0, y0, bw, bh) in keeps:
             r0, r1 = max(a, y0), min(b, y0 + bh)
             if r0 < r1:

@@ -426,15 +426,14 @@ def _eval_prepared(
         if describe(m.model).ref2_scale == s and pair.mid is not None:  # the wide over the whole lr
             middle = {"ref2": pair.mid, "box2": (0, 0, int(lr.shape[-1]), int(lr.shape[-2]))}
         out, _ = _run_model(m.model, lr, cfg, device, ref=ref, box=(x0, y0, bw, bh), **middle)
+        mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
         if cfg.self_check:
-            mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
             out, check = apply_self_check(
                 m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32, tta=cfg.tta
             )
             result.info[m.name] = {"residual_gain": check.gain, "base_band": check.base}
         if cfg.guard:
-            valid = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
-            out = guard_flat(out, lr, [(valid, (x0, y0, bw, bh))])
+            out = guard_flat(out, lr, [(mask, (x0, y0, bw, bh))])
         scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()
 
