@@ -680,14 +680,6 @@ def train_cmd(
         str | None, typer.Option(help="Fine-tune from a checkpoint path or a bundled model's name.")
     ] = None,
     loss: Annotated[str | None, typer.Option(help="l1+losw (default), l1+sw, or l1 (best PSNR).")] = None,
-    sw_texture: Annotated[
-        bool | None,
-        typer.Option(
-            "--sw-texture/--sw-everywhere",
-            help="The perceptual (SW) term only where the tele shows texture above its noise; flat areas "
-            "learn from l1 alone. Default: everywhere.",
-        ),
-    ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimisation steps (lr halves at half). Default: 400000.")
     ] = None,
@@ -727,7 +719,6 @@ def train_cmd(
         "preset": preset,
         "init": init,
         "loss": loss,
-        "sw_texture": sw_texture,
         "steps": steps,
         "batch_size": batch_size,
         "patch_size": patch_size,

@@ -119,31 +119,3 @@ def test_prepared_pair_from_tensors() -> None:
         PreparedPair.from_tensors(lr, torch.rand(3, 40, 61))
     with pytest.raises(InputError, match="mask"):
         PreparedPair.from_tensors(lr, hr, torch.ones(1, 20, 30))
-
-
-def test_texture_weight_marks_the_textured_half_of_a_noisy_tele(data: Path) -> None:
-    """hr flat (noise only) on its left half, a fine pattern plus the same noise on its right: the
-    ``texture`` weight of every patch is ~0 over the flat half and ~1 over the pattern; the draws are those
-    of a run without it."""
-    g = torch.Generator().manual_seed(0)
-    pairs = []
-    for p in load_pairs(data, "train"):
-        h, w = p.hr.shape[-2:]
-        x = torch.arange(w, dtype=torch.float32)
-        pattern = 0.25 * torch.sin(x * 2.1).expand(h, w) * (x >= w // 2)
-        hr = (0.5 + pattern + 0.01 * torch.randn(3, h, w, generator=g)).clamp(0, 1)
-        pairs.append(PreparedPair(**{**p.__dict__, "hr": hr}))
-    patches = TrainPatches(pairs, patch=40, scale=2, seed=1, texture=True)
-    plain = TrainPatches(pairs, patch=40, scale=2, seed=1)
-    for i in range(8):
-        smp = patches[i]
-        assert all(torch.equal(smp[k], plain[i][k]) for k in plain[i])
-        t = smp["texture"]
-        assert t.shape == (1, 80, 80) and float(t.min()) >= 0 and float(t.max()) <= 1
-        # where the pattern lies after the flips and transposition: 8 px away from its edge each way
-        pattern = F.max_pool2d(((smp["hr"] - 0.5).abs().amax(0, keepdim=True) > 0.1).float(), 3, 1, 1)
-        near = F.max_pool2d(pattern, 17, 1, 8) > 0
-        inside = F.max_pool2d(1 - pattern, 17, 1, 8) == 0
-        assert int(inside.sum()) > 500 and int((~near).sum()) > 500
-        assert float(t[~near].mean()) < 0.1 and float(t[inside].mean()) > 0.9
-    assert patches.batch([0, 1])["texture"].shape == (2, 1, 80, 80)

@@ -420,28 +420,3 @@ def test_each_step_reports_its_losses_and_each_validation_its_scores(data: Path,
     assert set(validated) == {2, 4} and all(r.baseline is not None for r in validated.values())
     logged = {m["step"]: m["model"] for m in metrics(tmp_path / "run") if m["kind"] == "val"}
     assert {d: r.val for d, r in validated.items()} == logged
-
-
-def test_the_texture_weight_confines_the_perceptual_term(data: Path) -> None:
-    """With ``texture`` zero the SW term has nothing to compare (0) while ℓ1 is unchanged; with it one
-    everywhere the term is the plain one."""
-    from dzcli.train.losses import SlicedWassersteinLoss
-
-    net = create_model("dzsr-tiny", scale=2, matcher_weights="random")
-    objective = Objective(net, None, SlicedWassersteinLoss(trunk_weights="random"))
-    batch = TrainPatches(load_pairs(data, "train"), patch=32, scale=2, seed=0).batch([0, 1])
-    parts = {}
-    for name, texture in (("plain", None), ("zero", 0.0), ("one", 1.0)):
-        b = dict(batch) if texture is None else {**batch, "texture": torch.full_like(batch["mask"], texture)}
-        torch.manual_seed(0)  # the network's reference dropout
-        parts[name] = objective(b, torch.Generator().manual_seed(0))[1]
-    assert float(parts["plain"]["sw"]) > 0 and float(parts["zero"]["sw"]) == 0
-    assert torch.equal(parts["one"]["sw"], parts["plain"]["sw"])
-    assert torch.equal(parts["zero"]["l1"], parts["plain"]["l1"])
-
-
-def test_sw_texture_trains(data: Path, tmp_path: Path) -> None:
-    cfg = config(data, tmp_path / "run", loss="l1+losw", sw_texture=True, steps=2, val_every=2, save_every=2)
-    assert cfg.sw_texture
-    train(cfg)
-    assert all(math.isfinite(m["sw"]) for m in metrics(tmp_path / "run") if m["kind"] == "train")

@@ -23,7 +23,6 @@ import torch
 
 from dzcli.data.manifest import read_manifest
 from dzcli.errors import DatasetError, InputError
-from dzcli.infer.guard import band_energy, noise_floor, texture_weight
 from dzcli.io.images import load_photo
 from dzcli.resize import torch_resize
 from dzsr_models.dzsr import centre_box, crop_ref
@@ -198,9 +197,7 @@ class TrainPatches:
     over the LR window ``ref_box`` = ``(x0, y0, p/s, p/s)`` (int64, LR-patch pixels); with ``triple``,
     ``ref2`` ``(3, s·q, s·q)`` cut from the pair's ``mid`` over the LR window ``ref2_box`` =
     ``(x0, y0, q, q)``, ``q`` = :data:`MID_WINDOW` of ``p`` (the wide reaching beyond the tele, not
-    everywhere); with ``texture``, ``texture`` ``(1, sp, sp)`` in ``[0, 1]``: where ``hr`` shows texture above
-    its pair's noise floor (:func:`~dzcli.infer.guard.texture_weight`, the floor taken once per pair over its
-    valid pixels), where a perceptual loss has something to match other than the tele's noise.
+    everywhere).
 
     Args:
         pairs: The pairs (those smaller than the patch are skipped, with a warning).
@@ -208,7 +205,6 @@ class TrainPatches:
         scale: ``s``; every pair must have it.
         seed: Seed of the sampling.
         triple: Add the middle camera's reference (every pair must have a ``mid``).
-        texture: Add the ``texture`` weight.
 
     Raises:
         DatasetError: ``patch`` is not a multiple of ``scale``, a pair has another scale, or no pair is
@@ -216,14 +212,7 @@ class TrainPatches:
     """
 
     def __init__(
-        self,
-        pairs: Sequence[PreparedPair],
-        *,
-        patch: int,
-        scale: int,
-        seed: int,
-        triple: bool = False,
-        texture: bool = False,
+        self, pairs: Sequence[PreparedPair], *, patch: int, scale: int, seed: int, triple: bool = False
     ) -> None:
         if patch < scale or patch % scale:
             raise DatasetError(f"patch size {patch} must be a positive multiple of the scale {scale}")
@@ -251,14 +240,12 @@ class TrainPatches:
         self.patch, self.scale, self.seed = patch, scale, seed
         areas = np.array([p.lr.shape[-1] * p.lr.shape[-2] for p in self.pairs], dtype=np.float64)
         self.weights = areas / areas.sum()
-        self.floors = [noise_floor(band_energy(p.hr), p.mask > 0.5) for p in self.pairs] if texture else None
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Sample ``index`` (any int >= 0): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box`` (and
         ``ref2``, ``ref2_box``)."""
         rng = np.random.default_rng((self.seed, index))
-        which = int(rng.choice(len(self.pairs), p=self.weights))
-        pair = self.pairs[which]
+        pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
         p, s = self.patch, self.scale
         h, w = pair.lr.shape[-2:]
         y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
@@ -282,8 +269,6 @@ class TrainPatches:
             my, mx = int(rng.integers(0, p - q2 + 1)), int(rng.integers(0, p - q2 + 1))
             sample["ref2"] = mid[:, s * my : s * (my + q2), s * mx : s * (mx + q2)].contiguous()
             sample["ref2_box"] = torch.tensor([mx, my, q2, q2], dtype=torch.int64)
-        if self.floors is not None:
-            sample["texture"] = texture_weight(band_energy(sample["hr"]), self.floors[which])
         return sample
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:

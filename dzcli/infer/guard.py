@@ -26,15 +26,7 @@ from torch import Tensor
 from dzcli.camera import gaussian_blur
 from dzcli.infer.selfcheck import base_band
 
-__all__ = [
-    "GUARD_K",
-    "NOISE_QUANTILE",
-    "band_energy",
-    "guard_flat",
-    "noise_floor",
-    "structure_weight",
-    "texture_weight",
-]
+__all__ = ["GUARD_K", "NOISE_QUANTILE", "guard_flat", "structure_weight"]
 
 GUARD_K = 2.0
 """``k``: how many times the noise floor's energy the wide photo's band must hold for the detail to be kept
@@ -48,29 +40,6 @@ _SAMPLES = 1 << 20
 """Most energy values the quantile is taken over (an even subsample of larger photos)."""
 
 
-def band_energy(img: Tensor) -> Tensor:
-    """``e``: ``(1, H, W)`` the local energy (Gaussian of :data:`ENERGY_SIGMA` px) of ``img``'s band finer than
-    one of its pixels, ``img`` ``(3, H, W)`` in ``[0, 1]``."""
-    band = base_band(img.float(), 1)
-    return gaussian_blur(band.pow(2).mean(0, keepdim=True), ENERGY_SIGMA)
-
-
-def noise_floor(energy: Tensor, valid: Tensor | None = None) -> float:
-    """``σ²``: the :data:`NOISE_QUANTILE` quantile of ``energy`` (:func:`band_energy`) over its ``valid``
-    pixels (``(1, H, W)`` bool; None: all), the capture's noise floor."""
-    flat = energy.flatten() if valid is None else energy[valid]
-    if flat.numel() == 0:
-        return 0.0
-    sample = flat[:: max(1, flat.numel() // _SAMPLES)]
-    return float(torch.quantile(sample, NOISE_QUANTILE))
-
-
-def texture_weight(energy: Tensor, floor: float, k: float = GUARD_K) -> Tensor:
-    """``clamp(1 − k·floor/energy, 0, 1)``, same shape as ``energy``: 0 where a photo's finest band is no
-    stronger than ``k`` times its noise floor, 1 where it is far stronger."""
-    return (1.0 - k * floor / energy.clamp_min(1e-12)).clamp(0.0, 1.0)
-
-
 def structure_weight(lr: Tensor, k: float = GUARD_K) -> Tensor:
     """``w``: where the wide photo shows structure above its own noise floor (see the module docstring).
 
@@ -79,10 +48,15 @@ def structure_weight(lr: Tensor, k: float = GUARD_K) -> Tensor:
         k: :data:`GUARD_K`.
 
     Returns:
-        ``(1, H, W)`` in ``[0, 1]`` (:func:`texture_weight` at the photo's :func:`noise_floor`).
+        ``(1, H, W)`` in ``[0, 1]``: 0 where the photo's finest band is no stronger than ``k`` times its
+        noise floor, 1 where it is far stronger.
     """
-    energy = band_energy(lr)
-    return texture_weight(energy, noise_floor(energy), k)
+    band = base_band(lr.float(), 1)
+    energy = gaussian_blur(band.pow(2).mean(0, keepdim=True), ENERGY_SIGMA)
+    flat = energy.flatten()
+    sample = flat[:: max(1, flat.numel() // _SAMPLES)]
+    noise = float(torch.quantile(sample, NOISE_QUANTILE))
+    return (1.0 - k * noise / energy.clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
 def _validity(valid: Tensor, box: tuple[int, int, int, int], s: int) -> Tensor:

@@ -49,9 +49,6 @@ class TrainConfig:
         aux_lr: Adam learning rate of the auxiliary-LR generator.
         ema_decay: Decay of the exponential moving average of the weights used for validation and release.
         sw_weight: Weight of the sliced Wasserstein term.
-        sw_texture: The sliced Wasserstein term only where the tele shows texture above its noise floor
-            (:func:`~dzcli.infer.guard.texture_weight`); flat areas (skies, defocus) learn from ℓ1 alone
-            instead of matching the distribution of the tele's noise.
         position_weight: Weight of the aux-LR generator's position-preserving kernel loss.
         seed: Seed of sampling, noise, dropout and initialisation; a run is a function of it.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -77,7 +74,6 @@ class TrainConfig:
     aux_lr: float = 5e-5
     ema_decay: float = 0.999
     sw_weight: float = 0.08
-    sw_texture: bool = False
     position_weight: float = 100.0
     seed: int = 0
     device: str = "auto"
