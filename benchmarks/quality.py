@@ -152,7 +152,7 @@ def run(args: argparse.Namespace, work: Path) -> str:
             tile=args.tile,
             paste=not args.no_paste,
             tta=args.tta,
-            guard=args.guard,
+            guard=not args.no_guard,
         )
         report, files = evaluate(
             cfg, progress=lambda d, t, i: print(f"  {d}/{t} {i}", file=sys.stderr), peers=peers
@@ -209,7 +209,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--tile", type=int, default=0, help="tile side in uw pixels (0: automatic)")
     parser.add_argument("--tta", type=int, default=1, help="as dzsr zoom --tta: 1, 2, 4 or 8 views")
-    parser.add_argument("--guard", action="store_true", help="as dzsr zoom --guard")
+    parser.add_argument("--no-guard", action="store_true", help="as dzsr zoom --no-guard")
     parser.add_argument(
         "--no-paste", action="store_true", help="as dzsr zoom --no-paste: never paste the tele at its density"
     )

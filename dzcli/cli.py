@@ -381,9 +381,10 @@ def zoom(
         typer.Option(
             "--guard/--no-guard",
             help="Where no reference is valid, keep the network's finest detail only where the wide photo "
-            "shows structure above its own noise (flat skies, defocused backgrounds, night shadows).",
+            "shows structure above its own noise (flat skies, defocused backgrounds, night shadows); "
+            "--no-guard keeps all of it.",
         ),
-    ] = False,
+    ] = True,
     wide: Annotated[
         bool,
         typer.Option(
@@ -587,9 +588,9 @@ def eval_cmd(
         typer.Option(
             "--guard/--no-guard",
             help="As dzsr zoom --guard: where no reference is valid, the network's finest detail kept only "
-            "where the wide photo shows structure above its noise.",
+            "where the wide photo shows structure above its noise (--no-guard: all of it).",
         ),
-    ] = False,
+    ] = True,
 ) -> None:
     """Score models against bicubic, Lanczos and each model without its reference, on ground truth.
 

@@ -332,7 +332,9 @@ def test_a_capture_whose_tele_is_not_found_is_scored_without_the_reference(
     tele = sim / "captures" / "picos_tele.jpg"
     tele.write_bytes((sim / "captures" / "life_tele.jpg").read_bytes())  # a tele of another scene
     result = runner.invoke(
-        app, ["eval", str(sim), "-m", str(ckpts["a"]), "--no-lpips", "--device", "cpu"], terminal_width=300
+        app,
+        ["eval", str(sim), "-m", str(ckpts["a"]), "--no-lpips", "--device", "cpu", "--no-guard"],
+        terminal_width=300,
     )
     assert result.exit_code == 0, result.output
     assert "picos: tiny zoomed it without the reference (tele not found: no overlap found" in " ".join(
@@ -451,6 +453,7 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
             lpips=False,
             self_check=False,
             holdout="right",
+            guard=False,
         )
     )
     assert len(seen) == len(report.images) > 0
@@ -466,7 +469,7 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
         assert toy["corner"]["psnr"] == pytest.approx(bicubic["corner"]["psnr"], abs=1e-9)
     assert report.protocol["holdout"] == "right"
     assert "held-out right half" in to_markdown(report)
-    # --guard: the held-out half (no reference) is guarded, the given half's valid reference is kept
+    # the guard (the default): the held-out half (no reference) is guarded, the given half's reference kept
     guarded, _ = evaluate(
         EvalConfig(
             data=prepared,
@@ -477,7 +480,6 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
             lpips=False,
             self_check=False,
             holdout="right",
-            guard=True,
         )
     )
     for im, before in zip(guarded.images, report.images, strict=True):

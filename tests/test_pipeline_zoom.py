@@ -300,7 +300,7 @@ def test_a_tele_not_found_is_zoomed_without_the_reference(
 ) -> None:
     uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
     _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
-    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png", guard=False))
     written = res.written
     assert res.ok and written is not None and written.no_ref is not None
     assert "no overlap found between a_uw.jpg and b_tele.jpg" in written.no_ref
@@ -316,7 +316,7 @@ def test_the_guard_on_a_capture_without_the_reference_is_the_network_guarded_eve
 ) -> None:
     uw, _ = write_capture(tmp_path, "a", sims["life"], ratio_exif=2.0, when=WHEN)
     _, tele = write_capture(tmp_path, "b", sims["seeding"], ratio_exif=2.0, when=WHEN)
-    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png", guard=True))
+    (res,) = zoom(_cfg((uw, tele), tiny_ckpt, out=tmp_path / "out.png"))  # guarded by default
     assert res.ok and res.written is not None and res.written.no_ref is not None
     model, _ = bundled.load_model(str(tiny_ckpt))
     lr = load_photo(uw).pixels
@@ -609,12 +609,12 @@ def test_cli_zoom_without_the_tele(tmp_path: Path, sims: dict[str, SimulatedPair
         2 * sims["life"].uw.shape[2],
         2 * sims["life"].uw.shape[1],
     )
-    assert "flat areas guarded" not in text
-    plain = load_photo(out).pixels
+    assert "flat areas guarded" in text  # the default
+    guarded = load_photo(out).pixels
     out.unlink()
-    res = runner.invoke(app, [*args, "--guard"], terminal_width=400)
-    assert res.exit_code == 0 and "flat areas guarded" in " ".join(res.output.split())
-    assert psnr(load_photo(out).pixels, plain) < 60  # the guard changed the output
+    res = runner.invoke(app, [*args, "--no-guard"], terminal_width=400)
+    assert res.exit_code == 0 and "flat areas guarded" not in " ".join(res.output.split())
+    assert psnr(load_photo(out).pixels, guarded) < 60  # the guard changed the output
     out.unlink()
     res = runner.invoke(app, [*args, "--require-ref"], terminal_width=400)
     assert res.exit_code == 4 and "error: no overlap found between a_uw.jpg and b_tele.jpg" in res.output

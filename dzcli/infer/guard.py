@@ -10,7 +10,8 @@ capture, fitted where the tele is, and nothing guards a capture whose tele is no
 this capture; a median would take a fully textured photo's texture for noise). Where the tele is valid its
 detail is the scene's and ``w`` is 1 there.
 
-Held-out ×2 captures (``benchmarks/quality.py --ratios 2 --max-side 2400 --camera C --peers --guard``), whole
+On by default in ``dzsr zoom`` and ``dzsr eval`` (``--no-guard``). Held-out ×2 captures
+(``benchmarks/quality.py --ratios 2 --max-side 2400 --camera C --peers``, against ``--no-guard``), whole
 photo: phone 34.33 → 34.95 dB, LPIPS 0.3110 → 0.2795; night 29.37 → 30.22 dB; dslr (clean, fine texture)
 36.26 → 36.24 dB, LPIPS 0.1805 → 0.1826; a real iPhone pair's held-out tele half unchanged (README).
 """

@@ -113,8 +113,9 @@ class EvalConfig:
             tele pixels it never received) is scored as the corner, the given half as the centre.
         tta: as ``dzsr zoom --tta``: every pass of the networks in this many mirrored / transposed views,
             averaged; their rows are named ``MODEL+ttaN``.
-        guard: as ``dzsr zoom --guard``: where no reference is valid, the network's finest detail kept only
-            where the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
+        guard: as ``dzsr zoom``'s guard (on by default, ``--no-guard``): where no reference is valid, the
+            network's finest detail kept only where the wide photo shows structure above its noise
+            (:mod:`dzcli.infer.guard`); the ``(no ref)`` rows stay the network alone.
     """
 
     data: Path
@@ -132,7 +133,7 @@ class EvalConfig:
     paste: bool = True
     holdout: str | None = None
     tta: int = 1
-    guard: bool = False
+    guard: bool = True
 
     def __post_init__(self) -> None:
         if self.holdout is not None and self.holdout not in HOLDOUT_SIDES:

@@ -178,7 +178,7 @@ class ZoomConfig:
     paste: bool = True
     ref_blend: float = REF_BLEND
     tta: int = 1
-    guard: bool = False
+    guard: bool = True
     wide: bool = True
     wide_photo: Path | None = None
 
@@ -825,7 +825,7 @@ def _super_resolve(
     middle: AlignedCapture | None = None,
     ref_blend: float = REF_BLEND,
     tta: int = 1,
-    guard: bool = False,
+    guard: bool = True,
 ) -> tuple[Tensor, int, SelfCheck | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), pulled ``ref_blend``
@@ -1058,7 +1058,7 @@ def zoom_photo(
     paste: bool = True,
     ref_blend: float = REF_BLEND,
     tta: int = 1,
-    guard: bool = False,
+    guard: bool = True,
     uw_name: str = "uw",
     tele_name: str = "tele",
     wide_name: str = "wide",
