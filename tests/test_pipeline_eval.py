@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -443,19 +444,18 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
         return out
 
     monkeypatch.setattr(evaluate_module, "super_resolve", paste)
-    report, _ = evaluate(
-        EvalConfig(
-            data=prepared,
-            out=tmp_path / "r",
-            models=(str(ckpts["a"]),),
-            split="all",
-            device="cpu",
-            lpips=False,
-            self_check=False,
-            holdout="right",
-            guard=False,
-        )
+    cfg = EvalConfig(
+        data=prepared,
+        out=tmp_path / "r",
+        models=(str(ckpts["a"]),),
+        split="all",
+        device="cpu",
+        lpips=False,
+        self_check=False,
+        holdout="right",
+        guard=False,
     )
+    report, _ = evaluate(cfg)
     assert len(seen) == len(report.images) > 0
     pairs = {p.id: p for p in read_manifest(prepared).pairs}
     for im, (ref, box) in zip(report.images, seen, strict=True):
@@ -470,18 +470,8 @@ def test_holdout_scores_only_tele_pixels_the_model_never_received(
     assert report.protocol["holdout"] == "right"
     assert "held-out right half" in to_markdown(report)
     # the guard (the default): the held-out half (no reference) is guarded, the given half's reference kept
-    guarded, _ = evaluate(
-        EvalConfig(
-            data=prepared,
-            out=tmp_path / "g",
-            models=(str(ckpts["a"]),),
-            split="all",
-            device="cpu",
-            lpips=False,
-            self_check=False,
-            holdout="right",
-        )
-    )
+    assert EvalConfig(data=prepared, out=tmp_path / "g").guard
+    guarded, _ = evaluate(replace(cfg, out=tmp_path / "g", guard=True))
     for im, before in zip(guarded.images, report.images, strict=True):
         toy, plain = im.scores["tiny"], before.scores["tiny"]
         assert toy["centre"]["psnr"] > 40
