@@ -255,6 +255,7 @@ def test_the_tele_is_pasted_where_it_lies(
             model="paste",
             device="cpu",
             self_check=False,
+            guard=False,
         )
     )  # the network alone, outside the footprint too
     out = load_photo(res.output).pixels
