@@ -131,6 +131,6 @@ def guard_flat(
             if r0 < r1:
                 inside = w[:, s * (r0 - a) : s * (r1 - a), s * x0 : s * (x0 + bw)]
                 inside.copy_(torch.maximum(inside, keep[:, s * (r0 - y0) : s * (r1 - y0)]))
-        out = g2 + w[1:2] * (g1 - g2) + w[0:1] * (rows.float() - g1)
-        rows.copy_(out.to(rows.dtype))
+        rows.sub_(g1.to(rows.dtype)).mul_(w[0:1].to(rows.dtype))  # w₀·(sr − G₁), in place
+        rows.add_(g1.sub_(g2).mul_(w[1:2]).add_(g2).to(rows.dtype))  # + G₂ + w₁·(G₁ − G₂)
     return sr
