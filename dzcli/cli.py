@@ -380,8 +380,8 @@ def zoom(
         bool,
         typer.Option(
             "--guard/--no-guard",
-            help="Where no reference is valid, keep the network's finest detail only where the wide photo "
-            "shows structure above its own noise (flat skies, defocused backgrounds, night shadows); "
+            help="Where no reference is valid, keep the network's fine detail (finer than two wide-photo pixels) only where "
+            "the wide photo shows structure above its own noise (flat skies, defocused backgrounds, night shadows); "
             "--no-guard keeps all of it.",
         ),
     ] = True,
@@ -587,7 +587,7 @@ def eval_cmd(
         bool,
         typer.Option(
             "--guard/--no-guard",
-            help="As dzsr zoom --guard: where no reference is valid, the network's finest detail kept only "
+            help="As dzsr zoom --guard: where no reference is valid, the network's fine detail kept only "
             "where the wide photo shows structure above its noise (--no-guard: all of it).",
         ),
     ] = True,

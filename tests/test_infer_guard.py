@@ -23,7 +23,7 @@ def test_texture_invented_on_a_flat_noisy_photo_is_taken_out() -> None:
     sr = upscale_bicubic(lr, 2) + 0.05 * torch.randn(3, 120, 160, generator=g)  # the noise enlarged
     out = guard_flat(sr.clone(), lr)
     assert _fine(out, 2) < 0.1 * _fine(sr, 2)
-    assert abs(float((out - sr).mean())) < 1e-3  # tones kept: only the finest band goes
+    assert abs(float((out - sr).mean())) < 1e-3  # tones kept: only the fine bands go
 
 
 def _mid(x: torch.Tensor, s: int) -> float:

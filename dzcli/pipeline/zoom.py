@@ -148,8 +148,8 @@ class ZoomConfig:
             (:data:`REF_BLEND`; 0: the network's output alone).
         tta: run the network on each tile in this many mirrored / transposed views and average them
             (1, 2, 4 or 8; about that many times the network's time).
-        guard: where no reference is valid, keep the network's finest detail only where the wide photo
-            shows structure above its noise (:mod:`dzcli.infer.guard`).
+        guard: where no reference is valid, keep the network's fine detail (finer than two wide-photo pixels)
+            only where the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
         wide: for a triple capture, the middle camera is also a reference, where the tele does not reach
             (:func:`merge_references`).
         wide_photo: with ``(UW, TELE)``, the middle camera's photo of the same triple capture.
@@ -832,7 +832,7 @@ def _super_resolve(
     of the way towards it where it is valid (:func:`pull_towards_reference`), outside the tele's view (and
     where it is not valid) as the self-check says (:mod:`dzcli.infer.selfcheck`), resampled to
     ``outscale``, and the ``dense`` tele pasted inside its footprint (see :func:`_dense_reference`); with
-    ``guard``, its finest detail outside the valid reference kept where the uw shows structure
+    ``guard``, its fine detail outside the valid reference kept where the uw shows structure
     (:mod:`dzcli.infer.guard`); each pass of the network in ``tta`` views (:func:`~dzcli.infer.engine.tta_views`):
     ``(image, tiles, self-check)``."""
     steps, batch, patch = adapt
@@ -1094,8 +1094,8 @@ def zoom_photo(
         ref_blend: pull the network's output this share of the way towards the tele where the tele is valid
             (:data:`REF_BLEND`; 0: the network's output alone).
         tta: run the network in this many mirrored / transposed views and average them (1, 2, 4 or 8).
-        guard: where no reference is valid, keep the network's finest detail only where the wide photo shows
-            structure above its noise (:mod:`dzcli.infer.guard`).
+        guard: where no reference is valid, keep the network's fine detail (finer than two wide-photo pixels) only where
+            the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         wide_name: how to call the middle camera's photo in messages.
