@@ -380,9 +380,9 @@ def zoom(
         bool,
         typer.Option(
             "--guard/--no-guard",
-            help="Where no reference is valid, keep the network's fine detail (finer than two wide-photo pixels) only where "
-            "the wide photo shows structure above its own noise (flat skies, defocused backgrounds, night shadows); "
-            "--no-guard keeps all of it.",
+            help="Where no reference is valid, keep the network's fine detail (finer than two wide-photo "
+            "pixels) only where the wide photo shows structure above its own noise (flat skies, defocused "
+            "backgrounds, night shadows); --no-guard keeps all of it.",
         ),
     ] = True,
     wide: Annotated[

@@ -46,13 +46,13 @@ _SAMPLES = 1 << 20
 """Most energy values the quantile is taken over (an even subsample of larger photos)."""
 
 
-def _band(x: Tensor, level: int, s: int) -> Tensor:
-    """``x``'s band ``level`` at ``s`` pixels per wide-photo pixel: level 0 finer than one wide-photo pixel
-    (``x − G₁(x)``, the band of :func:`~dzcli.infer.selfcheck.base_band`), level 1 between one and two
-    (``G₁(x) − G₂(x)``); ``Gₙ`` a Gaussian of ``n`` wide-photo pixels, edges reflected."""
+def _band(lr: Tensor, level: int) -> Tensor:
+    """The wide photo's band ``level``: 0 finer than one pixel (``lr − G₁(lr)``, the band of
+    :func:`~dzcli.infer.selfcheck.base_band`), 1 between one and two (``G₁(lr) − G₂(lr)``); ``Gₙ`` a Gaussian
+    of ``n`` pixels, edges reflected."""
     if level == 0:
-        return base_band(x, s)
-    return gaussian_blur(x, float(s)) - gaussian_blur(x, 2.0 * s)
+        return base_band(lr, 1)
+    return gaussian_blur(lr, 1.0) - gaussian_blur(lr, 2.0)
 
 
 def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0) -> Tensor:
@@ -68,7 +68,7 @@ def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0) -> Tensor:
         ``(1, H, W)`` in ``[0, 1]``: 0 where the photo's band is no stronger than ``k`` times its noise floor
         there, 1 where it is far stronger.
     """
-    band = _band(lr.float(), level, 1)
+    band = _band(lr.float(), level)
     energy = gaussian_blur(band.pow(2).mean(0, keepdim=True), ENERGY_SIGMA)
     flat = energy.flatten()
     sample = flat[:: max(1, flat.numel() // _SAMPLES)]

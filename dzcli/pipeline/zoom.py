@@ -1094,8 +1094,8 @@ def zoom_photo(
         ref_blend: pull the network's output this share of the way towards the tele where the tele is valid
             (:data:`REF_BLEND`; 0: the network's output alone).
         tta: run the network in this many mirrored / transposed views and average them (1, 2, 4 or 8).
-        guard: where no reference is valid, keep the network's fine detail (finer than two wide-photo pixels) only where
-            the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
+        guard: where no reference is valid, keep the network's fine detail (finer than two wide-photo
+            pixels) only where the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         wide_name: how to call the middle camera's photo in messages.
