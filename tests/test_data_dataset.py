@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from dzcli.data.dataset import PreparedPair, TrainPatches, dataset_scale, load_pairs
 from dzcli.errors import DatasetError, InputError
+from dzcli.infer.guard import quiet_flat
 from tests.train_data import make_dataset
 
 
@@ -98,6 +100,34 @@ def test_triple_patches_cut_the_middle_camera_where_the_lr_patch_lies(tmp_path: 
     assert patches.batch([0, 1])["ref2"].shape == (2, 3, 24, 24)
     with pytest.raises(DatasetError, match="3 pairs have no middle camera"):
         TrainPatches(load_pairs(data, "train"), patch=16, scale=2, seed=0, triple=True)
+
+
+def test_quiet_patches_add_the_quieted_hr_cut_where_the_hr_patch_lies(data: Path) -> None:
+    pairs = load_pairs(data, "train")
+    patches = TrainPatches(pairs, patch=16, scale=2, seed=3, quiet=True)
+    plain = TrainPatches(pairs, patch=16, scale=2, seed=3)
+    quiet = [quiet_flat(p.hr, p.mask) for p in pairs]
+    assert not torch.equal(quiet[0], pairs[0].hr)
+    for i in range(6):
+        smp = patches[i]
+        assert all(torch.equal(smp[k], plain[i][k]) for k in plain[i])  # the draws are unchanged
+        # the window and flips that give ``hr`` give ``sw_target`` from the pair's quieted hr
+        hits = [
+            _flips(q[:, y : y + 32, x : x + 32], *f)
+            for p, q in zip(pairs, quiet, strict=True)
+            for y in range(0, p.hr.shape[1] - 31, 2)
+            for x in range(0, p.hr.shape[2] - 31, 2)
+            for f in itertools.product((False, True), repeat=3)
+            if torch.equal(_flips(p.hr[:, y : y + 32, x : x + 32], *f), smp["hr"])
+        ]
+        assert hits and all(torch.equal(smp["sw_target"], hit) for hit in hits)
+    assert patches.batch([0, 1])["sw_target"].shape == (2, 3, 32, 32)
+
+
+def _flips(x: torch.Tensor, horizontal: bool, vertical: bool, transpose: bool) -> torch.Tensor:
+    x = x.flip(-1) if horizontal else x
+    x = x.flip(-2) if vertical else x
+    return x.transpose(-1, -2) if transpose else x
 
 
 def test_patch_errors(data: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from dzcli.camera import gaussian_blur
-from dzcli.infer.guard import guard_flat, structure_weight
+from dzcli.infer.guard import guard_flat, quiet_flat, structure_weight
 from dzcli.resize import resample, upscale_bicubic
 
 from .conftest import scene
@@ -80,3 +80,21 @@ def test_in_bands_equals_the_whole_image() -> None:
     whole = guard_flat(sr.clone(), lr, refs, band=1000)
     banded = guard_flat(sr.clone(), lr, refs, band=7)
     torch.testing.assert_close(banded, whole, atol=1e-5, rtol=0)
+
+
+def test_quiet_flat_takes_a_photo_s_own_noise_out_of_its_flat_areas_and_keeps_its_edges() -> None:
+    g = torch.Generator().manual_seed(5)
+    clean = torch.full((3, 64, 96), 0.3)
+    clean[:, :, 48:] = 0.7  # one strong edge
+    noisy = (clean + 0.02 * torch.randn(3, 64, 96, generator=g)).clamp(0, 1)
+    quiet = quiet_flat(noisy)
+    flat = (slice(None), slice(8, 56), slice(8, 36))
+    assert float(quiet[flat].std()) < 0.25 * float(noisy[flat].std())
+    assert abs(float((quiet - noisy).mean())) < 1e-3  # tones kept
+    step = quiet[:, :, 50].mean() - quiet[:, :, 45].mean()
+    assert float(step) > 0.95 * float(noisy[:, :, 50].mean() - noisy[:, :, 45].mean())
+    # the floor is measured where ``where`` says: a black invalid half (energy 0) would make it 0
+    half = torch.cat([torch.zeros(3, 64, 48), noisy[:, :, :48]], dim=2)
+    where = torch.cat([torch.zeros(1, 64, 48), torch.ones(1, 64, 48)], dim=2)
+    assert float(quiet_flat(half)[:, 8:56, 56:84].std()) > 0.9 * float(noisy[flat].std())
+    assert float(quiet_flat(half, where)[:, 8:56, 56:84].std()) < 0.25 * float(noisy[flat].std())

@@ -76,6 +76,7 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path: Path) -> None:
         ("steps = 3", ".ini", "must be .toml"),
         ("preset = 'tzsr-small'", ".toml", "--triple with its size"),
         ("loss = 'l2'", ".toml", "loss must be one of"),
+        ("sw_target = 'gt'", ".toml", "sw_target must be one of tele, quiet"),
         ("ema_decay = 1.0", ".toml", r"ema_decay must be in \[0, 1\)"),
     ],
 )

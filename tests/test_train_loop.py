@@ -25,7 +25,7 @@ from dzcli.train.loop import (
     sample_indices,
     step_seed,
 )
-from dzcli.train.losses import masked_l1
+from dzcli.train.losses import SlicedWassersteinLoss, masked_l1
 from dzsr_models import create_model, load_checkpoint, save_checkpoint
 from tests.train_data import make_dataset
 
@@ -297,6 +297,24 @@ def test_missing_vgg_weights_are_a_weights_error(
             train(config(data, tmp_path / "run", trunk_weights="imagenet", steps=1))
     finally:
         pretrained.clear_weight_cache()
+
+
+def test_the_sw_term_compares_with_the_quieted_tele_when_asked(data: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    net = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    objective = Objective(net, None, SlicedWassersteinLoss(trunk_weights="random"))
+    batch = TrainPatches(load_pairs(data, "train"), patch=16, scale=2, seed=0, quiet=True).batch([0, 1])
+
+    def sw(b: dict[str, torch.Tensor]) -> float:
+        torch.manual_seed(2)  # the same reference dropout
+        return float(objective(b, torch.Generator().manual_seed(1))[1]["sw"])
+
+    tele = {k: v for k, v in batch.items() if k != "sw_target"}
+    assert sw(batch) != sw(tele)
+    assert sw({**batch, "sw_target": batch["hr"]}) == sw(tele)
+    # a run asked for it trains on it (and writes it in its config)
+    train(config(data, tmp_path / "run", loss="l1+losw", sw_target="quiet", steps=2, val_every=2))
+    assert "sw_target: quiet" in (tmp_path / "run" / "config.yaml").read_text()
 
 
 def test_adapt_fine_tunes_a_copy(data: Path) -> None:

@@ -23,6 +23,7 @@ import torch
 
 from dzcli.data.manifest import read_manifest
 from dzcli.errors import DatasetError, InputError
+from dzcli.infer.guard import quiet_flat
 from dzcli.io.images import load_photo
 from dzcli.resize import torch_resize
 from dzsr_models.dzsr import centre_box, crop_ref
@@ -197,7 +198,8 @@ class TrainPatches:
     over the LR window ``ref_box`` = ``(x0, y0, p/s, p/s)`` (int64, LR-patch pixels); with ``triple``,
     ``ref2`` ``(3, s·q, s·q)`` cut from the pair's ``mid`` over the LR window ``ref2_box`` =
     ``(x0, y0, q, q)``, ``q`` = :data:`MID_WINDOW` of ``p`` (the wide reaching beyond the tele, not
-    everywhere).
+    everywhere); with ``quiet``, ``sw_target`` ``(3, sp, sp)``: ``hr`` with the noise of its flat areas taken
+    out (:func:`~dzcli.infer.guard.quiet_flat`, once per pair, its floor over the valid part).
 
     Args:
         pairs: The pairs (those smaller than the patch are skipped, with a warning).
@@ -205,6 +207,7 @@ class TrainPatches:
         scale: ``s``; every pair must have it.
         seed: Seed of the sampling.
         triple: Add the middle camera's reference (every pair must have a ``mid``).
+        quiet: Add ``sw_target``, the perceptual loss's target.
 
     Raises:
         DatasetError: ``patch`` is not a multiple of ``scale``, a pair has another scale, or no pair is
@@ -212,7 +215,14 @@ class TrainPatches:
     """
 
     def __init__(
-        self, pairs: Sequence[PreparedPair], *, patch: int, scale: int, seed: int, triple: bool = False
+        self,
+        pairs: Sequence[PreparedPair],
+        *,
+        patch: int,
+        scale: int,
+        seed: int,
+        triple: bool = False,
+        quiet: bool = False,
     ) -> None:
         if patch < scale or patch % scale:
             raise DatasetError(f"patch size {patch} must be a positive multiple of the scale {scale}")
@@ -240,12 +250,14 @@ class TrainPatches:
         self.patch, self.scale, self.seed = patch, scale, seed
         areas = np.array([p.lr.shape[-1] * p.lr.shape[-2] for p in self.pairs], dtype=np.float64)
         self.weights = areas / areas.sum()
+        self.quiet = [quiet_flat(p.hr, p.mask) for p in self.pairs] if quiet else None
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         """Sample ``index`` (any int >= 0): a dict of ``lr``, ``hr``, ``mask``, ``ref``, ``ref_box`` (and
         ``ref2``, ``ref2_box``)."""
         rng = np.random.default_rng((self.seed, index))
-        pair = self.pairs[int(rng.choice(len(self.pairs), p=self.weights))]
+        chosen = int(rng.choice(len(self.pairs), p=self.weights))
+        pair = self.pairs[chosen]
         p, s = self.patch, self.scale
         h, w = pair.lr.shape[-2:]
         y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
@@ -269,6 +281,9 @@ class TrainPatches:
             my, mx = int(rng.integers(0, p - q2 + 1)), int(rng.integers(0, p - q2 + 1))
             sample["ref2"] = mid[:, s * my : s * (my + q2), s * mx : s * (mx + q2)].contiguous()
             sample["ref2_box"] = torch.tensor([mx, my, q2, q2], dtype=torch.int64)
+        if self.quiet is not None:
+            target = self.quiet[chosen][:, s * y : s * (y + p), s * x : s * (x + p)]
+            sample["sw_target"] = _augment(target, *flips).contiguous()
         return sample
 
     def batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:

@@ -30,7 +30,7 @@ from torch import Tensor
 from dzcli.camera import gaussian_blur
 from dzcli.infer.selfcheck import base_band
 
-__all__ = ["GUARD_K", "LEVELS", "NOISE_QUANTILE", "guard_flat", "structure_weight"]
+__all__ = ["GUARD_K", "LEVELS", "NOISE_QUANTILE", "guard_flat", "quiet_flat", "structure_weight"]
 
 GUARD_K = 2.0
 """``k``: how many times the noise floor's energy the wide photo's band must hold for the detail to be kept
@@ -55,7 +55,7 @@ def _band(lr: Tensor, level: int) -> Tensor:
     return gaussian_blur(lr, 1.0) - gaussian_blur(lr, 2.0)
 
 
-def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0) -> Tensor:
+def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0, where: Tensor | None = None) -> Tensor:
     """``w``: where the wide photo shows structure above its own noise floor in band ``level`` (see the module
     docstring).
 
@@ -63,6 +63,8 @@ def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0) -> Tensor:
         lr: ``(3, H, W)`` the wide photo in ``[0, 1]``.
         k: :data:`GUARD_K`.
         level: the band, 0 or 1 (:data:`LEVELS`).
+        where: ``(1, H, W)``: the noise floor is taken over the pixels above 0.5 only (a registered tele's
+            valid part); None: over the whole photo.
 
     Returns:
         ``(1, H, W)`` in ``[0, 1]``: 0 where the photo's band is no stronger than ``k`` times its noise floor
@@ -70,7 +72,9 @@ def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0) -> Tensor:
     """
     band = _band(lr.float(), level)
     energy = gaussian_blur(band.pow(2).mean(0, keepdim=True), ENERGY_SIGMA)
-    flat = energy.flatten()
+    flat = energy.flatten() if where is None else energy[where > 0.5]
+    if flat.numel() == 0:
+        return torch.ones_like(energy)
     sample = flat[:: max(1, flat.numel() // _SAMPLES)]
     noise = float(torch.quantile(sample, NOISE_QUANTILE))
     return (1.0 - k * noise / energy.clamp_min(1e-12)).clamp(0.0, 1.0)
@@ -134,3 +138,24 @@ def guard_flat(
         rows.sub_(g1.to(rows.dtype)).mul_(w[0:1].to(rows.dtype))  # w₀·(sr − G₁), in place
         rows.add_(g1.sub_(g2).mul_(w[1:2]).add_(g2).to(rows.dtype))  # + G₂ + w₁·(G₁ − G₂)
     return sr
+
+
+def quiet_flat(image: Tensor, where: Tensor | None = None, *, k: float = GUARD_K) -> Tensor:
+    """A photo with the noise of its flat areas taken out: ``G₂ + w₁·(G₁ − G₂) + w₀·(image − G₁)`` with the
+    weights of :func:`structure_weight` measured on the photo itself (``Gₙ`` a Gaussian of ``n`` of its pixels).
+
+    The guard applied to a photo at its own density: what the perceptual loss of ``dzsr train --sw-target
+    quiet`` compares the network's output with, so that it is not taught to reproduce the tele's noise.
+
+    Args:
+        image: ``(3, H, W)`` in ``[0, 1]``.
+        where: ``(1, H, W)``, see :func:`structure_weight` (the noise floor over its pixels above 0.5).
+        k: :data:`GUARD_K`.
+
+    Returns:
+        ``(3, H, W)`` float32, a new tensor; equal to ``image`` where both bands are far above the floor.
+    """
+    x = image.float()
+    g1, g2 = gaussian_blur(x, 1.0), gaussian_blur(x, 2.0)
+    w0, w1 = (structure_weight(x, k, level, where) for level in range(LEVELS))
+    return g2 + w1 * (g1 - g2) + w0 * (x - g1)

@@ -24,6 +24,8 @@ from dzcli.io.atomic import write_text_atomic
 
 #: Training losses: ℓ1 only, ℓ1 + global sliced Wasserstein (SelfDZSR), ℓ1 + local overlapped SW (++).
 LOSSES = ("l1", "l1+sw", "l1+losw")
+#: Targets of the sliced Wasserstein term (see :class:`TrainConfig`).
+SW_TARGETS = ("tele", "quiet")
 #: Trainable network sizes (``dzsr-<preset>``).
 PRESETS = ("base", "small", "tiny")
 #: Keys that may differ from the saved config when a run is resumed.
@@ -49,6 +51,9 @@ class TrainConfig:
         aux_lr: Adam learning rate of the auxiliary-LR generator.
         ema_decay: Decay of the exponential moving average of the weights used for validation and release.
         sw_weight: Weight of the sliced Wasserstein term.
+        sw_target: What the sliced Wasserstein term compares the output with: ``tele`` (the registered tele)
+            or ``quiet`` (the tele with the noise of its flat areas taken out, the flat-area guard applied to
+            it: the term then does not teach the network to reproduce the tele camera's noise).
         position_weight: Weight of the aux-LR generator's position-preserving kernel loss.
         seed: Seed of sampling, noise, dropout and initialisation; a run is a function of it.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -74,6 +79,7 @@ class TrainConfig:
     aux_lr: float = 5e-5
     ema_decay: float = 0.999
     sw_weight: float = 0.08
+    sw_target: str = "tele"
     position_weight: float = 100.0
     seed: int = 0
     device: str = "auto"
@@ -91,6 +97,8 @@ class TrainConfig:
             raise ConfigError(f"preset must be one of {', '.join(PRESETS)}, not {self.preset!r}{hint}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, not {self.loss!r}")
+        if self.sw_target not in SW_TARGETS:
+            raise ConfigError(f"sw_target must be one of {', '.join(SW_TARGETS)}, not {self.sw_target!r}")
         if self.trunk_weights not in ("imagenet", "random"):
             raise ConfigError(f"trunk_weights must be 'imagenet' or 'random', not {self.trunk_weights!r}")
         for name in ("steps", "batch_size", "patch_size", "val_every", "save_every", "log_every"):

@@ -149,7 +149,8 @@ class Objective(nn.Module):
         Args:
             batch: ``lr`` ``(B, 3, p, p)``, ``hr`` ``(B, 3, sp, sp)``, ``mask`` ``(B, 1, sp, sp)``,
                 ``ref`` ``(B, 3, p, p)``, ``ref_box`` ``(B, 4)``, and for a triple-camera model ``ref2``,
-                ``ref2_box`` (see :class:`~dzcli.data.dataset.TrainPatches`).
+                ``ref2_box``, and ``sw_target`` where the SW term has its own target (see
+                :class:`~dzcli.data.dataset.TrainPatches`).
             generator: CPU generator of the aux-LR noise and the SW directions.
 
         Returns:
@@ -175,7 +176,7 @@ class Objective(nn.Module):
         parts["l1"] = l1.detach()
         sr_loss = l1
         if self.sw is not None:
-            sw = self.sw(sr, hr, mask, generator=generator)
+            sw = self.sw(sr, batch.get("sw_target", hr), mask, generator=generator)
             sr_loss = sr_loss + sw
             parts["sw"] = sw.detach()
         parts["sr"] = sr_loss.detach()
@@ -632,7 +633,12 @@ class Trainer:
             )
         self.stepper = _Stepper(wrapped, self.optimizer, self.scaler, self.device, self.amp)
         self.patches = TrainPatches(
-            train_pairs, patch=cfg.patch_size, scale=scale, seed=cfg.seed, triple=cfg.triple
+            train_pairs,
+            patch=cfg.patch_size,
+            scale=scale,
+            seed=cfg.seed,
+            triple=cfg.triple,
+            quiet=cfg.sw_target == "quiet" and cfg.loss != "l1",
         )
         self.step = 0
         self.best_psnr: float | None = None
