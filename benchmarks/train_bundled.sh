@@ -18,20 +18,22 @@
 #   dzsr-small-x4        x4 captures (longer side 4000 px, so that the tele's footprint keeps enough pixels);
 #                        from dzsr-small-x2 (822a211b…) across scales (`--init` carries the scale-free
 #                        weights, an extra upsampling stage starts as nearest neighbour); l1, lr 1e-4, 1600
-#   dzsr-small-x2-sharp  x2 captures; from dzsr-small-x2 (822a211b…); the SelfDZSR++ perceptual recipe,
-#                        l1 + 0.08 x local overlapped sliced-Wasserstein on VGG16 features (`--loss l1+losw`),
-#                        lr 5e-5, 600 steps
+#   dzsr-small-x2-sharp  x2 captures at two sizes (longer side 2800 and 1400 px, 110 captures); from
+#                        dzsr-small-x2 (822a211b…); the SelfDZSR++ perceptual recipe, l1 + 0.08 x local
+#                        overlapped sliced-Wasserstein on VGG16 features (`--loss l1+losw`), the latter against
+#                        the tele with its flat areas' noise taken out (`--sw-target quiet`), lr 5e-5, 600 steps
 # All: batch 16, LR patch 48, validation and checkpoints every 200 steps. Re-running continues an
 # interrupted run (--resume) and skips what is already there; STEPS=N changes the number of steps.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 model=$1 work=$2
 case $model in
-  dzsr-small-x2)       ratio=2 side=2800 run=run_phone loss=l1 lr=1e-4 steps=1600 seed=2
+  dzsr-small-x2)       ratio=2 sides=(2800) set=x2 run=run_phone loss=l1 lr=1e-4 steps=1600 seed=2
                        init=(8e39447 7ab56d5b450de09ff63322a7e012ef1623529c527db0a06527cbdfe1b8db10e3) ;;
-  dzsr-small-x4)       ratio=4 side=4000 run=run_x4 loss=l1 lr=1e-4 steps=1600 seed=4
+  dzsr-small-x4)       ratio=4 sides=(4000) set=x4 run=run_x4 loss=l1 lr=1e-4 steps=1600 seed=4
                        init=(3819f51 822a211b1dd499637c7c0fc81fe473f2ed440ac3e21612de0e300afcaf8054c0) ;;
-  dzsr-small-x2-sharp) ratio=2 side=2800 run=run_sharp loss=l1+losw lr=5e-5 steps=600 seed=5
+  dzsr-small-x2-sharp) ratio=2 sides=(2800 1400) set=x2-sharp run=run_sharp loss=l1+losw lr=5e-5 steps=600
+                       seed=5 sw_target=quiet
                        init=(3819f51 822a211b1dd499637c7c0fc81fe473f2ed440ac3e21612de0e300afcaf8054c0) ;;
   *) echo "usage: $0 dzsr-small-x2|dzsr-small-x4|dzsr-small-x2-sharp WORK_DIR" >&2; exit 2 ;;
 esac
@@ -73,18 +75,25 @@ EOF
 # simulate_captures RATIO MAX_SIDE: each photo through 5 simulated captures at RATIO, 4 through the phone
 # camera (seeds 0-300) and 1 through the plain pipeline (seed 400), in sim_x<RATIO>_s<seed>/, linked into
 # captures_x<RATIO>/ as <photo>-s<seed>_{uw,tele}.jpg.
+# Five captures of each photo per longer side (the seeds of a second side are 1000 more); with one side the
+# names are <photo>-s<seed>, with several <photo>-<side>-s<seed> (the names decide the test split).
 simulate_captures() {
-  local ratio=$1 max_side=$2 spec camera seed f b sim
-  mkdir -p "captures_x$ratio"
-  for spec in phone:0 phone:100 phone:200 phone:300 none:400; do
-    camera=${spec%%:*} seed=${spec##*:} sim=sim_x${ratio}_s${spec##*:}
-    [ -f "$sim/simulation.json" ] || dzsr simulate photos "$sim" --ratio "$ratio" --seed "$seed" \
-      --max-side "$max_side" --camera "$camera"
-    for f in "$sim"/captures/*_uw.jpg; do
-      b=$(basename "$f" _uw.jpg)
-      ln -sf "$PWD/$f" "captures_x$ratio/${b}-s${seed}_uw.jpg"
-      ln -sf "$PWD/$sim/captures/${b}_tele.jpg" "captures_x$ratio/${b}-s${seed}_tele.jpg"
+  local spec camera seed f b sim tag max_side offset=0
+  mkdir -p "captures_$set"
+  for max_side in "${sides[@]}"; do
+    for spec in phone:0 phone:100 phone:200 phone:300 none:400; do
+      camera=${spec%%:*} seed=$((${spec##*:} + offset)) tag=""
+      [ ${#sides[@]} -gt 1 ] && tag=-$max_side
+      sim=sim_x${ratio}${tag/-/_}_s$seed
+      [ -f "$sim/simulation.json" ] || dzsr simulate photos "$sim" --ratio "$ratio" --seed "$seed" \
+        --max-side "$max_side" --camera "$camera"
+      for f in "$sim"/captures/*_uw.jpg; do
+        b=$(basename "$f" _uw.jpg)
+        ln -sf "$PWD/$f" "captures_$set/${b}${tag}-s${seed}_uw.jpg"
+        ln -sf "$PWD/$sim/captures/${b}_tele.jpg" "captures_$set/${b}${tag}-s${seed}_tele.jpg"
+      done
     done
+    offset=$((offset + 1000))
   done
 }
 
@@ -99,8 +108,8 @@ pinned_weights() {
   echo "$sha  $out" | sha256sum --check --quiet
 }
 
-simulate_captures "$ratio" "$side"
-[ -f "data_x$ratio/manifest.json" ] || dzsr prepare "captures_x$ratio" "data_x$ratio" --scale "$ratio" --test-fraction 0.15
+simulate_captures
+[ -f "data_$set/manifest.json" ] || dzsr prepare "captures_$set" "data_$set" --scale "$ratio" --test-fraction 0.15
 
 if [ -z "${INIT:-}" ]; then
   INIT=$PWD/init-${init[0]}.safetensors
@@ -108,7 +117,8 @@ if [ -z "${INIT:-}" ]; then
 fi
 resume=""
 [ -f "$run/resume.pt" ] && resume="--resume"
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} dzsr train "data_x$ratio" --out "$run" --init "$INIT" --loss "$loss" \
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-2} dzsr train "data_$set" --out "$run" --init "$INIT" --loss "$loss" \
+  --sw-target "${sw_target:-tele}" \
   --lr "$lr" --batch-size 16 --patch-size 48 --steps "${STEPS:-$steps}" --val-every 200 --save-every 200 \
   --device cpu --seed "$seed" $resume
 echo "best checkpoint: $work/$run/checkpoints/best.safetensors"

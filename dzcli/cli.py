@@ -681,6 +681,13 @@ def train_cmd(
         str | None, typer.Option(help="Fine-tune from a checkpoint path or a bundled model's name.")
     ] = None,
     loss: Annotated[str | None, typer.Option(help="l1+losw (default), l1+sw, or l1 (best PSNR).")] = None,
+    sw_target: Annotated[
+        str | None,
+        typer.Option(
+            help="What the perceptual term compares with: quiet (the tele with the noise of its flat areas "
+            "taken out) or tele (as it is, the papers' recipe). Default: quiet."
+        ),
+    ] = None,
     steps: Annotated[
         int | None, typer.Option(help="Optimisation steps (lr halves at half). Default: 400000.")
     ] = None,
@@ -720,6 +727,7 @@ def train_cmd(
         "preset": preset,
         "init": init,
         "loss": loss,
+        "sw_target": sw_target,
         "steps": steps,
         "batch_size": batch_size,
         "patch_size": patch_size,

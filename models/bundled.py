@@ -118,7 +118,7 @@ BUNDLED: tuple[BundledModel, ...] = (
     BundledModel(
         name="dzsr-small-x2-sharp",
         file="dzsr-small-x2-sharp.safetensors",
-        sha256="b9dd178205a58f633ce3f043177bcb83543f426a30c76eb15e596fea8755bebb",
+        sha256="f4550c1b19906350a47c54bd899136eead3f33be8f857b00e5084e506ac135fc",
         scale=2,
         card="dzsr-small-x2-sharp.md",
         licence="MIT",

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from dzcli.cli import app
 from dzcli.errors import ConfigError
+from dzcli.pipeline.train import resolve_train_config
 from dzcli.train.config import TrainConfig, read_config_file, resolve_config
 from tests.train_data import make_dataset
 
@@ -35,7 +36,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_defaults_document_the_recipe() -> None:
     cfg = TrainConfig(data=Path("d"), out=Path("o"))
     assert (cfg.lr, cfg.aux_lr, cfg.batch_size, cfg.patch_size, cfg.ema_decay) == (1e-4, 5e-5, 16, 48, 0.999)
-    assert (cfg.loss, cfg.sw_weight, cfg.position_weight) == ("l1+losw", 0.08, 100.0)
+    assert (cfg.loss, cfg.sw_weight, cfg.sw_target, cfg.position_weight) == ("l1+losw", 0.08, "quiet", 100.0)
     assert cfg.model_name == "dzsr-base"
 
 
@@ -76,7 +77,7 @@ def test_yaml_exponent_numbers_are_numbers(tmp_path: Path) -> None:
         ("steps = 3", ".ini", "must be .toml"),
         ("preset = 'tzsr-small'", ".toml", "--triple with its size"),
         ("loss = 'l2'", ".toml", "loss must be one of"),
-        ("sw_target = 'gt'", ".toml", "sw_target must be one of tele, quiet"),
+        ("sw_target = 'gt'", ".toml", "sw_target must be one of quiet, tele"),
         ("ema_decay = 1.0", ".toml", r"ema_decay must be in \[0, 1\)"),
     ],
 )
@@ -106,6 +107,16 @@ def test_cli_config_flags_and_saved_config(data: Path, tmp_path: Path) -> None:
     assert yaml.safe_load((run / "config.yaml").read_text())["steps"] == 4
 
 
+def test_a_run_saved_before_sw_target_existed_resumes_against_the_tele(data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = resolve_train_config(data, run, flags={"preset": "tiny"}).to_dict()
+    del saved["sw_target"]
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert resolve_train_config(data, run, resume=True).sw_target == "tele"
+    assert resolve_train_config(data, tmp_path / "new").sw_target == "quiet"
+
+
 def _manifest(data: Path, tmp: Path, **changes) -> Path:
     import shutil
 
@@ -125,6 +136,7 @@ def _manifest(data: Path, tmp: Path, **changes) -> Path:
         ("no-test", 5, "no usable pair in the test split"),
         ("unknown-key", 2, "unknown key 'sted'"),
         ("bad-preset", 2, "preset must be one of"),
+        ("bad-sw-target", 2, "sw_target must be one of quiet, tele, not 'truth'"),
     ],
 )
 def test_cli_errors_are_one_line(data: Path, tmp_path: Path, case: str, code: int, match: str) -> None:
@@ -139,6 +151,8 @@ def test_cli_errors_are_one_line(data: Path, tmp_path: Path, case: str, code: in
     elif case == "unknown-key":
         (tmp_path / "c.yaml").write_text("sted: 3\n")
         args += ["--config", str(tmp_path / "c.yaml")]
+    elif case == "bad-sw-target":
+        args += ["--sw-target", "truth"]
     else:
         args[1] = "huge"
     res = runner.invoke(app, ["train", str(root), "--out", str(tmp_path / "run"), *args], terminal_width=400)

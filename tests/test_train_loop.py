@@ -313,8 +313,9 @@ def test_the_sw_term_compares_with_the_quieted_tele_when_asked(data: Path, tmp_p
     assert sw(batch) != sw(tele)
     assert sw({**batch, "sw_target": batch["hr"]}) == sw(tele)
     # a run asked for it trains on it (and writes it in its config)
-    train(config(data, tmp_path / "run", loss="l1+losw", sw_target="quiet", steps=2, val_every=2))
-    assert "sw_target: quiet" in (tmp_path / "run" / "config.yaml").read_text()
+    for target in ("quiet", "tele"):
+        train(config(data, tmp_path / target, loss="l1+losw", sw_target=target, steps=2, val_every=2))
+        assert f"sw_target: {target}" in (tmp_path / target / "config.yaml").read_text()
 
 
 def test_adapt_fine_tunes_a_copy(data: Path) -> None:

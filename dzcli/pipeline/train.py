@@ -98,6 +98,10 @@ def resolve_train_config(
         if not layout.config.is_file():
             raise ConfigError(f"{out}: nothing to resume (no {layout.config.name}); start without --resume")
         raw = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
+        if isinstance(raw, dict):
+            raw.setdefault(
+                "sw_target", "tele"
+            )  # saved before the key existed: its runs compared with the tele
         saved = resolve_config((raw, str(layout.config)), data=data, out=out)
         layers.append((normalise(raw, str(layout.config)), str(layout.config)))
     if config_file is not None:

@@ -25,7 +25,7 @@ from dzcli.io.atomic import write_text_atomic
 #: Training losses: ℓ1 only, ℓ1 + global sliced Wasserstein (SelfDZSR), ℓ1 + local overlapped SW (++).
 LOSSES = ("l1", "l1+sw", "l1+losw")
 #: Targets of the sliced Wasserstein term (see :class:`TrainConfig`).
-SW_TARGETS = ("tele", "quiet")
+SW_TARGETS = ("quiet", "tele")
 #: Trainable network sizes (``dzsr-<preset>``).
 PRESETS = ("base", "small", "tiny")
 #: Keys that may differ from the saved config when a run is resumed.
@@ -51,9 +51,10 @@ class TrainConfig:
         aux_lr: Adam learning rate of the auxiliary-LR generator.
         ema_decay: Decay of the exponential moving average of the weights used for validation and release.
         sw_weight: Weight of the sliced Wasserstein term.
-        sw_target: What the sliced Wasserstein term compares the output with: ``tele`` (the registered tele)
-            or ``quiet`` (the tele with the noise of its flat areas taken out, the flat-area guard applied to
-            it: the term then does not teach the network to reproduce the tele camera's noise).
+        sw_target: What the sliced Wasserstein term compares the output with: ``quiet`` (the registered tele
+            with the noise of its flat areas taken out, the flat-area guard applied to it: the term then does
+            not teach the network to reproduce the tele camera's noise as grain) or ``tele`` (the tele as it
+            is, the papers' recipe).
         position_weight: Weight of the aux-LR generator's position-preserving kernel loss.
         seed: Seed of sampling, noise, dropout and initialisation; a run is a function of it.
         device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
@@ -79,7 +80,7 @@ class TrainConfig:
     aux_lr: float = 5e-5
     ema_decay: float = 0.999
     sw_weight: float = 0.08
-    sw_target: str = "tele"
+    sw_target: str = "quiet"
     position_weight: float = 100.0
     seed: int = 0
     device: str = "auto"
