@@ -72,18 +72,17 @@ EOF
 # left out, not photographs: umang (16.04); Fossa, Painting-Colors (20.04); all 12 of ukui-wallpapers
 
 
-# simulate_captures RATIO MAX_SIDE: each photo through 5 simulated captures at RATIO, 4 through the phone
-# camera (seeds 0-300) and 1 through the plain pipeline (seed 400), in sim_x<RATIO>_s<seed>/, linked into
-# captures_x<RATIO>/ as <photo>-s<seed>_{uw,tele}.jpg.
-# Five captures of each photo per longer side (the seeds of a second side are 1000 more); with one side the
-# names are <photo>-s<seed>, with several <photo>-<side>-s<seed> (the names decide the test split).
+# simulate_captures: each photo through 5 simulated captures at $ratio per longer side in $sides, 4 through
+# the phone camera (seeds 0-300) and 1 through the plain pipeline (seed 400; a second side's seeds are 1000
+# more), linked into captures_$set/. With one side: sim_x<ratio>_s<seed>/, <photo>-s<seed>_{uw,tele}.jpg;
+# with several: sim_x<ratio>_<side>_s<seed>/, <photo>-<side>-s<seed>_{uw,tele}.jpg (names decide the split).
 simulate_captures() {
-  local spec camera seed f b sim tag max_side offset=0
+  local spec camera seed f b sim tag="" max_side offset=0
   mkdir -p "captures_$set"
   for max_side in "${sides[@]}"; do
+    [ ${#sides[@]} -gt 1 ] && tag=-$max_side
     for spec in phone:0 phone:100 phone:200 phone:300 none:400; do
-      camera=${spec%%:*} seed=$((${spec##*:} + offset)) tag=""
-      [ ${#sides[@]} -gt 1 ] && tag=-$max_side
+      camera=${spec%%:*} seed=$((${spec##*:} + offset))
       sim=sim_x${ratio}${tag/-/_}_s$seed
       [ -f "$sim/simulation.json" ] || dzsr simulate photos "$sim" --ratio "$ratio" --seed "$seed" \
         --max-side "$max_side" --camera "$camera"

@@ -95,6 +95,7 @@ def guard_flat(
     references: Sequence[tuple[Tensor, tuple[int, int, int, int]]] = (),
     *,
     k: float = GUARD_K,
+    where: Tensor | None = None,
     band: int = 256,
 ) -> Tensor:
     """``G₂ + w₁·(G₁ − G₂) + w₀·(sr − G₁)`` (``Gₙ = Gₙ(sr)``), in bands of ``band`` LR rows (bounded memory);
@@ -108,13 +109,14 @@ def guard_flat(
             detail is the scene's and both weights are raised to that validity, softened by a Gaussian of one
             LR pixel.
         k: :data:`GUARD_K`.
+        where: ``(1, H, W)``: the noise floor measured there only (see :func:`structure_weight`).
 
     Returns:
         ``sr``.
     """
     H, W = int(lr.shape[-2]), int(lr.shape[-1])
     s = int(sr.shape[-1]) // W
-    weights = torch.cat([structure_weight(lr, k, level) for level in range(LEVELS)])  # (LEVELS, H, W)
+    weights = torch.cat([structure_weight(lr, k, level, where) for level in range(LEVELS)])  # (LEVELS, H, W)
     keeps = [(_validity(valid, box, s), box) for valid, box in references]
     reach = 6 * s + 1  # rows of G₂ (3 σ, σ = 2s output rows) read around a band
     above = sr.new_zeros(3, 0, int(sr.shape[-1])).float()  # the original rows just above the band
@@ -141,11 +143,11 @@ def guard_flat(
 
 
 def quiet_flat(image: Tensor, where: Tensor | None = None, *, k: float = GUARD_K) -> Tensor:
-    """A photo with the noise of its flat areas taken out: ``G₂ + w₁·(G₁ − G₂) + w₀·(image − G₁)`` with the
-    weights of :func:`structure_weight` measured on the photo itself (``Gₙ`` a Gaussian of ``n`` of its pixels).
+    """A photo with the noise of its flat areas taken out: :func:`guard_flat` at the photo's own density (its
+    output is the photo, its weights the photo's own), with no reference.
 
-    The guard applied to a photo at its own density: what the perceptual loss of ``dzsr train --sw-target
-    quiet`` compares the network's output with, so that it is not taught to reproduce the tele's noise.
+    What the perceptual loss of ``dzsr train --sw-target quiet`` compares the network's output with, so that
+    it is not taught to reproduce the tele's noise.
 
     Args:
         image: ``(3, H, W)`` in ``[0, 1]``.
@@ -155,7 +157,4 @@ def quiet_flat(image: Tensor, where: Tensor | None = None, *, k: float = GUARD_K
     Returns:
         ``(3, H, W)`` float32, a new tensor; equal to ``image`` where both bands are far above the floor.
     """
-    x = image.float()
-    g1, g2 = gaussian_blur(x, 1.0), gaussian_blur(x, 2.0)
-    w0, w1 = (structure_weight(x, k, level, where) for level in range(LEVELS))
-    return g2 + w1 * (g1 - g2) + w0 * (x - g1)
+    return guard_flat(image.float().clone(), image, k=k, where=where)

@@ -98,10 +98,8 @@ def resolve_train_config(
         if not layout.config.is_file():
             raise ConfigError(f"{out}: nothing to resume (no {layout.config.name}); start without --resume")
         raw = yaml.safe_load(layout.config.read_text(encoding="utf-8")) or {}
-        if isinstance(raw, dict):
-            raw.setdefault(
-                "sw_target", "tele"
-            )  # saved before the key existed: its runs compared with the tele
+        if isinstance(raw, dict):  # a config saved before sw_target existed: its run compared with the tele
+            raw.setdefault("sw_target", "tele")
         saved = resolve_config((raw, str(layout.config)), data=data, out=out)
         layers.append((normalise(raw, str(layout.config)), str(layout.config)))
     if config_file is not None:
