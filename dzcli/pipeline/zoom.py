@@ -1020,6 +1020,7 @@ def _references(
             wide_name=wide_name,
             timings=timings,
         )
+    fidelity = None
     if middle is not None and aligned is not None:
         fidelity = wide_fidelity(uw, middle, aligned)
         if fidelity is not None and fidelity[0] <= fidelity[1]:
@@ -1034,8 +1035,13 @@ def _references(
     background = partial(
         _network_background, model, uw, tile=tile, overlap=overlap, device=device, half=half, tta=tta
     )
+    closer = (
+        ""
+        if fidelity is None
+        else f" (under the tele {fidelity[0]:.2f} dB, the bicubic uw {fidelity[1]:.2f} dB)"
+    )
     if middle is not None and ref2_scale is None:
-        log.info("%s: %s is the reference around the tele's footprint", uw_name, wide_name)
+        log.info("%s: %s is the reference around the tele's footprint%s", uw_name, wide_name, closer)
         merged = merge_references(uw, middle, aligned, background=background)
         return _References(aligned=merged, no_ref=no_ref, dense=dense, middle=None, wide=True)
     if middle is not None:
