@@ -437,10 +437,7 @@ def zoom(
             how += f", the wide's sharpening taken out x{-check.base:.2f}" if check.base < 0 else ""
         if w.reference is not None and w.reference.pasted:
             how += f", the tele pasted at x{w.outscale:.2f} in its footprint"
-        if guard and check is not None and check.guard == 0:
-            how += ", flat-area guard off (the tele shows the detail is real)"
-        elif guard:
-            how += ", flat areas guarded" + ("" if check is None else f" at k {check.guard:g}")
+        how += ", flat areas guarded" if guard else ""
         notes = "".join(f"; [yellow]{escape(n)}[/]" for n in w.notes)
 
         return (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from dzcli.camera import gaussian_blur
-from dzcli.infer.guard import LEVELS, guard_flat, guard_patch, noise_ratio, quiet_flat, structure_weight
+from dzcli.infer.guard import guard_flat, quiet_flat, structure_weight
 from dzcli.resize import resample, upscale_bicubic
 
 from .conftest import scene
@@ -98,20 +98,3 @@ def test_quiet_flat_takes_a_photo_s_own_noise_out_of_its_flat_areas_and_keeps_it
     where = torch.cat([torch.zeros(1, 64, 48), torch.ones(1, 64, 48)], dim=2)
     assert float(quiet_flat(half)[:, 8:56, 56:84].std()) > 0.9 * float(noisy[flat].std())
     assert float(quiet_flat(half, where)[:, 8:56, 56:84].std()) < 0.25 * float(noisy[flat].std())
-
-
-def test_a_patch_guarded_alone_equals_the_whole_photo_guarded_there() -> None:
-    """:func:`guard_patch` (what the self-check tries each strength with) is :func:`guard_flat` on a patch,
-    the noise floor the whole photo's, away from the patch's edges."""
-    g = torch.Generator().manual_seed(6)
-    lr = (scene("life")[:, :120, :160] + 0.02 * torch.randn(3, 120, 160, generator=g)).clamp(0, 1)
-    sr = upscale_bicubic(lr, 2) + 0.03 * torch.randn(3, 240, 320, generator=g)
-    ratios = torch.cat([noise_ratio(lr, level) for level in range(LEVELS)])
-    y, x, h, w = 30, 40, 48, 64
-    inner = (slice(None), slice(2 * 12, 2 * (h - 12)), slice(2 * 12, 2 * (w - 12)))
-    for k in (0.0, 1.0, 2.0):
-        whole = guard_flat(sr.clone(), lr, k=k)[:, 2 * y : 2 * (y + h), 2 * x : 2 * (x + w)]
-        patch = guard_patch(
-            sr[:, 2 * y : 2 * (y + h), 2 * x : 2 * (x + w)], ratios[:, y : y + h, x : x + w], k
-        )
-        torch.testing.assert_close(patch[inner], whole[inner], atol=1e-5, rtol=0)

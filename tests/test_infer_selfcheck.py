@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from dzcli import camera
-from dzcli.infer.guard import GUARD_K, guard_flat
 from dzcli.infer.selfcheck import SelfCheck, _solve, base_band, blend_outside, fit_self_check
 from dzsr_models.descriptor import ModelDescriptor
 
@@ -136,48 +135,3 @@ def test_a_wide_photo_its_camera_sharpened_is_softened_outside_the_tele() -> Non
         return float(((x - truth) ** 2)[outside.expand_as(x)].mean())
 
     assert err(out) < 0.8 * err(sr)
-
-
-def _textured(seed: int, size: tuple[int, int] = (288, 384)) -> Tensor:
-    """A scene that is fine texture everywhere (a pebbled surface): ``(3, H, W)`` in ``[0, 1]``."""
-    g = torch.Generator().manual_seed(seed)
-    grain = camera.gaussian_blur(torch.randn(1, *size, generator=g), 1.5)
-    grain = grain / grain.std()
-    tint = torch.tensor([0.55, 0.5, 0.4]).view(3, 1, 1)
-    return (tint + 0.12 * grain).clamp(0, 1)
-
-
-def test_the_guard_stands_down_where_the_tele_shows_the_flat_looking_detail_is_real() -> None:
-    """On a photo that is texture throughout, the guard's noise floor (its least-textured tenth) is texture:
-    at full strength it takes real detail out. The tele shows it, the self-check turns the guard down, and
-    the zoom outside the tele comes closer to the truth than with the guard at full strength."""
-    truth = _textured(3)
-    lr = camera.downscale(camera.blur(truth, camera.blur_kernel("isotropic", 1.0)), 2.0)
-    box = (48, 36, 96, 72)
-    x0, y0, w, h = box
-    ref = truth[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
-    model = Residual("sharpen")
-    check = fit_self_check(model, lr, ref, box, patch=48, patches=4)
-    assert check.guard < GUARD_K
-    assert fit_self_check(model, lr, ref, box, patch=48, patches=4, guard=False).guard == GUARD_K
-    sr = blend_outside(model(lr[None])[0], lr, box, check)
-    outside = torch.ones(1, *truth.shape[-2:], dtype=torch.bool)
-    outside[:, 2 * (y0 - 16) : 2 * (y0 + h + 16), 2 * (x0 - 16) : 2 * (x0 + w + 16)] = False
-
-    def err(x: Tensor) -> float:
-        return float(((x - truth) ** 2)[outside.expand_as(x)].mean())
-
-    assert err(guard_flat(sr.clone(), lr, k=check.guard)) < 0.9 * err(guard_flat(sr.clone(), lr))
-
-
-def test_the_guard_keeps_its_strength_where_the_flat_area_s_detail_is_noise() -> None:
-    """A flat wall, its photo noisy: the network enlarges the noise, the tele (clean) shows none, and the
-    guard stays at full strength."""
-    g = torch.Generator().manual_seed(5)
-    truth = torch.full((3, 288, 384), 0.5)
-    lr = (camera.downscale(truth, 2.0) + 0.02 * torch.randn(3, 144, 192, generator=g)).clamp(0, 1)
-    box = (48, 36, 96, 72)
-    x0, y0, w, h = box
-    ref = truth[:, 2 * y0 : 2 * (y0 + h), 2 * x0 : 2 * (x0 + w)]
-    for kind in ("sharpen", "noise"):
-        assert fit_self_check(Residual(kind), lr, ref, box, patch=48, patches=4).guard == GUARD_K

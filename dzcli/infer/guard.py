@@ -10,10 +10,7 @@ finer than one wide pixel kept in proportion to ``w₀``, the band between one a
 ``w₁``, each ``w = clamp(1 − k·σ²/e, 0, 1)`` per pixel with ``e`` the wide photo's local energy in that
 band and ``σ²`` that energy where the photo is flattest (its :data:`NOISE_QUANTILE` quantile, the noise
 floor of this capture; a median would take a fully textured photo's texture for noise). Where the tele is
-valid its detail is the scene's and both weights are 1 there. On a photo that is texture throughout (a
-pebbled wall, a field of grass) even the quantile is texture, and at full strength the guard smooths real
-detail away; the self-check (:func:`~dzcli.infer.selfcheck.fit_self_check`) measures that under the tele and
-chooses ``k`` per capture among :data:`GUARD_KS`.
+valid its detail is the scene's and both weights are 1 there.
 
 Chosen on ×2 captures of the training photos: ``k`` on the finest band (1, 2, 4; see :data:`GUARD_K`), then
 the second band with the same ``k`` and energy σ (k 1 / 2 / 3, σ 1.5 / 3 tried; at 1200–1600 px, phone /
@@ -31,27 +28,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dzcli.camera import gaussian_blur
+from dzcli.infer.selfcheck import base_band
 
-__all__ = [
-    "GUARD_K",
-    "GUARD_KS",
-    "LEVELS",
-    "NOISE_QUANTILE",
-    "guard_flat",
-    "guard_patch",
-    "noise_ratio",
-    "quiet_flat",
-    "structure_weight",
-]
+__all__ = ["GUARD_K", "LEVELS", "NOISE_QUANTILE", "guard_flat", "quiet_flat", "structure_weight"]
 
 GUARD_K = 2.0
 """``k``: how many times the noise floor's energy the wide photo's band must hold for the detail to be kept
 whole (k = 1, 2, 4 tried: LPIPS of a perceptual network's output on ×2 captures of the training photos at
-1200 px, 0.2875 / 0.2824 / 0.2858 on the whole photo); the strongest of :data:`GUARD_KS`, used where no tele
-measures the capture."""
-GUARD_KS = (2.0, 1.0, 0.5, 0.0)
-"""The strengths the self-check chooses from, per capture, by what the tele shows (0: no guard; see
-:func:`dzcli.infer.selfcheck.fit_self_check`)."""
+1200 px, 0.2875 / 0.2824 / 0.2858 on the whole photo)."""
 NOISE_QUANTILE = 0.1
 """Quantile of the wide photo's local band energy taken as its noise floor."""
 ENERGY_SIGMA = 1.5
@@ -63,65 +47,37 @@ _SAMPLES = 1 << 20
 
 
 def _band(lr: Tensor, level: int) -> Tensor:
-    """The wide photo's band ``level``: 0 finer than one pixel (``lr − G₁(lr)``), 1 between one and two
-    (``G₁(lr) − G₂(lr)``); ``Gₙ`` a Gaussian of ``n`` pixels, edges reflected."""
+    """The wide photo's band ``level``: 0 finer than one pixel (``lr − G₁(lr)``, the band of
+    :func:`~dzcli.infer.selfcheck.base_band`), 1 between one and two (``G₁(lr) − G₂(lr)``); ``Gₙ`` a Gaussian
+    of ``n`` pixels, edges reflected."""
     if level == 0:
-        return lr - gaussian_blur(lr, 1.0)
+        return base_band(lr, 1)
     return gaussian_blur(lr, 1.0) - gaussian_blur(lr, 2.0)
 
 
-def noise_ratio(lr: Tensor, level: int = 0, where: Tensor | None = None) -> Tensor:
-    """``σ²/e``: the noise floor of the wide photo's band ``level`` over its local energy there (see the
-    module docstring).
+def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0, where: Tensor | None = None) -> Tensor:
+    """``w``: where the wide photo shows structure above its own noise floor in band ``level`` (see the module
+    docstring).
 
     Args:
         lr: ``(3, H, W)`` the wide photo in ``[0, 1]``.
+        k: :data:`GUARD_K`.
         level: the band, 0 or 1 (:data:`LEVELS`).
         where: ``(1, H, W)``: the noise floor is taken over the pixels above 0.5 only (a registered tele's
             valid part); None: over the whole photo.
 
     Returns:
-        ``(1, H, W)``, ``>= 0``: 1 where the band is at the floor, small where it is far above it; zeros when
-        ``where`` selects nothing.
+        ``(1, H, W)`` in ``[0, 1]``: 0 where the photo's band is no stronger than ``k`` times its noise floor
+        there, 1 where it is far stronger.
     """
     band = _band(lr.float(), level)
     energy = gaussian_blur(band.pow(2).mean(0, keepdim=True), ENERGY_SIGMA)
     flat = energy.flatten() if where is None else energy[where > 0.5]
     if flat.numel() == 0:
-        return torch.zeros_like(energy)
+        return torch.ones_like(energy)
     sample = flat[:: max(1, flat.numel() // _SAMPLES)]
     noise = float(torch.quantile(sample, NOISE_QUANTILE))
-    return noise / energy.clamp_min(1e-12)
-
-
-def structure_weight(lr: Tensor, k: float = GUARD_K, level: int = 0, where: Tensor | None = None) -> Tensor:
-    """``w = clamp(1 − k·σ²/e, 0, 1)``: where the wide photo shows structure above its own noise floor in band
-    ``level`` (:func:`noise_ratio`; arguments as there, ``k``: :data:`GUARD_K`).
-
-    Returns:
-        ``(1, H, W)`` in ``[0, 1]``: 0 where the photo's band is no stronger than ``k`` times its noise floor
-        there, 1 where it is far stronger.
-    """
-    return (1.0 - k * noise_ratio(lr, level, where)).clamp(0.0, 1.0)
-
-
-def guard_patch(sr: Tensor, ratios: Tensor, k: float) -> Tensor:
-    """:func:`guard_flat` of a small patch with no reference, its weights from the whole photo's ratios.
-
-    Args:
-        sr: ``(3, s·h, s·w)`` the network's output for a patch of ``h × w`` wide-photo pixels.
-        ratios: ``(LEVELS, h, w)`` :func:`noise_ratio` of each band over that patch.
-        k: the guard's strength (0: ``sr`` as it is).
-
-    Returns:
-        ``(3, s·h, s·w)`` a new tensor; its outer ``6·s`` pixels read the patch's reflected edges.
-    """
-    s = int(sr.shape[-1]) // int(ratios.shape[-1])
-    w = F.interpolate(
-        (1.0 - k * ratios).clamp(0.0, 1.0)[None], scale_factor=s, mode="bilinear", align_corners=False
-    )[0]
-    g1, g2 = (gaussian_blur(sr, n * float(s)) for n in (1, 2))
-    return g2 + w[1:2] * (g1 - g2) + w[0:1] * (sr - g1)
+    return (1.0 - k * noise / energy.clamp_min(1e-12)).clamp(0.0, 1.0)
 
 
 def _validity(valid: Tensor, box: tuple[int, int, int, int], s: int) -> Tensor:

@@ -27,15 +27,12 @@ from torch import Tensor, nn
 
 from dzcli.camera import gaussian_blur
 from dzcli.infer.engine import Box, describe, super_resolve
-from dzcli.infer.guard import GUARD_K, GUARD_KS, LEVELS, guard_patch, noise_ratio
 from dzcli.resize import upscale_bicubic
 
 __all__ = ["SelfCheck", "apply_self_check", "base_band", "blend_outside", "fit_self_check"]
 
 BAND_SIGMA = 1.0
 """``G``'s Gaussian sigma in wide-photo pixels (the scale of a phone's unsharp mask, 0.7–2 px)."""
-GUARD_TIE = 0.01
-"""Relative margin within which the guard's strengths tie (see :func:`fit_self_check`)."""
 
 
 @dataclass(frozen=True)
@@ -46,17 +43,14 @@ class SelfCheck:
         gain: ``α`` in ``[0, 1]``, the share of the network's reference-free detail kept.
         base: ``β <= 0``, the weight of the bicubic base's band-pass added back (negative: the wide camera's
             sharpening taken out).
-        guard: ``k`` of the flat-area guard (:func:`dzcli.infer.guard.guard_flat`), one of
-            :data:`~dzcli.infer.guard.GUARD_KS` (0: none).
     """
 
     gain: float = 1.0
     base: float = 0.0
-    guard: float = GUARD_K
 
     @property
     def neutral(self) -> bool:
-        """:func:`blend_outside` leaves the output as it is."""
+        """The output is left as it is."""
         return self.gain >= 1.0 and self.base == 0.0
 
 
@@ -95,18 +89,12 @@ def fit_self_check(
     device: str | torch.device = "cpu",
     half: bool = False,
     tta: int = 1,
-    guard: bool = True,
 ) -> SelfCheck:
-    """The ``(α, β)`` the tele supports (see the module docstring), and the flat-area guard's strength.
+    """The ``(α, β)`` the tele supports (see the module docstring).
 
     Fitted over up to ``patches`` patches of ``patch`` LR pixels spread evenly over the footprint, weighted
     by the tele's validity ``m``, leaving out ``margin`` pixels at each patch's border (the network saw
-    padding there). Then, with ``guard``, ``b + β·h + α·r`` through the guard at each strength of
-    :data:`~dzcli.infer.guard.GUARD_KS` (its weights from the whole wide photo's noise floor, as
-    :func:`~dzcli.infer.guard.guard_flat` computes them): the strongest whose squared error against the tele
-    is within :data:`GUARD_TIE` of the least (where the guard barely acts on the patches, the errors tie and
-    the guard stays at its full strength for the flat areas the patches do not show). Where the photo is textured throughout, the floor is its
-    least-textured part rather than its noise, and the tele shows the guard taking real detail out.
+    padding there).
 
     Args:
         model: the SR network (any model :func:`super_resolve` runs), scale ``s``.
@@ -115,11 +103,9 @@ def fit_self_check(
         box: ``(x0, y0, bw, bh)`` of ``ref`` inside ``lr``.
         mask: ``(1, s·bh, s·bw)`` validity of ``ref`` (None: all valid).
         tta: views the network runs in (as :func:`super_resolve`'s).
-        guard: choose the guard's strength (False: :data:`~dzcli.infer.guard.GUARD_K`).
 
     Returns:
-        The fit; neutral, with the guard at :data:`~dzcli.infer.guard.GUARD_K`, when the footprint is too
-        small to measure.
+        The fit; neutral when the footprint is too small to measure.
     """
     s = describe(model).scale
     x0, y0, bw, bh = box
@@ -128,34 +114,21 @@ def fit_self_check(
         return SelfCheck()
     per_axis = max(1, math.isqrt(patches))
     sums = np.zeros(5)  # Σr², Σrh, Σh², Σrt, Σht (t: the tele over bicubic)
-    inner = (slice(None), slice(s * margin, s * (ph - margin)), slice(s * margin, s * (pw - margin)))
-    kept = []  # (y, x, net, bic, t, w) of each patch, for the guard's strength
     for yy in sorted({int(v) for v in np.linspace(0, bh - ph, per_axis).round()}):
         for xx in sorted({int(v) for v in np.linspace(0, bw - pw, per_axis).round()}):
             part = lr[:, y0 + yy : y0 + yy + ph, x0 + xx : x0 + xx + pw]
             net = super_resolve(model, part, tile=0, device=device, half=half, tta=tta)
             bic = upscale_bicubic(part, s)
-            t = ref[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)]
+            inner = (slice(None), slice(s * margin, s * (ph - margin)), slice(s * margin, s * (pw - margin)))
+            t = ref[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
             w = (
                 torch.ones_like(t[:1])
                 if mask is None
-                else mask[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)]
+                else mask[:, s * yy : s * (yy + ph), s * xx : s * (xx + pw)][inner]
             )
-            r, h, d = (net - bic)[inner], base_band(bic, s)[inner], (t - bic)[inner]
-            sums += [float((w[inner] * a * b).sum()) for a, b in ((r, r), (r, h), (h, h), (r, d), (h, d))]
-            kept.append((y0 + yy, x0 + xx, net, bic, t, w))
-    check = _solve(*(float(v) for v in sums))
-    if not guard:
-        return check
-    ratios = torch.cat([noise_ratio(lr, level) for level in range(LEVELS)])  # (LEVELS, H, W)
-    errors = np.zeros(len(GUARD_KS))
-    for y, x, net, bic, t, w in kept:
-        out = bic + check.base * base_band(bic, s) + check.gain * (net - bic)
-        patch_ratios = ratios[:, y : y + ph, x : x + pw]
-        for i, k in enumerate(GUARD_KS):
-            errors[i] += float((w * (guard_patch(out, patch_ratios, k) - t).pow(2))[inner].sum())
-    best = next(k for k, e in zip(GUARD_KS, errors, strict=True) if e <= (1.0 + GUARD_TIE) * errors.min())
-    return SelfCheck(gain=check.gain, base=check.base, guard=best)
+            r, h, d = (net - bic)[inner], base_band(bic, s)[inner], t - bic[inner]
+            sums += [float((w * a * b).sum()) for a, b in ((r, r), (r, h), (h, h), (r, d), (h, d))]
+    return _solve(*(float(v) for v in sums))
 
 
 def blend_outside(
@@ -229,16 +202,15 @@ def apply_self_check(
     device: str | torch.device = "cpu",
     half: bool = False,
     tta: int = 1,
-    guard: bool = True,
 ) -> tuple[Tensor, SelfCheck]:
     """The self-check of one capture: :func:`fit_self_check` under the tele, then :func:`blend_outside`.
 
     Args:
         sr: ``(3, s·H, s·W)`` the network's output for ``lr`` with the reference (changed in place).
-        lr, ref, box, mask, tta, guard: as :func:`fit_self_check`.
+        lr, ref, box, mask, tta: as :func:`fit_self_check`.
 
     Returns:
-        ``(sr, check)``; ``check.guard`` is for :func:`~dzcli.infer.guard.guard_flat`, not applied here.
+        ``(sr, check)``.
     """
-    check = fit_self_check(model, lr, ref, box, mask, device=device, half=half, tta=tta, guard=guard)
+    check = fit_self_check(model, lr, ref, box, mask, device=device, half=half, tta=tta)
     return blend_outside(sr, lr, box, check, mask), check

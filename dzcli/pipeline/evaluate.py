@@ -39,7 +39,7 @@ from dzcli.data.pairs import Capture
 from dzcli.errors import AlignmentError, ConfigError, DatasetError, InputError
 from dzcli.infer.devices import resolve_device
 from dzcli.infer.engine import check_tta, describe, super_resolve
-from dzcli.infer.guard import GUARD_K, guard_flat
+from dzcli.infer.guard import guard_flat
 from dzcli.infer.selfcheck import apply_self_check
 from dzcli.io.atomic import check_output, remove_stale_temps_in
 from dzcli.io.images import load_photo, save_image
@@ -428,26 +428,13 @@ def _eval_prepared(
             middle = {"ref2": pair.mid, "box2": (0, 0, int(lr.shape[-1]), int(lr.shape[-2]))}
         out, _ = _run_model(m.model, lr, cfg, device, ref=ref, box=(x0, y0, bw, bh), **middle)
         mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
-        k = GUARD_K
         if cfg.self_check:
             out, check = apply_self_check(
-                m.model,
-                out,
-                lr,
-                ref,
-                (x0, y0, bw, bh),
-                mask,
-                device=device,
-                half=not cfg.fp32,
-                tta=cfg.tta,
-                guard=cfg.guard,
+                m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32, tta=cfg.tta
             )
-            k = check.guard
             result.info[m.name] = {"residual_gain": check.gain, "base_band": check.base}
-            if cfg.guard:
-                result.info[m.name]["guard_k"] = k
         if cfg.guard:
-            out = guard_flat(out, lr, [(mask, (x0, y0, bw, bh))], k=k)
+            out = guard_flat(out, lr, [(mask, (x0, y0, bw, bh))])
         scorer.add(m.name, out, time.perf_counter() - t)
     return scorer.finish()
 
@@ -540,11 +527,6 @@ def _eval_simulated(
                 "tiles": zoomed.tiles,
                 "residual_gain": None if zoomed.self_check is None else zoomed.self_check.gain,
                 "base_band": None if zoomed.self_check is None else zoomed.self_check.base,
-                "guard_k": None
-                if not cfg.guard
-                else GUARD_K
-                if zoomed.self_check is None
-                else zoomed.self_check.guard,
             }
             if zoomed.no_ref is not None:
                 result.no_ref[name] = zoomed.no_ref

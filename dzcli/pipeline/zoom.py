@@ -62,7 +62,7 @@ from dzcli.data.pairs import Capture, discover_captures
 from dzcli.errors import AlignmentError, ConfigError, InputError, ResourceError, TeleNotFoundError
 from dzcli.infer.devices import available_memory, resolve_device
 from dzcli.infer.engine import check_tta, describe, super_resolve
-from dzcli.infer.guard import GUARD_K, guard_flat
+from dzcli.infer.guard import guard_flat
 from dzcli.infer.paste import paste_reference
 from dzcli.infer.selfcheck import SelfCheck, apply_self_check
 from dzcli.io.atomic import check_output
@@ -872,16 +872,7 @@ def _super_resolve(
     if self_check and aligned is not None:
         t = time.perf_counter()
         sr, check = apply_self_check(
-            model,
-            sr,
-            uw,
-            aligned.ref,
-            aligned.box,
-            aligned.mask,
-            device=device,
-            half=half,
-            tta=tta,
-            guard=guard,
+            model, sr, uw, aligned.ref, aligned.box, aligned.mask, device=device, half=half, tta=tta
         )
         timings["self_check"] = time.perf_counter() - t
         log.info(
@@ -894,7 +885,7 @@ def _super_resolve(
     if guard:
         t = time.perf_counter()
         used = [r for r in (aligned, middle) if r is not None]
-        sr = guard_flat(sr, uw, [(r.mask, r.box) for r in used], k=GUARD_K if check is None else check.guard)
+        sr = guard_flat(sr, uw, [(r.mask, r.box) for r in used])
         timings["guard"] = time.perf_counter() - t
     t = time.perf_counter()
     W, H = int(uw.shape[-1]), int(uw.shape[-2])
