@@ -1026,12 +1026,12 @@ def _references(
     background = partial(
         _network_background, model, uw, tile=tile, overlap=overlap, device=device, half=half, tta=tta
     )
-    closer = (
-        ""
-        if fidelity is None
-        else f" (under the tele {fidelity[0]:.2f} dB, the bicubic uw {fidelity[1]:.2f} dB)"
-    )
     if middle is not None and ref2_scale is None:
+        closer = (
+            ""
+            if fidelity is None
+            else f" (under the tele {fidelity[0]:.2f} dB, the bicubic uw {fidelity[1]:.2f} dB)"
+        )
         log.info("%s: %s is the reference around the tele's footprint%s", uw_name, wide_name, closer)
         merged = merge_references(uw, middle, aligned, background=background)
         return _References(aligned=merged, no_ref=no_ref, dense=dense, middle=None, wide=True)
