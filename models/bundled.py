@@ -152,6 +152,13 @@ class ModelInfo:
     scale: int
     metadata: dict[str, Any]
 
+    @property
+    def perceptual(self) -> bool:
+        """The network was trained for looks: its training loss has a perceptual term (``dzsr train --loss``
+        other than ``l1``; a checkpoint that does not say is taken as trained with ℓ1)."""
+        training = self.metadata.get("training")
+        return isinstance(training, dict) and training.get("loss", "l1") != "l1"
+
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (``path`` as a string)."""
         return {"name": self.name, "path": str(self.path), "scale": self.scale, "metadata": self.metadata}

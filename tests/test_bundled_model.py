@@ -87,3 +87,20 @@ def test_a_run_folder_loads_its_best_checkpoint(tmp_path: Path) -> None:
     assert info.name == "myrun" and info.path == run / "checkpoints" / "best.safetensors"
     with pytest.raises(WeightsError, match=r"without checkpoints/best.safetensors"):
         load_model(str(tmp_path / "myrun" / "checkpoints"))
+
+
+def test_a_model_trained_for_looks_says_so(tmp_path: Path) -> None:
+    """``perceptual`` comes from the checkpoint's training loss: what makes ``zoom``'s self-check keep the
+    network's detail whole."""
+    from dzsr_models import create_model, save_checkpoint
+
+    assert load_model("dzsr-small-x2-sharp")[1].perceptual
+    assert not load_model(DEFAULT_MODEL)[1].perceptual
+    net = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    for meta, expected in (
+        ({}, False),
+        ({"training": {"loss": "l1"}}, False),
+        ({"training": {"loss": "l1+sw"}}, True),
+    ):
+        path = save_checkpoint(net, tmp_path / "run.safetensors", metadata=meta)
+        assert load_model(str(path))[1].perceptual is expected

@@ -114,6 +114,33 @@ def test_the_fit_recovers_known_coefficients_within_its_bounds() -> None:
     assert capped.gain == 1.0 and -0.6 < capped.base < 0.0
 
 
+def test_a_perceptual_network_keeps_its_detail_and_the_wide_s_sharpening_still_goes() -> None:
+    """Texture drawn with the scene's statistics but not its phase (a perceptual network's) fits the tele
+    badly pixel by pixel: least squares would throw it away; the perceptual fit keeps it whole and still
+    measures the wide camera's sharpening, which is in phase with the tele."""
+    g = torch.Generator().manual_seed(1)
+    n = 5000
+    r, h = (torch.randn(n, generator=g, dtype=torch.float64) for _ in range(2))
+    scene_detail = torch.randn(n, generator=g, dtype=torch.float64)  # the tele's: same statistics as r
+    t = scene_detail - 0.4 * h
+    sums = [float((a * b).sum()) for a, b in ((r, r), (r, h), (h, h), (r, t), (h, t))]
+    assert _solve(*sums).gain < 0.1  # least squares: nearly nothing of the drawn texture
+    kept = _solve(*sums, perceptual=True)
+    assert kept.gain == 1.0 and abs(kept.base + 0.4) < 0.05
+    sharper = _solve(
+        *[float((a * b).sum()) for a, b in ((r, r), (r, h), (h, h), (r, r + 0.3 * h), (h, r + 0.3 * h))],
+        perceptual=True,
+    )
+    assert sharper == SelfCheck()  # a tele sharper than the wide: β stays 0 (never positive)
+    lr, ref, box, _ = _capture()  # through the whole fit: the invented texture kept at x1
+    assert fit_self_check(Residual("noise"), lr, ref, box, patch=48, patches=4, perceptual=True).gain == 1.0
+    sharpened = camera.sharpen(lr, radius=1.5, amount=1.0)
+    assert (
+        fit_self_check(Residual("sharpen"), sharpened, ref, box, patch=48, patches=4, perceptual=True).base
+        < -0.2
+    )
+
+
 def test_a_wide_photo_its_camera_sharpened_is_softened_outside_the_tele() -> None:
     """The wide camera's unsharp mask (halos, amplified texture) is in the wide photo, not in the tele: the
     self-check measures it under the tele and takes it out of the rest of the photo, which comes closer to

@@ -193,6 +193,24 @@ def test_zoom_writes_the_tele_density_with_exif(pair: tuple[Path, Path], tiny_ck
     assert {p: p.read_bytes() for p in pair} == before
 
 
+def test_a_network_trained_for_looks_keeps_its_detail_outside_the_tele(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    # the same random network, once as trained with l1 and once with a perceptual term: least squares
+    # against the tele throws its invented detail away; the perceptual one keeps it (only β is fitted)
+    torch.manual_seed(0)
+    net = create_model("dzsr-tiny", scale=2, matcher_weights="random")
+    checks = {}
+    for loss in ("l1", "l1+losw"):
+        ckpt = save_checkpoint(net, tmp_path / f"{loss}.safetensors", metadata={"training": {"loss": loss}})
+        (res,) = zoom(_cfg(pair, ckpt, out=tmp_path / f"{loss}.png", ext="png"))
+        assert res.written is not None and res.written.reference is not None
+        checks[loss] = res.written.reference.self_check
+    plain, perceptual = checks["l1"], checks["l1+losw"]
+    assert plain is not None and perceptual is not None
+    assert plain.gain < 0.5 and perceptual.gain == 1.0 and perceptual.base <= 0.0
+
+
 def test_output_at_the_tele_density_when_it_is_not_the_network_scale(tmp_path: Path, tiny_ckpt: Path) -> None:
     sim = simulate_pair(
         fit_within(scene("life"), 560),

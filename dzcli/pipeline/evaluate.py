@@ -258,6 +258,7 @@ class _Model:
     path: str
     model: nn.Module
     scale: int
+    perceptual: bool
 
 
 def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float, tta: int = 1) -> list[_Model]:
@@ -267,7 +268,7 @@ def _load_models(specs: tuple[str, ...], device: torch.device, outscale: float, 
     for spec in specs or (None,):
         model, info = load_model(spec, device=device, outscale=outscale)
         name = info.name + (f"+tta{tta}" if tta > 1 else "")
-        loaded.append(_Model(name, str(info.path), model, info.scale))
+        loaded.append(_Model(name, str(info.path), model, info.scale, info.perceptual))
     names = [m.name for m in loaded]
     for m in loaded:
         if names.count(m.name) > 1:
@@ -430,7 +431,16 @@ def _eval_prepared(
         mask = pair.mask[:, s * y0 : s * (y0 + bh), s * x0 : s * (x0 + bw)]
         if cfg.self_check:
             out, check = apply_self_check(
-                m.model, out, lr, ref, (x0, y0, bw, bh), mask, device=device, half=not cfg.fp32, tta=cfg.tta
+                m.model,
+                out,
+                lr,
+                ref,
+                (x0, y0, bw, bh),
+                mask,
+                device=device,
+                half=not cfg.fp32,
+                tta=cfg.tta,
+                perceptual=m.perceptual,
             )
             result.info[m.name] = {"residual_gain": check.gain, "base_band": check.base}
         if cfg.guard:
@@ -506,6 +516,7 @@ def _eval_simulated(
                     paste=cfg.paste,
                     tta=cfg.tta,
                     guard=cfg.guard,
+                    perceptual=m.perceptual,
                     uw_name=cap.uw.name,
                     tele_name=cap.tele.name,
                     wide_name="wide" if wide_file is None else wide_file.name,

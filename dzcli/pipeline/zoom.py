@@ -826,6 +826,7 @@ def _super_resolve(
     ref_blend: float = REF_BLEND,
     tta: int = 1,
     guard: bool = True,
+    perceptual: bool = False,
 ) -> tuple[Tensor, int, SelfCheck | None]:
     """The network (first adapted to the capture with ``adapt = (steps, batch, patch)``) over the whole uw
     with the reference where it has one (and a triple-camera network's ``middle`` one), pulled ``ref_blend``
@@ -833,7 +834,8 @@ def _super_resolve(
     where it is not valid) as the self-check says (:mod:`dzcli.infer.selfcheck`), resampled to
     ``outscale``, and the ``dense`` tele pasted inside its footprint (see :func:`_dense_reference`); with
     ``guard``, its fine detail outside the valid reference kept where the uw shows structure
-    (:mod:`dzcli.infer.guard`); each pass of the network in ``tta`` views (:func:`~dzcli.infer.engine.tta_views`):
+    (:mod:`dzcli.infer.guard`); each pass of the network in ``tta`` views (:func:`~dzcli.infer.engine.tta_views`);
+    ``perceptual``: a network trained for looks, whose detail the self-check keeps whole:
     ``(image, tiles, self-check)``."""
     steps, batch, patch = adapt
     if steps > 0 and aligned is not None:
@@ -872,7 +874,16 @@ def _super_resolve(
     if self_check and aligned is not None:
         t = time.perf_counter()
         sr, check = apply_self_check(
-            model, sr, uw, aligned.ref, aligned.box, aligned.mask, device=device, half=half, tta=tta
+            model,
+            sr,
+            uw,
+            aligned.ref,
+            aligned.box,
+            aligned.mask,
+            device=device,
+            half=half,
+            tta=tta,
+            perceptual=perceptual,
         )
         timings["self_check"] = time.perf_counter() - t
         log.info(
@@ -1065,6 +1076,7 @@ def zoom_photo(
     ref_blend: float = REF_BLEND,
     tta: int = 1,
     guard: bool = True,
+    perceptual: bool = False,
     uw_name: str = "uw",
     tele_name: str = "tele",
     wide_name: str = "wide",
@@ -1102,6 +1114,8 @@ def zoom_photo(
         tta: run the network in this many mirrored / transposed views and average them (1, 2, 4 or 8).
         guard: where no reference is valid, keep the network's fine detail (finer than two wide-photo
             pixels) only where the wide photo shows structure above its noise (:mod:`dzcli.infer.guard`).
+        perceptual: the network was trained for looks (:attr:`~dzsr_models.bundled.ModelInfo.perceptual`):
+            the self-check keeps all of its detail and only takes the wide camera's sharpening out.
         uw_name: how to call the wide photo in messages.
         tele_name: how to call the tele in messages.
         wide_name: how to call the middle camera's photo in messages.
@@ -1178,6 +1192,7 @@ def zoom_photo(
         ref_blend=ref_blend,
         tta=tta,
         guard=guard,
+        perceptual=perceptual,
     )
     return ZoomedPhoto(
         image=image,
@@ -1270,6 +1285,7 @@ def zoom_capture(
         ref_blend=cfg.ref_blend,
         tta=cfg.tta,
         guard=cfg.guard,
+        perceptual=info.perceptual,
     )
     name = info.name + (f"+adapt{cfg.adapt}" if cfg.adapt > 0 and aligned is not None else "")
     name += f"+tta{cfg.tta}" if cfg.tta > 1 else ""
