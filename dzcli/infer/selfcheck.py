@@ -67,12 +67,17 @@ def base_band(bic: Tensor, scale: int) -> Tensor:
     return bic - gaussian_blur(bic, BAND_SIGMA * scale)
 
 
+def _given_gain(gain: float, ab: float, bb: float, bt: float) -> SelfCheck:
+    """``α = gain`` and the least-squares ``β ≤ 0`` given it (normal equations as :func:`_solve`'s)."""
+    return SelfCheck(gain=gain, base=min(0.0, (bt - gain * ab) / bb) if bb > 0 else 0.0)
+
+
 def _solve(aa: float, ab: float, bb: float, at: float, bt: float, *, perceptual: bool = False) -> SelfCheck:
     """The least-squares ``(α, β)`` of ``t ≈ α·r + β·h`` from its normal equations (``aa = Σr²``,
     ``ab = Σrh``, ``bb = Σh²``, ``at = Σrt``, ``bt = Σht``), with ``α ∈ [0, 1]`` and ``β ≤ 0``;
     ``perceptual``: ``α = 1`` and ``β`` fitted given it."""
     if perceptual:
-        return SelfCheck(base=min(0.0, (bt - ab) / bb)) if bb > 0 else SelfCheck()
+        return _given_gain(1.0, ab, bb, bt)
     alone = SelfCheck(gain=min(1.0, max(0.0, at / aa))) if aa > 0 else SelfCheck()
     det = aa * bb - ab * ab
     if bb <= 0 or det <= 1e-12 * aa * bb:
@@ -81,8 +86,7 @@ def _solve(aa: float, ab: float, bb: float, at: float, bt: float, *, perceptual:
     if beta > 0:
         return alone
     if not 0.0 <= alpha <= 1.0:  # on the edge α = 0 or 1: β refitted given α
-        alpha = min(1.0, max(0.0, alpha))
-        beta = min(0.0, (bt - alpha * ab) / bb)
+        return _given_gain(min(1.0, max(0.0, alpha)), ab, bb, bt)
     return SelfCheck(gain=alpha, base=beta)
 
 
